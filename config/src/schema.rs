@@ -1,0 +1,217 @@
+//! The configuration file's shape and its documented defaults (DESIGN.md §11). Every key has a
+//! default here; `cairn.example.toml` spells the same defaults out and a test keeps them equal.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{HumanDuration, Size};
+
+/// The whole configuration as written in TOML, before validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where blocks, keys and tokens live.
+    pub data_dir: PathBuf,
+    pub p2p: P2pConfig,
+    pub storage: StorageConfig,
+    pub replication: ReplicationConfig,
+    pub scrub: ScrubConfig,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/cairn"),
+            p2p: P2pConfig::default(),
+            storage: StorageConfig::default(),
+            replication: ReplicationConfig::default(),
+            scrub: ScrubConfig::default(),
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pConfig {
+    /// Multiaddrs to listen on. QUIC (`/udp/…/quic-v1`) only when no swarm key is set.
+    pub listen: Vec<String>,
+    /// Bootstrap peers, each pinned to its identity: `/ip4/…/tcp/…/p2p/<peer-id>`.
+    pub bootstrap: Vec<String>,
+    /// How many bootstrap peers must answer before the node reports ready.
+    pub min_bootstrap_peers: u32,
+    /// Peer IDs admitted; empty admits every peer that passes the swarm key.
+    pub allowlist: Vec<String>,
+    /// Pre-shared key in Kubo's swarm.key format; empty means none.
+    pub swarm_key_file: PathBuf,
+    pub limits: P2pLimits,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["/ip4/0.0.0.0/tcp/4101".to_owned()],
+            bootstrap: Vec::new(),
+            min_bootstrap_peers: 1,
+            allowlist: Vec::new(),
+            swarm_key_file: PathBuf::new(),
+            limits: P2pLimits::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pLimits {
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    /// Requests per second per peer.
+    pub requests_per_second: u32,
+    /// Bytes per second per peer.
+    pub bytes_per_second: Size,
+}
+
+impl Default for P2pLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_connections_per_peer: 2,
+            requests_per_second: 200,
+            bytes_per_second: Size::mib(256),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Hard quota on stored block bytes; 0 means no quota.
+    pub max_bytes: Size,
+    /// Sync the write-ahead log before a write is acknowledged.
+    pub sync_writes: bool,
+    /// Largest block accepted from anyone.
+    pub max_block_size: Size,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: Size(0),
+            sync_writes: true,
+            max_block_size: Size::mib(2),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Copies of each pin the cluster keeps, unless the pin says otherwise.
+    pub factor: u32,
+    /// Receipts `add` waits for before it returns.
+    pub write_quorum: u32,
+    /// How long a holder may be unreachable before its copy is replaced.
+    pub repair_grace: HumanDuration,
+    pub repair_bytes_per_second: Size,
+    pub audit_interval: HumanDuration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            factor: 3,
+            write_quorum: 2,
+            repair_grace: HumanDuration::secs(5 * 60),
+            repair_bytes_per_second: Size::mib(64),
+            audit_interval: HumanDuration::secs(10 * 60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrubConfig {
+    /// How often every block is re-verified.
+    pub interval: HumanDuration,
+    pub bytes_per_second: Size,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        Self {
+            interval: HumanDuration::secs(7 * 86_400),
+            bytes_per_second: Size::mib(32),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// gRPC admin API address; loopback by default.
+    pub listen: String,
+    /// Paths relative to `data_dir` unless absolute.
+    pub token_file: PathBuf,
+    pub readonly_token_file: PathBuf,
+    /// TLS is on when both are set.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4102".to_owned(),
+            token_file: PathBuf::from("admin.token"),
+            readonly_token_file: PathBuf::from("readonly.token"),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Prometheus endpoint; empty turns it off.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:4103".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`error` … `trace`) or a filter such as `info,cairn_p2p=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
