@@ -1,1 +1,97 @@
-//! placeholder
+//! cairn-blockstore: Cairn's verified block store.
+//!
+//! Blocks are keyed by multihash and hashed again on every write and every read: a block whose
+//! bytes do not match is moved to quarantine, counted, and reported as
+//! [`Error::HashMismatch`] — its bytes are never returned. On top sit recursive and direct pins,
+//! a GC that never removes what a pin reaches, a hard quota, and a rate-limited scrub.
+//!
+//! The logic lives once in [`Store`], over a small [`backend::Backend`] seam with two engines:
+//! RocksDB ([`RocksBlockstore`]) and memory ([`MemBlockstore`]). This is the only crate that names
+//! RocksDB. It must never hand out unverified bytes, and never half-apply a write.
+
+pub mod backend;
+mod block;
+mod dag;
+mod error;
+mod metrics;
+mod pins;
+mod scrub;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use cid::Cid;
+use multihash::Multihash;
+
+pub use backend::mem::MemBackend;
+pub use backend::rocks::RocksBackend;
+pub use block::{Block, DAG_PB, HashAlg, RAW, links, raw_cid, verify};
+pub use dag::walk;
+pub use error::{Error, Result};
+pub use metrics::StoreMetrics;
+pub use pins::{GcReport, PinMode};
+pub use scrub::{ScrubOptions, ScrubProgress, ScrubReport};
+pub use store::{Store, StoreOptions, StoreStats};
+
+/// The block store on RocksDB.
+pub type RocksBlockstore = Store<RocksBackend>;
+/// The block store in memory.
+pub type MemBlockstore = Store<MemBackend>;
+
+impl RocksBlockstore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            what: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+        let backend = RocksBackend::open(dir, opts.sync_writes)?;
+        Store::with_backend(backend, opts)
+    }
+}
+
+impl MemBlockstore {
+    pub fn new(opts: StoreOptions) -> Self {
+        // Memory starts empty: there is no metadata to load or count.
+        Store::from_parts(MemBackend::new(), opts, store::Usage::default())
+    }
+}
+
+/// The small, synchronous block interface the rest of Cairn programs against. Async callers use
+/// `spawn_blocking`. Every implementation verifies on `put` and on `get`.
+pub trait Blockstore: Send + Sync + 'static {
+    /// The verified bytes of `cid`; [`Error::NotFound`] when absent, [`Error::HashMismatch`] (and
+    /// quarantine) when the stored bytes are corrupt.
+    fn get(&self, cid: &Cid) -> Result<Bytes>;
+    fn has(&self, cid: &Cid) -> Result<bool>;
+    fn put(&self, block: &Block) -> Result<()>;
+    /// All blocks or none.
+    fn put_many(&self, blocks: &[Block]) -> Result<()>;
+    fn delete(&self, cid: &Cid) -> Result<bool>;
+    /// Every stored block's multihash.
+    fn iterate(&self) -> Box<dyn Iterator<Item = Result<Multihash<64>>> + '_>;
+}
+
+impl<B: backend::Backend> Blockstore for Store<B> {
+    fn get(&self, cid: &Cid) -> Result<Bytes> {
+        Store::get(self, cid)
+    }
+    fn has(&self, cid: &Cid) -> Result<bool> {
+        Store::has(self, cid)
+    }
+    fn put(&self, block: &Block) -> Result<()> {
+        Store::put(self, block)
+    }
+    fn put_many(&self, blocks: &[Block]) -> Result<()> {
+        Store::put_many(self, blocks)
+    }
+    fn delete(&self, cid: &Cid) -> Result<bool> {
+        Store::delete(self, cid)
+    }
+    fn iterate(&self) -> Box<dyn Iterator<Item = Result<Multihash<64>>> + '_> {
+        Box::new(Store::iterate(self))
+    }
+}

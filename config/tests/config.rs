@@ -1,6 +1,9 @@
 //! The config's contract: the example file equals the defaults, overrides work, and every rejected
 //! value is refused with a message that names the key and the fix.
 
+// Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::path::Path;
 
 use cairn_config::{Config, ConfigError, EXAMPLE_CONFIG, LogFormat, Size};

@@ -1,0 +1,171 @@
+//! Pins and garbage collection. A recursive pin keeps a root and every block below it; a direct
+//! pin keeps one block. GC removes exactly the blocks no pin reaches, and holds the GC lock
+//! exclusively, so no pin or import can land between its mark and its sweep.
+
+use std::collections::HashSet;
+
+use cid::Cid;
+use multihash::Multihash;
+
+use crate::backend::{Backend, Batch, Cf};
+use crate::error::{Error, Result};
+use crate::metrics::StoreMetrics;
+use crate::store::{PAGE, Store, mh_from_key};
+
+/// How a pin holds its root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PinMode {
+    /// The root block alone.
+    Direct,
+    /// The root and everything it links to, transitively.
+    Recursive,
+}
+
+impl PinMode {
+    fn encode(self) -> u8 {
+        match self {
+            Self::Direct => 1,
+            Self::Recursive => 2,
+        }
+    }
+
+    fn decode(raw: &[u8]) -> Result<Self> {
+        match raw {
+            [1] => Ok(Self::Direct),
+            [2] => Ok(Self::Recursive),
+            other => Err(Error::Corrupt(format!("pin record {other:?} is not a pin mode"))),
+        }
+    }
+}
+
+/// What a GC pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub removed_blocks: u64,
+    pub removed_bytes: u64,
+    pub kept_blocks: u64,
+}
+
+impl<B: Backend> Store<B> {
+    /// Pins `root`. A recursive pin first checks that the whole DAG is stored and verifies every
+    /// DAG-PB node on the way; a missing block is [`Error::Incomplete`] and nothing is pinned. A
+    /// direct pin never weakens an existing recursive one.
+    pub fn pin(&self, root: &Cid, mode: PinMode) -> Result<()> {
+        let _guard = self.gc_guard();
+        match mode {
+            PinMode::Recursive => {
+                self.walk(root, |_| {})?;
+            }
+            PinMode::Direct => {
+                if !self.has(root)? {
+                    return Err(Error::Incomplete {
+                        root: *root,
+                        missing: *root,
+                    });
+                }
+            }
+        }
+        let key = root.to_bytes();
+        let mode = match self.backend.get(Cf::Pins, &key)? {
+            Some(existing) => PinMode::decode(&existing)?.max(mode),
+            None => mode,
+        };
+        let mut batch = Batch::default();
+        batch.put(Cf::Pins, key, vec![mode.encode()]);
+        self.backend.write(batch)
+    }
+
+    /// Removes the pin on `root`; returns whether there was one. The blocks stay until GC.
+    pub fn unpin(&self, root: &Cid) -> Result<bool> {
+        let key = root.to_bytes();
+        if !self.backend.contains(Cf::Pins, &key)? {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        batch.delete(Cf::Pins, key);
+        self.backend.write(batch)?;
+        Ok(true)
+    }
+
+    pub fn pin_mode(&self, root: &Cid) -> Result<Option<PinMode>> {
+        self.backend
+            .get(Cf::Pins, &root.to_bytes())?
+            .map(|raw| PinMode::decode(&raw))
+            .transpose()
+    }
+
+    /// Every pin, in key order.
+    pub fn pins(&self) -> Result<Vec<(Cid, PinMode)>> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.backend.scan(Cf::Pins, b"", after.as_deref(), PAGE)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (k, v) in page {
+                let cid = Cid::try_from(k.as_slice())
+                    .map_err(|e| Error::Corrupt(format!("pin key is not a CID: {e}")))?;
+                out.push((cid, PinMode::decode(&v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Visits `root` and every block below it once (see [`crate::walk`]).
+    pub fn walk(&self, root: &Cid, visit: impl FnMut(&Cid)) -> Result<()> {
+        crate::dag::walk(self, root, visit)
+    }
+
+    /// Whether any pin keeps `cid` (directly, as a root, or below a recursive root).
+    pub fn is_reachable(&self, cid: &Cid) -> Result<bool> {
+        Ok(self.mark()?.contains(cid.hash()))
+    }
+
+    /// The multihashes every pin keeps. Fails when a pinned DAG cannot be walked: GC must never
+    /// guess what lies below a missing node.
+    fn mark(&self) -> Result<HashSet<Multihash<64>>> {
+        let mut keep = HashSet::new();
+        for (root, mode) in self.pins()? {
+            match mode {
+                PinMode::Direct => {
+                    keep.insert(*root.hash());
+                }
+                PinMode::Recursive => self.walk(&root, |c| {
+                    keep.insert(*c.hash());
+                })?,
+            }
+        }
+        Ok(keep)
+    }
+
+    /// Removes every block no pin reaches. Imports and pins wait while it runs.
+    pub fn gc(&self) -> Result<GcReport> {
+        let _exclusive = self.gc_lock.write();
+        let keep = self.mark()?;
+        let mut report = GcReport::default();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let keys = self.backend.scan_keys(Cf::Blocks, b"", after.as_deref(), PAGE)?;
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            after = Some(last);
+            let mut doomed = Vec::new();
+            for key in keys {
+                if keep.contains(&mh_from_key(&key)?) {
+                    report.kept_blocks += 1;
+                } else {
+                    doomed.push(key);
+                }
+            }
+            let (blocks, bytes) = self.remove_keys(&doomed)?;
+            report.removed_blocks += blocks;
+            report.removed_bytes += bytes;
+        }
+        StoreMetrics::add(&self.metrics.gc_runs, 1);
+        StoreMetrics::add(&self.metrics.gc_removed_blocks, report.removed_blocks);
+        Ok(report)
+    }
+}

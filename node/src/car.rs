@@ -1,0 +1,135 @@
+//! CAR v1 import and export, so DAGs move between Cairn and other IPFS tools. The format itself
+//! is iroh-car's; this module feeds it from and into the verified blockstore, with the store's
+//! synchronous calls on blocking threads and a bounded queue between them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cairn_blockstore::{Block, Blockstore, links};
+use cid::Cid;
+use iroh_car::{CarHeader, CarReader, CarWriter};
+type Multihash = cid::multihash::Multihash<64>;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+
+
+/// Blocks read ahead of the writer during export.
+const EXPORT_QUEUE: usize = 16;
+/// Bytes stored per batch during import.
+const IMPORT_BATCH_BYTES: usize = 4 << 20;
+
+/// What a CAR import stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarImport {
+    pub roots: Vec<Cid>,
+    pub blocks: u64,
+    pub bytes: u64,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Car(format!("blocking task failed: {e}")))?
+}
+
+/// Writes `root` and every block below it (each verified as it is read) as a CAR v1 file.
+/// Returns the number of blocks written.
+pub async fn export_car<S, W>(store: Arc<S>, root: Cid, writer: W) -> Result<u64>
+where
+    S: Blockstore + ?Sized,
+    W: AsyncWrite + Unpin + Send,
+{
+    let (tx, mut rx) = mpsc::channel::<Result<Block>>(EXPORT_QUEUE);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut seen: HashSet<Multihash> = HashSet::new();
+        let mut stack = vec![root];
+        while let Some(cid) = stack.pop() {
+            if !seen.insert(*cid.hash()) {
+                continue;
+            }
+            let block = store.get(&cid).and_then(|data| {
+                let mut children = links(&cid, &data)?;
+                // Depth first, children in link order.
+                children.reverse();
+                stack.extend(children);
+                Ok(Block::new(cid, data))
+            });
+            let failed = block.is_err();
+            if tx.blocking_send(block.map_err(Error::from)).is_err() || failed {
+                break;
+            }
+        }
+    });
+    let mut car = CarWriter::new(CarHeader::new_v1(vec![root]), writer);
+    let mut written = 0u64;
+    while let Some(block) = rx.recv().await {
+        let block = block?;
+        car.write(block.cid, &block.data)
+            .await
+            .map_err(|e| Error::Car(e.to_string()))?;
+        written += 1;
+    }
+    car.finish().await.map_err(|e| Error::Car(e.to_string()))?;
+    reader
+        .await
+        .map_err(|e| Error::Car(format!("block reader failed: {e}")))?;
+    Ok(written)
+}
+
+/// Reads a CAR v1 file into the store. Every block is verified before it is stored, and the import
+/// fails unless every root's DAG is complete afterwards (a truncated file is refused, not half
+/// taken). Pinning the roots is the caller's job.
+pub async fn import_car<S, R>(store: Arc<S>, reader: R) -> Result<CarImport>
+where
+    S: Blockstore + ?Sized,
+    R: AsyncRead + Unpin + Send,
+{
+    let mut car = CarReader::new(tokio::io::BufReader::new(reader))
+        .await
+        .map_err(|e| Error::Car(format!("bad header: {e}")))?;
+    let roots = car.header().roots().to_vec();
+    if roots.is_empty() {
+        return Err(Error::Car("the header names no root".into()));
+    }
+    let mut stats = CarImport {
+        roots: roots.clone(),
+        blocks: 0,
+        bytes: 0,
+    };
+    let mut batch: Vec<Block> = Vec::new();
+    let mut batch_bytes = 0;
+    loop {
+        let next = car
+            .next_block()
+            .await
+            .map_err(|e| Error::Car(format!("after {} blocks: {e}", stats.blocks)))?;
+        let Some((cid, data)) = next else { break };
+        batch_bytes += data.len();
+        stats.blocks += 1;
+        stats.bytes += data.len() as u64;
+        batch.push(Block::new(cid, data));
+        if batch_bytes >= IMPORT_BATCH_BYTES {
+            let full = std::mem::take(&mut batch);
+            let s = Arc::clone(&store);
+            blocking(move || Ok(s.put_many(&full)?)).await?;
+            batch_bytes = 0;
+        }
+    }
+    let s = Arc::clone(&store);
+    blocking(move || {
+        s.put_many(&batch)?;
+        for root in &roots {
+            cairn_blockstore::walk(&*s, root, |_| {}).map_err(|e| match e {
+                cairn_blockstore::Error::Incomplete { root, missing } => {
+                    Error::CarIncomplete { root, missing }
+                }
+                other => other.into(),
+            })?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(stats)
+}
