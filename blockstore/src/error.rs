@@ -12,13 +12,17 @@ pub enum Error {
     /// returned.
     #[error("block {cid} failed verification: its bytes hash to {computed_hex}", computed_hex = hex_digest(computed))]
     HashMismatch { cid: Cid, computed: Multihash<64> },
-    #[error("block {cid} uses multihash code {code:#x}, which this node cannot verify (sha2-256 and blake3 are supported)")]
+    #[error(
+        "block {cid} uses multihash code {code:#x}, which this node cannot verify (sha2-256 and blake3 are supported)"
+    )]
     UnsupportedHash { cid: Cid, code: u64 },
     #[error("block {cid} uses codec {codec:#x}; only raw (0x55) and dag-pb (0x70) are stored")]
     UnsupportedCodec { cid: Cid, codec: u64 },
     #[error("block {cid} is {size} bytes, more than the {max}-byte limit (storage.max_block_size)")]
     BlockTooLarge { cid: Cid, size: usize, max: u64 },
-    #[error("storage quota reached: storing {needed} more bytes would pass storage.max_bytes ({max}; {used} used)")]
+    #[error(
+        "storage quota reached: storing {needed} more bytes would pass storage.max_bytes ({max}; {used} used)"
+    )]
     QuotaExceeded { needed: u64, used: u64, max: u64 },
     #[error("block {cid} is not valid {codec}: {reason}")]
     InvalidBlock {

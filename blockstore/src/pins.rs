@@ -33,7 +33,9 @@ impl PinMode {
         match raw {
             [1] => Ok(Self::Direct),
             [2] => Ok(Self::Recursive),
-            other => Err(Error::Corrupt(format!("pin record {other:?} is not a pin mode"))),
+            other => Err(Error::Corrupt(format!(
+                "pin record {other:?} is not a pin mode"
+            ))),
         }
     }
 }
@@ -147,7 +149,9 @@ impl<B: Backend> Store<B> {
         let mut report = GcReport::default();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let keys = self.backend.scan_keys(Cf::Blocks, b"", after.as_deref(), PAGE)?;
+            let keys = self
+                .backend
+                .scan_keys(Cf::Blocks, b"", after.as_deref(), PAGE)?;
             let Some(last) = keys.last().cloned() else {
                 break;
             };

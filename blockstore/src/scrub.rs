@@ -63,7 +63,9 @@ impl<B: Backend> Store<B> {
         };
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = self.backend.scan(Cf::Blocks, b"", after.as_deref(), SCRUB_PAGE)?;
+            let page = self
+                .backend
+                .scan(Cf::Blocks, b"", after.as_deref(), SCRUB_PAGE)?;
             let Some((last, _)) = page.last() else {
                 report.completed = true;
                 break;
@@ -77,7 +79,11 @@ impl<B: Backend> Store<B> {
                 p.bytes_checked += data.len() as u64;
                 match self.verify_stored(key, data) {
                     Ok(()) => stamps.put(Cf::Meta, verified_key(key), now),
-                    Err(Error::HashMismatch { .. } | Error::UnsupportedHash { .. } | Error::Corrupt(_)) => {
+                    Err(
+                        Error::HashMismatch { .. }
+                        | Error::UnsupportedHash { .. }
+                        | Error::Corrupt(_),
+                    ) => {
                         StoreMetrics::add(&self.metrics.verification_failures, 1);
                         self.quarantine(key, data)?;
                         p.corrupt += 1;
@@ -96,7 +102,11 @@ impl<B: Backend> Store<B> {
             if on_progress(&report.progress).is_break() {
                 break;
             }
-            pace(started, report.progress.bytes_checked, opts.bytes_per_second);
+            pace(
+                started,
+                report.progress.bytes_checked,
+                opts.bytes_per_second,
+            );
         }
         if report.completed {
             StoreMetrics::add(&self.metrics.scrub_runs_completed, 1);

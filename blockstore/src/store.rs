@@ -84,7 +84,9 @@ impl Usage {
         let (blocks, bytes) = raw
             .split_at_checked(8)
             .filter(|(_, b)| b.len() == 8)
-            .ok_or_else(|| Error::Corrupt(format!("usage record is {} bytes, not 16", raw.len())))?;
+            .ok_or_else(|| {
+                Error::Corrupt(format!("usage record is {} bytes, not 16", raw.len()))
+            })?;
         Ok(Self {
             blocks: u64::from_be_bytes(blocks.try_into().unwrap_or_default()),
             bytes: u64::from_be_bytes(bytes.try_into().unwrap_or_default()),
@@ -122,8 +124,11 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 pub(crate) fn mh_from_key(key: &[u8]) -> Result<Multihash<64>> {
-    Multihash::from_bytes(key)
-        .map_err(|e| Error::Corrupt(format!("blocks table holds a key that is not a multihash: {e}")))
+    Multihash::from_bytes(key).map_err(|e| {
+        Error::Corrupt(format!(
+            "blocks table holds a key that is not a multihash: {e}"
+        ))
+    })
 }
 
 impl<B: Backend> Store<B> {
@@ -179,7 +184,9 @@ impl<B: Backend> Store<B> {
         let mut quarantined = 0u64;
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let keys = self.backend.scan_keys(Cf::Quarantine, b"", after.as_deref(), PAGE)?;
+            let keys = self
+                .backend
+                .scan_keys(Cf::Quarantine, b"", after.as_deref(), PAGE)?;
             quarantined += keys.len() as u64;
             match keys.into_iter().last() {
                 Some(k) => after = Some(k),
@@ -204,7 +211,10 @@ impl<B: Backend> Store<B> {
     /// [`Error::HashMismatch`]; its bytes are never returned.
     pub fn get(&self, cid: &Cid) -> Result<Bytes> {
         let key = cid.hash().to_bytes();
-        let data = self.backend.get(Cf::Blocks, &key)?.ok_or(Error::NotFound(*cid))?;
+        let data = self
+            .backend
+            .get(Cf::Blocks, &key)?
+            .ok_or(Error::NotFound(*cid))?;
         match verify(cid, &data) {
             Ok(()) => {
                 StoreMetrics::add(&self.metrics.gets, 1);
@@ -384,7 +394,9 @@ impl<B: Backend> Store<B> {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let keys = self.backend.scan_keys(Cf::Quarantine, b"", after.as_deref(), PAGE)?;
+            let keys = self
+                .backend
+                .scan_keys(Cf::Quarantine, b"", after.as_deref(), PAGE)?;
             let Some(last) = keys.last().cloned() else {
                 break;
             };
@@ -398,7 +410,9 @@ impl<B: Backend> Store<B> {
 
     /// When `cid`'s block was last verified by a scrub, in Unix seconds.
     pub fn last_verified(&self, cid: &Cid) -> Result<Option<u64>> {
-        let raw = self.backend.get(Cf::Meta, &verified_key(&cid.hash().to_bytes()))?;
+        let raw = self
+            .backend
+            .get(Cf::Meta, &verified_key(&cid.hash().to_bytes()))?;
         Ok(raw.and_then(|r| r.try_into().ok()).map(u64::from_be_bytes))
     }
 
@@ -456,7 +470,11 @@ impl<B: Backend> Iterator for KeyPages<'_, B> {
             if self.done {
                 return None;
             }
-            match self.store.backend.scan_keys(Cf::Blocks, b"", self.after.as_deref(), PAGE) {
+            match self
+                .store
+                .backend
+                .scan_keys(Cf::Blocks, b"", self.after.as_deref(), PAGE)
+            {
                 Ok(keys) if keys.is_empty() => {
                     self.done = true;
                     return None;

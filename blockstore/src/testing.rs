@@ -31,8 +31,14 @@ pub const BLOCKS: u8 = 16;
 
 pub fn model_block(i: u8) -> Block {
     let len = 1 + (usize::from(i) * 977) % 3000;
-    let data: Vec<u8> = (0..len).map(|j| (j as u8).wrapping_mul(31).wrapping_add(i)).collect();
-    let hash = if i % 3 == 0 { HashAlg::Blake3 } else { HashAlg::Sha2_256 };
+    let data: Vec<u8> = (0..len)
+        .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i))
+        .collect();
+    let hash = if i % 3 == 0 {
+        HashAlg::Blake3
+    } else {
+        HashAlg::Sha2_256
+    };
     Block::build(RAW, hash, data)
 }
 
@@ -113,13 +119,17 @@ pub fn check_model<B: Backend>(
                 }
             }
             ModelOp::Has(i) => {
-                let has = s.has(&model_block(i).cid).map_err(|e| fail(e.to_string()))?;
+                let has = s
+                    .has(&model_block(i).cid)
+                    .map_err(|e| fail(e.to_string()))?;
                 if has != model.contains_key(&i) {
                     return Err(fail(format!("has = {has}, model disagrees")));
                 }
             }
             ModelOp::Delete(i) => {
-                let removed = s.delete(&model_block(i).cid).map_err(|e| fail(e.to_string()))?;
+                let removed = s
+                    .delete(&model_block(i).cid)
+                    .map_err(|e| fail(e.to_string()))?;
                 if removed != model.remove(&i).is_some() {
                     return Err(fail(format!("delete = {removed}, model disagrees")));
                 }
@@ -143,7 +153,10 @@ pub fn check_model<B: Backend>(
         }
         let s = store.as_ref().ok_or("no store")?;
         let stats = s.stats().map_err(|e| fail(e.to_string()))?;
-        let want_bytes: u64 = model.keys().map(|i| model_block(*i).data.len() as u64).sum();
+        let want_bytes: u64 = model
+            .keys()
+            .map(|i| model_block(*i).data.len() as u64)
+            .sum();
         if stats.blocks != model.len() as u64 || stats.bytes != want_bytes {
             return Err(fail(format!(
                 "stats {}/{} bytes, model {}/{}",

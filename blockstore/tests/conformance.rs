@@ -56,7 +56,9 @@ fn raw(data: &[u8]) -> Block {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
 }
 
 /// A DAG-PB node linking to `children`.
@@ -149,7 +151,10 @@ fn wrong_bytes_are_refused_on_put<B: Backend>(open: fn(StoreOptions) -> Fixture<
         other => panic!("expected HashMismatch, got {other:?}"),
     }
     assert!(!f.store.has(&good.cid).unwrap());
-    assert_eq!(StoreMetrics::get(&f.store.metrics().verification_failures), 1);
+    assert_eq!(
+        StoreMetrics::get(&f.store.metrics().verification_failures),
+        1
+    );
 }
 
 fn unknown_hash_and_codec_are_errors_not_passes<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
@@ -177,7 +182,16 @@ fn invalid_dag_pb_is_refused<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
     let f = open(opts());
     let junk = Block::build(DAG_PB, HashAlg::Sha2_256, vec![0xff, 0xff, 0xff, 0x01]);
     let err = f.store.put(&junk).unwrap_err();
-    assert!(matches!(err, Error::InvalidBlock { codec: "dag-pb", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::InvalidBlock {
+                codec: "dag-pb",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 fn oversize_blocks_are_refused<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
@@ -188,7 +202,17 @@ fn oversize_blocks_are_refused<B: Backend>(open: fn(StoreOptions) -> Fixture<B>)
     f.store.put(&raw(&pattern(1024, 0))).unwrap();
     let big = raw(&pattern(1025, 0));
     let err = f.store.put(&big).unwrap_err();
-    assert!(matches!(err, Error::BlockTooLarge { size: 1025, max: 1024, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::BlockTooLarge {
+                size: 1025,
+                max: 1024,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("storage.max_block_size"));
     assert!(!f.store.has(&big.cid).unwrap());
 }
@@ -219,7 +243,9 @@ fn put_many_is_all_or_nothing<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) 
     let forged = Block::new(raw(b"c").cid, Bytes::from_static(b"not c"));
     assert!(f.store.put_many(&[a.clone(), b.clone(), forged]).is_err());
     assert!(!f.store.has(&a.cid).unwrap() && !f.store.has(&b.cid).unwrap());
-    f.store.put_many(&[a.clone(), b.clone(), a.clone()]).unwrap();
+    f.store
+        .put_many(&[a.clone(), b.clone(), a.clone()])
+        .unwrap();
     assert_eq!(f.store.stats().unwrap().blocks, 2);
 }
 
@@ -235,7 +261,14 @@ fn quota_refuses_cleanly_and_frees_on_delete<B: Backend>(open: fn(StoreOptions) 
     let over = [raw(&pattern(1000, 9)), blocks[2].clone()];
     let err = f.store.put_many(&over).unwrap_err();
     assert!(
-        matches!(err, Error::QuotaExceeded { needed: 5000, used: 8000, max: 10_000 }),
+        matches!(
+            err,
+            Error::QuotaExceeded {
+                needed: 5000,
+                used: 8000,
+                max: 10_000
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("storage.max_bytes"));
@@ -283,7 +316,13 @@ fn good_copy_repairs_a_quarantined_block<B: Backend>(open: fn(StoreOptions) -> F
 fn scrub_finds_every_corrupt_block<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
     let f = open(opts());
     let blocks: Vec<Block> = (0..200u32)
-        .map(|i| raw(&pattern(100 + (i as usize * 37) % 5000, i as u8).iter().chain(&i.to_be_bytes()).copied().collect::<Vec<_>>()))
+        .map(|i| {
+            raw(&pattern(100 + (i as usize * 37) % 5000, i as u8)
+                .iter()
+                .chain(&i.to_be_bytes())
+                .copied()
+                .collect::<Vec<_>>())
+        })
         .collect();
     f.store.put_many(&blocks).unwrap();
     let damaged: HashSet<_> = blocks.iter().step_by(7).map(|b| *b.cid.hash()).collect();
@@ -293,16 +332,24 @@ fn scrub_finds_every_corrupt_block<B: Backend>(open: fn(StoreOptions) -> Fixture
     let mut calls = 0;
     let report = f
         .store
-        .scrub(ScrubOptions { bytes_per_second: 0 }, |_| {
-            calls += 1;
-            ControlFlow::Continue(())
-        })
+        .scrub(
+            ScrubOptions {
+                bytes_per_second: 0,
+            },
+            |_| {
+                calls += 1;
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
     assert!(report.completed);
     assert!(calls >= 200 / 64);
     assert_eq!(report.progress.blocks_checked, 200);
     assert_eq!(report.progress.corrupt, damaged.len() as u64);
-    assert_eq!(report.corrupt.iter().copied().collect::<HashSet<_>>(), damaged);
+    assert_eq!(
+        report.corrupt.iter().copied().collect::<HashSet<_>>(),
+        damaged
+    );
     for b in &blocks {
         if damaged.contains(b.cid.hash()) {
             assert!(!f.store.has(&b.cid).unwrap());
@@ -316,7 +363,15 @@ fn scrub_finds_every_corrupt_block<B: Backend>(open: fn(StoreOptions) -> Fixture
     assert_eq!(StoreMetrics::get(&m.scrub_runs_completed), 1);
     assert!(StoreMetrics::get(&m.last_scrub_completed) > 0);
     // A second pass finds nothing new.
-    let again = f.store.scrub(ScrubOptions { bytes_per_second: 0 }, |_| ControlFlow::Continue(())).unwrap();
+    let again = f
+        .store
+        .scrub(
+            ScrubOptions {
+                bytes_per_second: 0,
+            },
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
     assert_eq!(again.progress.corrupt, 0);
     assert_eq!(again.progress.blocks_checked, 200 - damaged.len() as u64);
 }
@@ -329,20 +384,40 @@ fn scrub_respects_its_byte_rate<B: Backend>(open: fn(StoreOptions) -> Fixture<B>
     let started = Instant::now();
     let report = f
         .store
-        .scrub(ScrubOptions { bytes_per_second: 8 << 20 }, |_| ControlFlow::Continue(()))
+        .scrub(
+            ScrubOptions {
+                bytes_per_second: 8 << 20,
+            },
+            |_| ControlFlow::Continue(()),
+        )
         .unwrap();
     assert!(report.completed);
-    assert!(started.elapsed() >= Duration::from_millis(450), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 fn scrub_can_be_stopped<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
     let f = open(opts());
     let blocks: Vec<Block> = (0..200u8).map(|i| raw(&pattern(100, i))).collect();
     f.store.put_many(&blocks).unwrap();
-    let report = f.store.scrub(ScrubOptions { bytes_per_second: 0 }, |_| ControlFlow::Break(())).unwrap();
+    let report = f
+        .store
+        .scrub(
+            ScrubOptions {
+                bytes_per_second: 0,
+            },
+            |_| ControlFlow::Break(()),
+        )
+        .unwrap();
     assert!(!report.completed);
     assert!(report.progress.blocks_checked < 200);
-    assert_eq!(StoreMetrics::get(&f.store.metrics().scrub_runs_completed), 0);
+    assert_eq!(
+        StoreMetrics::get(&f.store.metrics().scrub_runs_completed),
+        0
+    );
 }
 
 fn iterate_lists_every_block<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
@@ -366,7 +441,14 @@ fn small_dag() -> (Block, Block, [Block; 3]) {
 fn recursive_pin_needs_the_whole_dag<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
     let f = open(opts());
     let (root, mid, leaves) = small_dag();
-    f.store.put_many(&[root.clone(), mid.clone(), leaves[0].clone(), leaves[2].clone()]).unwrap();
+    f.store
+        .put_many(&[
+            root.clone(),
+            mid.clone(),
+            leaves[0].clone(),
+            leaves[2].clone(),
+        ])
+        .unwrap();
     match f.store.pin(&root.cid, PinMode::Recursive) {
         Err(Error::Incomplete { root: r, missing }) => {
             assert_eq!(r, root.cid);
@@ -379,8 +461,14 @@ fn recursive_pin_needs_the_whole_dag<B: Backend>(open: fn(StoreOptions) -> Fixtu
     f.store.pin(&root.cid, PinMode::Recursive).unwrap();
     // A direct pin never weakens a recursive one.
     f.store.pin(&root.cid, PinMode::Direct).unwrap();
-    assert_eq!(f.store.pin_mode(&root.cid).unwrap(), Some(PinMode::Recursive));
-    assert_eq!(f.store.pins().unwrap(), vec![(root.cid, PinMode::Recursive)]);
+    assert_eq!(
+        f.store.pin_mode(&root.cid).unwrap(),
+        Some(PinMode::Recursive)
+    );
+    assert_eq!(
+        f.store.pins().unwrap(),
+        vec![(root.cid, PinMode::Recursive)]
+    );
     assert!(f.store.is_reachable(&leaves[1].cid).unwrap());
     assert!(f.store.unpin(&root.cid).unwrap());
     assert!(!f.store.unpin(&root.cid).unwrap());
@@ -393,13 +481,25 @@ fn gc_removes_exactly_what_no_pin_reaches<B: Backend>(open: fn(StoreOptions) -> 
     let loose = raw(b"nobody pins me");
     let direct_child = raw(b"child of a directly pinned node");
     let direct = node(&[&direct_child]);
-    let all = [&root, &mid, &leaves[0], &leaves[1], &leaves[2], &loose, &direct, &direct_child];
+    let all = [
+        &root,
+        &mid,
+        &leaves[0],
+        &leaves[1],
+        &leaves[2],
+        &loose,
+        &direct,
+        &direct_child,
+    ];
     f.store.put_many(&all.map(|b| b.clone())).unwrap();
     f.store.pin(&root.cid, PinMode::Recursive).unwrap();
     f.store.pin(&direct.cid, PinMode::Direct).unwrap();
     let report = f.store.gc().unwrap();
     assert_eq!(report.removed_blocks, 2);
-    assert_eq!(report.removed_bytes, (loose.data.len() + direct_child.data.len()) as u64);
+    assert_eq!(
+        report.removed_bytes,
+        (loose.data.len() + direct_child.data.len()) as u64
+    );
     assert_eq!(report.kept_blocks, 6);
     for b in &all[..5] {
         assert!(f.store.has(&b.cid).unwrap());
@@ -416,7 +516,16 @@ fn gc_refuses_when_a_pinned_dag_is_broken<B: Backend>(open: fn(StoreOptions) -> 
     let f = open(opts());
     let (root, mid, leaves) = small_dag();
     let loose = raw(b"loose");
-    f.store.put_many(&[root.clone(), mid.clone(), leaves[0].clone(), leaves[1].clone(), leaves[2].clone(), loose.clone()]).unwrap();
+    f.store
+        .put_many(&[
+            root.clone(),
+            mid.clone(),
+            leaves[0].clone(),
+            leaves[1].clone(),
+            leaves[2].clone(),
+            loose.clone(),
+        ])
+        .unwrap();
     f.store.pin(&root.cid, PinMode::Recursive).unwrap();
     corrupt_block(&f.store, &mid.cid);
     // Below a corrupt node GC cannot know what is pinned, so it removes nothing.
@@ -433,7 +542,9 @@ where
 {
     let f = open(opts());
     // Garbage so each GC pass has work to do while imports race it.
-    let garbage: Vec<Block> = (0..300u16).map(|i| raw(&[&i.to_be_bytes()[..], b"garbage"].concat())).collect();
+    let garbage: Vec<Block> = (0..300u16)
+        .map(|i| raw(&[&i.to_be_bytes()[..], b"garbage"].concat()))
+        .collect();
     f.store.put_many(&garbage).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let gc_store = Arc::clone(&f.store);
@@ -448,7 +559,9 @@ where
     });
     let mut roots = Vec::new();
     for i in 0..150u16 {
-        let leaves: Vec<Block> = (0..4u16).map(|j| raw(&[&i.to_be_bytes()[..], &j.to_be_bytes()[..], b"leaf"].concat())).collect();
+        let leaves: Vec<Block> = (0..4u16)
+            .map(|j| raw(&[&i.to_be_bytes()[..], &j.to_be_bytes()[..], b"leaf"].concat()))
+            .collect();
         let root = node(&leaves.iter().collect::<Vec<_>>());
         // An import holds the GC guard across its puts and its pin, as the importer does.
         let guard = f.store.gc_guard();
@@ -463,7 +576,11 @@ where
     for (root, leaves) in &roots {
         assert_eq!(f.store.get(&root.cid).unwrap(), root.data);
         for leaf in leaves {
-            assert_eq!(f.store.get(&leaf.cid).unwrap(), leaf.data, "pinned leaf collected");
+            assert_eq!(
+                f.store.get(&leaf.cid).unwrap(),
+                leaf.data,
+                "pinned leaf collected"
+            );
         }
     }
     assert!(garbage.iter().all(|g| !f.store.has(&g.cid).unwrap()));

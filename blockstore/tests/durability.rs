@@ -18,7 +18,9 @@ const ACKS_BEFORE_KILL: usize = 150;
 
 fn block(i: u32) -> Block {
     let len = 1 + (i as usize * 7919) % (200 * 1024);
-    let data: Vec<u8> = (0..len).map(|j| (j as u32 ^ i.wrapping_mul(2_654_435_761)) as u8).collect();
+    let data: Vec<u8> = (0..len)
+        .map(|j| (j as u32 ^ i.wrapping_mul(2_654_435_761)) as u8)
+        .collect();
     Block::build(RAW, HashAlg::Sha2_256, data)
 }
 
@@ -42,7 +44,12 @@ fn acknowledged_writes_survive_kill_9() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["acknowledged_writes_survive_kill_9", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "acknowledged_writes_survive_kill_9",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -68,7 +75,10 @@ fn acknowledged_writes_survive_kill_9() {
             Ok(n) => acked.push(n),
             Err(e) => {
                 let _ = child.kill();
-                panic!("child stopped acknowledging after {} writes: {e}", acked.len());
+                panic!(
+                    "child stopped acknowledging after {} writes: {e}",
+                    acked.len()
+                );
             }
         }
     }
@@ -82,7 +92,11 @@ fn acknowledged_writes_survive_kill_9() {
     let store = RocksBlockstore::open(dir.path(), StoreOptions::default()).unwrap();
     for &i in &acked {
         let want = block(i);
-        assert_eq!(store.get(&want.cid).unwrap(), want.data, "acknowledged block {i} lost");
+        assert_eq!(
+            store.get(&want.cid).unwrap(),
+            want.data,
+            "acknowledged block {i} lost"
+        );
     }
     // The usage record was written in the same batches, so it matches what is really there.
     let stats = store.stats().unwrap();

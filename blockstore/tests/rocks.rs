@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 use cairn_blockstore::testing::{ModelOp, check_model};
-use cairn_blockstore::{Block, DAG_PB, Error, HashAlg, PinMode, RAW, RocksBlockstore, StoreOptions};
+use cairn_blockstore::{
+    Block, DAG_PB, Error, HashAlg, PinMode, RAW, RocksBlockstore, StoreOptions,
+};
 use ipld_dagpb::{PbLink, PbNode};
 use proptest::prelude::*;
 
@@ -22,7 +24,11 @@ fn blocks_pins_and_usage_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let leaf = Block::build(RAW, HashAlg::Sha2_256, vec![7u8; 100_000]);
     let root_bytes = PbNode {
-        links: vec![PbLink { cid: leaf.cid, name: Some(String::new()), size: Some(100_000) }],
+        links: vec![PbLink {
+            cid: leaf.cid,
+            name: Some(String::new()),
+            size: Some(100_000),
+        }],
         data: None,
     }
     .into_bytes();
@@ -37,7 +43,10 @@ fn blocks_pins_and_usage_survive_a_reopen() {
     assert_eq!(store.get(&leaf.cid).unwrap(), leaf.data);
     assert_eq!(store.pin_mode(&root.cid).unwrap(), Some(PinMode::Recursive));
     let stats = store.stats().unwrap();
-    assert_eq!((stats.blocks, stats.bytes), (2, 100_000 + root.data.len() as u64));
+    assert_eq!(
+        (stats.blocks, stats.bytes),
+        (2, 100_000 + root.data.len() as u64)
+    );
     assert_eq!(store.gc().unwrap().removed_blocks, 0);
 }
 
@@ -51,13 +60,24 @@ fn damage_made_while_closed_is_caught_after_reopen() {
     }
     {
         // Another process (or a bad disk) rewrites the value behind the store's back.
-        let names = ["default", "blocks_v1", "pins_v1", "replicas_v1", "quarantine_v1", "meta_v1"];
+        let names = [
+            "default",
+            "blocks_v1",
+            "pins_v1",
+            "replicas_v1",
+            "quarantine_v1",
+            "meta_v1",
+        ];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
         let cf = db.cf_handle("blocks_v1").unwrap();
-        db.put_cf(cf, block.cid.hash().to_bytes(), vec![43u8; 300_000]).unwrap();
+        db.put_cf(cf, block.cid.hash().to_bytes(), vec![43u8; 300_000])
+            .unwrap();
     }
     let store = RocksBlockstore::open(dir.path(), opts()).unwrap();
-    assert!(matches!(store.get(&block.cid), Err(Error::HashMismatch { .. })));
+    assert!(matches!(
+        store.get(&block.cid),
+        Err(Error::HashMismatch { .. })
+    ));
     assert_eq!(store.quarantined().unwrap(), vec![*block.cid.hash()]);
 }
 
@@ -66,12 +86,22 @@ fn usage_is_recounted_when_its_record_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = RocksBlockstore::open(dir.path(), opts()).unwrap();
-        store.put(&Block::build(RAW, HashAlg::Sha2_256, vec![1u8; 5000])).unwrap();
+        store
+            .put(&Block::build(RAW, HashAlg::Sha2_256, vec![1u8; 5000]))
+            .unwrap();
     }
     {
-        let names = ["default", "blocks_v1", "pins_v1", "replicas_v1", "quarantine_v1", "meta_v1"];
+        let names = [
+            "default",
+            "blocks_v1",
+            "pins_v1",
+            "replicas_v1",
+            "quarantine_v1",
+            "meta_v1",
+        ];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
-        db.delete_cf(db.cf_handle("meta_v1").unwrap(), b"usage").unwrap();
+        db.delete_cf(db.cf_handle("meta_v1").unwrap(), b"usage")
+            .unwrap();
     }
     let store = RocksBlockstore::open(dir.path(), opts()).unwrap();
     let stats = store.stats().unwrap();

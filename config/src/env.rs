@@ -90,7 +90,9 @@ fn check_key_exists(var: &str, path: &[String], schema: &Table) -> Result<(), Co
 fn parse_value(raw: &str) -> Value {
     let wrapped = format!("v = {raw}");
     match wrapped.parse::<Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
         Err(_) => Value::String(raw.to_owned()),
     }
 }

@@ -24,7 +24,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(key: &'static str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn invalid(
+        key: &'static str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self::Invalid {
             key,
             problem: problem.into(),

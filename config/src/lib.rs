@@ -44,17 +44,22 @@ impl Config {
         };
         // Parse straight into the schema first: toml's errors then point at the line and key.
         let parsed = toml::from_str::<Config>(text).map_err(|e| parse_error(e.to_string()))?;
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
-        let schema = toml::Table::try_from(Config::default())
-            .map_err(|e| parse_error(format!("internal: default config does not serialise: {e}")))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+        let schema = toml::Table::try_from(Config::default()).map_err(|e| {
+            parse_error(format!("internal: default config does not serialise: {e}"))
+        })?;
         let mut config = parsed;
         for env_override in env::overrides(&schema, vars)? {
             env_override.apply(&mut table)?;
             // Deserialise after each override, so a bad value is pinned on its variable.
-            config = table.clone().try_into::<Config>().map_err(|e| ConfigError::Env {
-                var: env_override.var.clone(),
-                message: e.to_string(),
-            })?;
+            config = table
+                .clone()
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::Env {
+                    var: env_override.var.clone(),
+                    message: e.to_string(),
+                })?;
         }
         Ok(config)
     }

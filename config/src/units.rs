@@ -39,7 +39,9 @@ impl FromStr for Size {
         }
         bytesize::ByteSize::from_str(trimmed)
             .map(|b| Self(b.as_u64()))
-            .map_err(|e| format!("{s:?} is not a size ({e}); write e.g. \"512KiB\", \"64MiB\" or \"2GiB\""))
+            .map_err(|e| {
+                format!("{s:?} is not a size ({e}); write e.g. \"512KiB\", \"64MiB\" or \"2GiB\"")
+            })
     }
 }
 
@@ -73,9 +75,9 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
-                u64::try_from(v)
-                    .map(Size)
-                    .map_err(|_| E::custom(format!("{v} is negative; sizes are zero or more bytes")))
+                u64::try_from(v).map(Size).map_err(|_| {
+                    E::custom(format!("{v} is negative; sizes are zero or more bytes"))
+                })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Size, E> {
                 v.parse().map_err(E::custom)
@@ -103,9 +105,11 @@ impl FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim())
-            .map(Self)
-            .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\" or \"7d\""))
+        humantime::parse_duration(s.trim()).map(Self).map_err(|e| {
+            format!(
+                "{s:?} is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\" or \"7d\""
+            )
+        })
     }
 }
 
@@ -154,7 +158,10 @@ mod tests {
     fn bad_sizes_are_refused_with_a_hint() {
         for text in ["", "-1", "lots", "12 parsecs"] {
             let err = text.parse::<Size>().expect_err(text);
-            assert!(err.contains("size") || err.contains("negative"), "{text}: {err}");
+            assert!(
+                err.contains("size") || err.contains("negative"),
+                "{text}: {err}"
+            );
         }
     }
 
@@ -168,7 +175,13 @@ mod tests {
 
     #[test]
     fn durations_parse_and_round_trip() {
-        let cases = [("0", 0), ("2s", 2), ("5m", 300), ("7d", 7 * 86_400), ("1h 30m", 5400)];
+        let cases = [
+            ("0", 0),
+            ("2s", 2),
+            ("5m", 300),
+            ("7d", 7 * 86_400),
+            ("1h 30m", 5400),
+        ];
         for (text, secs) in cases {
             let parsed: HumanDuration = text.parse().expect(text);
             assert_eq!(parsed, HumanDuration::secs(secs), "{text}");

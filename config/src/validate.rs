@@ -164,9 +164,18 @@ impl Config {
     fn validate_limits(&self) -> Result<(), ConfigError> {
         let limits = &self.p2p.limits;
         positive("p2p.limits.max_connections", limits.max_connections.into())?;
-        positive("p2p.limits.max_connections_per_peer", limits.max_connections_per_peer.into())?;
-        positive("p2p.limits.requests_per_second", limits.requests_per_second.into())?;
-        positive("p2p.limits.bytes_per_second", limits.bytes_per_second.bytes())?;
+        positive(
+            "p2p.limits.max_connections_per_peer",
+            limits.max_connections_per_peer.into(),
+        )?;
+        positive(
+            "p2p.limits.requests_per_second",
+            limits.requests_per_second.into(),
+        )?;
+        positive(
+            "p2p.limits.bytes_per_second",
+            limits.bytes_per_second.bytes(),
+        )?;
         if limits.max_connections_per_peer > limits.max_connections {
             return Err(ConfigError::invalid(
                 "p2p.limits.max_connections_per_peer",
@@ -228,15 +237,30 @@ impl Config {
                     format!("set it between 1 and replication.factor ({})", r.factor),
                 )
             })?;
-        positive("replication.repair_grace", r.repair_grace.get().as_millis() as u64)?;
-        positive("replication.repair_bytes_per_second", r.repair_bytes_per_second.bytes())?;
-        positive("replication.audit_interval", r.audit_interval.get().as_millis() as u64)?;
+        positive(
+            "replication.repair_grace",
+            r.repair_grace.get().as_millis() as u64,
+        )?;
+        positive(
+            "replication.repair_bytes_per_second",
+            r.repair_bytes_per_second.bytes(),
+        )?;
+        positive(
+            "replication.audit_interval",
+            r.audit_interval.get().as_millis() as u64,
+        )?;
         Ok((factor, quorum))
     }
 
     fn validate_scrub(&self) -> Result<(), ConfigError> {
-        positive("scrub.interval", self.scrub.interval.get().as_millis() as u64)?;
-        positive("scrub.bytes_per_second", self.scrub.bytes_per_second.bytes())
+        positive(
+            "scrub.interval",
+            self.scrub.interval.get().as_millis() as u64,
+        )?;
+        positive(
+            "scrub.bytes_per_second",
+            self.scrub.bytes_per_second.bytes(),
+        )
     }
 
     fn validate_admin(&self) -> Result<SocketAddr, ConfigError> {
@@ -264,7 +288,11 @@ impl Config {
         let cert = admin.tls_cert_file.as_os_str().is_empty();
         let key = admin.tls_key_file.as_os_str().is_empty();
         if cert != key {
-            let missing = if cert { "admin.tls_cert_file" } else { "admin.tls_key_file" };
+            let missing = if cert {
+                "admin.tls_cert_file"
+            } else {
+                "admin.tls_key_file"
+            };
             return Err(ConfigError::invalid(
                 missing,
                 "is empty while its TLS partner is set",
@@ -288,7 +316,9 @@ impl Config {
             None => LEVELS.contains(&d),
             Some((target, lvl)) => {
                 !target.is_empty()
-                    && target.chars().all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c))
+                    && target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_:-".contains(c))
                     && LEVELS.contains(&lvl)
             }
         };
@@ -306,7 +336,11 @@ impl Config {
 
 fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
     if value == 0 {
-        return Err(ConfigError::invalid(key, "is 0", "set a value greater than 0"));
+        return Err(ConfigError::invalid(
+            key,
+            "is 0",
+            "set a value greater than 0",
+        ));
     }
     Ok(())
 }

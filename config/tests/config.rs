@@ -137,7 +137,10 @@ fn unknown_override_names_the_variable() {
 #[test]
 fn bad_override_value_names_the_variable() {
     let err = with_env("", &[("CAIRN_REPLICATION__FACTOR", "many")]).expect_err("bad value");
-    assert!(err.to_string().contains("CAIRN_REPLICATION__FACTOR"), "{err}");
+    assert!(
+        err.to_string().contains("CAIRN_REPLICATION__FACTOR"),
+        "{err}"
+    );
 }
 
 const PEER: &str = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA";
@@ -154,7 +157,10 @@ fn valid_cluster_config_is_typed() {
     assert_eq!(valid.allowlist[0].to_string(), PEER);
     assert_eq!(valid.replication_factor.get(), 3);
     assert_eq!(valid.admin_listen.port(), 4102);
-    assert_eq!(valid.resolve(Path::new("admin.token")), Path::new("/var/lib/cairn/admin.token"));
+    assert_eq!(
+        valid.resolve(Path::new("admin.token")),
+        Path::new("/var/lib/cairn/admin.token")
+    );
     assert_eq!(valid.resolve(Path::new("/etc/t")), Path::new("/etc/t"));
 }
 
@@ -165,48 +171,170 @@ fn every_rejected_value_names_its_key_and_fix() {
         ("data_dir = \"\"", "data_dir", "folder"),
         ("[p2p]\nlisten = []", "p2p.listen", "add an address"),
         ("[p2p]\nlisten = [\"not-an-addr\"]", "p2p.listen", "/ip4/"),
-        (&format!("[p2p]\nlisten = [\"/ip4/0.0.0.0/tcp/1/p2p/{PEER}\"]"), "p2p.listen", "drop the /p2p/"),
-        ("[p2p]\nbootstrap = [\"/ip4/10.0.0.2/tcp/4101\"]", "p2p.bootstrap", "/p2p/<peer-id>"),
-        ("[p2p]\nbootstrap = [\"/dns/x/tcp/1/p2p/notapeer\"]", "p2p.bootstrap", "/ip4/"),
-        (&format!("[p2p]\nbootstrap = [\"/ip4/10.0.0.2/tcp/1/p2p/{PEER}\"]\nmin_bootstrap_peers = 2"), "p2p.min_bootstrap_peers", "between 1 and 1"),
-        (&format!("[p2p]\nbootstrap = [\"/ip4/10.0.0.2/tcp/1/p2p/{PEER}\"]\nmin_bootstrap_peers = 0"), "p2p.min_bootstrap_peers", "between 1 and 1"),
+        (
+            &format!("[p2p]\nlisten = [\"/ip4/0.0.0.0/tcp/1/p2p/{PEER}\"]"),
+            "p2p.listen",
+            "drop the /p2p/",
+        ),
+        (
+            "[p2p]\nbootstrap = [\"/ip4/10.0.0.2/tcp/4101\"]",
+            "p2p.bootstrap",
+            "/p2p/<peer-id>",
+        ),
+        (
+            "[p2p]\nbootstrap = [\"/dns/x/tcp/1/p2p/notapeer\"]",
+            "p2p.bootstrap",
+            "/ip4/",
+        ),
+        (
+            &format!(
+                "[p2p]\nbootstrap = [\"/ip4/10.0.0.2/tcp/1/p2p/{PEER}\"]\nmin_bootstrap_peers = 2"
+            ),
+            "p2p.min_bootstrap_peers",
+            "between 1 and 1",
+        ),
+        (
+            &format!(
+                "[p2p]\nbootstrap = [\"/ip4/10.0.0.2/tcp/1/p2p/{PEER}\"]\nmin_bootstrap_peers = 0"
+            ),
+            "p2p.min_bootstrap_peers",
+            "between 1 and 1",
+        ),
         ("[p2p]\nallowlist = [\"bob\"]", "p2p.allowlist", "cairn id"),
-        ("[p2p.limits]\nmax_connections = 0", "p2p.limits.max_connections", "greater than 0"),
-        ("[p2p.limits]\nmax_connections_per_peer = 0", "p2p.limits.max_connections_per_peer", "greater than 0"),
-        ("[p2p.limits]\nmax_connections = 4\nmax_connections_per_peer = 8", "p2p.limits.max_connections_per_peer", "at or below"),
-        ("[p2p.limits]\nrequests_per_second = 0", "p2p.limits.requests_per_second", "greater than 0"),
-        ("[p2p.limits]\nbytes_per_second = \"0\"", "p2p.limits.bytes_per_second", "greater than 0"),
-        ("[storage]\nmax_block_size = \"64KiB\"", "storage.max_block_size", "between 257KiB"),
-        ("[storage]\nmax_block_size = \"16MiB\"", "storage.max_block_size", "2MiB"),
-        ("[storage]\nmax_bytes = \"1KiB\"", "storage.max_bytes", "at least storage.max_block_size"),
-        ("[replication]\nfactor = 0", "replication.factor", "between 1 and 64"),
-        ("[replication]\nfactor = 65\nwrite_quorum = 1", "replication.factor", "between 1 and 64"),
-        ("[replication]\nfactor = 2\nwrite_quorum = 3", "replication.write_quorum", "between 1 and replication.factor"),
-        ("[replication]\nwrite_quorum = 0", "replication.write_quorum", "between 1"),
-        ("[replication]\nrepair_grace = \"0\"", "replication.repair_grace", "greater than 0"),
-        ("[replication]\nrepair_bytes_per_second = 0", "replication.repair_bytes_per_second", "greater than 0"),
-        ("[replication]\naudit_interval = \"0s\"", "replication.audit_interval", "greater than 0"),
-        ("[scrub]\ninterval = \"0\"", "scrub.interval", "greater than 0"),
-        ("[scrub]\nbytes_per_second = 0", "scrub.bytes_per_second", "greater than 0"),
+        (
+            "[p2p.limits]\nmax_connections = 0",
+            "p2p.limits.max_connections",
+            "greater than 0",
+        ),
+        (
+            "[p2p.limits]\nmax_connections_per_peer = 0",
+            "p2p.limits.max_connections_per_peer",
+            "greater than 0",
+        ),
+        (
+            "[p2p.limits]\nmax_connections = 4\nmax_connections_per_peer = 8",
+            "p2p.limits.max_connections_per_peer",
+            "at or below",
+        ),
+        (
+            "[p2p.limits]\nrequests_per_second = 0",
+            "p2p.limits.requests_per_second",
+            "greater than 0",
+        ),
+        (
+            "[p2p.limits]\nbytes_per_second = \"0\"",
+            "p2p.limits.bytes_per_second",
+            "greater than 0",
+        ),
+        (
+            "[storage]\nmax_block_size = \"64KiB\"",
+            "storage.max_block_size",
+            "between 257KiB",
+        ),
+        (
+            "[storage]\nmax_block_size = \"16MiB\"",
+            "storage.max_block_size",
+            "2MiB",
+        ),
+        (
+            "[storage]\nmax_bytes = \"1KiB\"",
+            "storage.max_bytes",
+            "at least storage.max_block_size",
+        ),
+        (
+            "[replication]\nfactor = 0",
+            "replication.factor",
+            "between 1 and 64",
+        ),
+        (
+            "[replication]\nfactor = 65\nwrite_quorum = 1",
+            "replication.factor",
+            "between 1 and 64",
+        ),
+        (
+            "[replication]\nfactor = 2\nwrite_quorum = 3",
+            "replication.write_quorum",
+            "between 1 and replication.factor",
+        ),
+        (
+            "[replication]\nwrite_quorum = 0",
+            "replication.write_quorum",
+            "between 1",
+        ),
+        (
+            "[replication]\nrepair_grace = \"0\"",
+            "replication.repair_grace",
+            "greater than 0",
+        ),
+        (
+            "[replication]\nrepair_bytes_per_second = 0",
+            "replication.repair_bytes_per_second",
+            "greater than 0",
+        ),
+        (
+            "[replication]\naudit_interval = \"0s\"",
+            "replication.audit_interval",
+            "greater than 0",
+        ),
+        (
+            "[scrub]\ninterval = \"0\"",
+            "scrub.interval",
+            "greater than 0",
+        ),
+        (
+            "[scrub]\nbytes_per_second = 0",
+            "scrub.bytes_per_second",
+            "greater than 0",
+        ),
         ("[admin]\nlisten = \"localhost\"", "admin.listen", "IP:PORT"),
-        ("[admin]\ntoken_file = \"\"", "admin.token_file", "name the token file"),
-        ("[admin]\nreadonly_token_file = \"admin.token\"", "admin.readonly_token_file", "its own file"),
-        ("[admin]\ntls_cert_file = \"cert.pem\"", "admin.tls_key_file", "both"),
-        ("[admin]\ntls_key_file = \"key.pem\"", "admin.tls_cert_file", "both"),
-        ("[metrics]\nlisten = \"0.0.0.0\"", "metrics.listen", "IP:PORT"),
+        (
+            "[admin]\ntoken_file = \"\"",
+            "admin.token_file",
+            "name the token file",
+        ),
+        (
+            "[admin]\nreadonly_token_file = \"admin.token\"",
+            "admin.readonly_token_file",
+            "its own file",
+        ),
+        (
+            "[admin]\ntls_cert_file = \"cert.pem\"",
+            "admin.tls_key_file",
+            "both",
+        ),
+        (
+            "[admin]\ntls_key_file = \"key.pem\"",
+            "admin.tls_cert_file",
+            "both",
+        ),
+        (
+            "[metrics]\nlisten = \"0.0.0.0\"",
+            "metrics.listen",
+            "IP:PORT",
+        ),
         ("[log]\nlevel = \"loud\"", "log.level", "error, warn"),
         ("[log]\nlevel = \"info,=debug\"", "log.level", "filter"),
     ];
     for (text, key, fix) in cases {
         let msg = rejection(text);
-        assert!(msg.contains(&format!("`{key}`")), "{text}: message does not name {key}: {msg}");
-        assert!(msg.contains(fix), "{text}: message lacks the fix {fix:?}: {msg}");
+        assert!(
+            msg.contains(&format!("`{key}`")),
+            "{text}: message does not name {key}: {msg}"
+        );
+        assert!(
+            msg.contains(fix),
+            "{text}: message lacks the fix {fix:?}: {msg}"
+        );
     }
 }
 
 #[test]
 fn log_filters_are_accepted() {
-    for level in ["trace", "info,cairn_p2p=debug", "warn,libp2p_kad=error,cairn_node::api=trace"] {
+    for level in [
+        "trace",
+        "info,cairn_p2p=debug",
+        "warn,libp2p_kad=error,cairn_node::api=trace",
+    ] {
         let text = format!("[log]\nlevel = \"{level}\"");
         parse(&text).expect("parses").validate().expect(level);
     }
@@ -214,7 +342,10 @@ fn log_filters_are_accepted() {
 
 #[test]
 fn metrics_can_be_switched_off() {
-    let valid = parse("[metrics]\nlisten = \"\"").expect("parses").validate().expect("valid");
+    let valid = parse("[metrics]\nlisten = \"\"")
+        .expect("parses")
+        .validate()
+        .expect("valid");
     assert!(valid.metrics_listen.is_none());
 }
 

@@ -7,7 +7,12 @@
 //! - UnixFS import of 256 MiB into RocksDB against plain SHA-256 of the same bytes.
 
 // A benchmark reports by printing, and fails loudly.
-#![allow(clippy::print_stdout, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+#![allow(
+    clippy::print_stdout,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic
+)]
 
 use std::time::{Duration, Instant};
 
@@ -73,7 +78,10 @@ fn put_raw(blocks: &[Block]) -> (Duration, Duration) {
     let put = started.elapsed();
     let started = Instant::now();
     for b in blocks {
-        let data = engine.get(Cf::Blocks, &b.cid.hash().to_bytes()).unwrap().unwrap();
+        let data = engine
+            .get(Cf::Blocks, &b.cid.hash().to_bytes())
+            .unwrap()
+            .unwrap();
         assert_eq!(data.len(), BLOCK);
     }
     (put, started.elapsed())
@@ -146,7 +154,10 @@ fn main() {
         },
     ];
     println!();
-    println!("{:<60} {:>12} {:>12} {:>7} {:>6}", "benchmark", "cairn MiB/s", "base MiB/s", "ratio", "goal");
+    println!(
+        "{:<60} {:>12} {:>12} {:>7} {:>6}",
+        "benchmark", "cairn MiB/s", "base MiB/s", "ratio", "goal"
+    );
     for r in rows {
         let ratio = r.ours / r.baseline;
         let goal = match r.goal {
@@ -154,6 +165,9 @@ fn main() {
             Some(g) => format!(">={g} MISSED"),
             None => "report".to_owned(),
         };
-        println!("{:<60} {:>12.0} {:>12.0} {:>7.2} {:>6}", r.name, r.ours, r.baseline, ratio, goal);
+        println!(
+            "{:<60} {:>12.0} {:>12.0} {:>7.2} {:>6}",
+            r.name, r.ours, r.baseline, ratio, goal
+        );
     }
 }

@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 
-
 /// Blocks read ahead of the writer during export.
 const EXPORT_QUEUE: usize = 16;
 /// Bytes stored per batch during import.

@@ -8,7 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "A hardened peer-to-peer content-addressed storage node")]
+#[command(
+    name = "cairn",
+    version,
+    about = "A hardened peer-to-peer content-addressed storage node"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

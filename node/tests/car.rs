@@ -23,9 +23,13 @@ fn pattern(len: usize) -> Vec<u8> {
 async fn file_as_car(len: usize) -> (Vec<u8>, cid::Cid, Vec<u8>) {
     let source = store();
     let data = pattern(len);
-    let root = import_reader(&*source, &data[..], ImportOptions::default()).unwrap().root;
+    let root = import_reader(&*source, &data[..], ImportOptions::default())
+        .unwrap()
+        .root;
     let mut car = Vec::new();
-    export_car(Arc::clone(&source), root, &mut car).await.unwrap();
+    export_car(Arc::clone(&source), root, &mut car)
+        .await
+        .unwrap();
     (data, root, car)
 }
 
@@ -41,7 +45,9 @@ async fn a_file_moves_between_stores_through_car() {
     assert_eq!(out, data);
     // Exporting again gives the same bytes: the order is deterministic.
     let mut again = Vec::new();
-    export_car(Arc::clone(&target), root, &mut again).await.unwrap();
+    export_car(Arc::clone(&target), root, &mut again)
+        .await
+        .unwrap();
     assert_eq!(again, car);
 }
 
@@ -50,7 +56,9 @@ async fn a_truncated_car_is_refused() {
     let (_, _, car) = file_as_car(3 * CHUNK_SIZE).await;
     for cut in [car.len() - 1, car.len() / 2, 40, 3] {
         let target = store();
-        let err = import_car(Arc::clone(&target), &car[..cut]).await.unwrap_err();
+        let err = import_car(Arc::clone(&target), &car[..cut])
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, Error::Car(_) | Error::CarIncomplete { .. }),
             "cut at {cut}: {err}"
@@ -68,7 +76,10 @@ async fn a_car_with_a_forged_block_is_refused() {
     let target = store();
     let err = import_car(Arc::clone(&target), &car[..]).await.unwrap_err();
     assert!(
-        matches!(err, Error::Store(cairn_blockstore::Error::HashMismatch { .. })),
+        matches!(
+            err,
+            Error::Store(cairn_blockstore::Error::HashMismatch { .. })
+        ),
         "{err}"
     );
     assert!(!target.has(&good.cid).unwrap());
@@ -77,7 +88,9 @@ async fn a_car_with_a_forged_block_is_refused() {
 #[tokio::test]
 async fn garbage_and_rootless_cars_are_refused() {
     let target = store();
-    let err = import_car(Arc::clone(&target), &b"definitely not a car file"[..]).await.unwrap_err();
+    let err = import_car(Arc::clone(&target), &b"definitely not a car file"[..])
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Car(_)), "{err}");
     let mut car = Vec::new();
     let writer = CarWriter::new(CarHeader::new_v1(vec![]), &mut car);
@@ -90,6 +103,11 @@ async fn garbage_and_rootless_cars_are_refused() {
 async fn exporting_a_missing_dag_fails() {
     let source = store();
     let missing = Block::build(RAW, HashAlg::Sha2_256, &b"absent"[..]).cid;
-    let err = export_car(source, missing, &mut Vec::new()).await.unwrap_err();
-    assert!(matches!(err, Error::Store(cairn_blockstore::Error::NotFound(_))), "{err}");
+    let err = export_car(source, missing, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Store(cairn_blockstore::Error::NotFound(_))),
+        "{err}"
+    );
 }

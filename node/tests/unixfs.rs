@@ -22,7 +22,11 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn vector_input(name: &str, len: usize) -> Vec<u8> {
-    if name == "hello.txt" { b"hello world\n".to_vec() } else { pattern(len) }
+    if name == "hello.txt" {
+        b"hello world\n".to_vec()
+    } else {
+        pattern(len)
+    }
 }
 
 fn store() -> MemBlockstore {
@@ -30,7 +34,10 @@ fn store() -> MemBlockstore {
 }
 
 fn import(store: &MemBlockstore, data: &[u8], cid_version: CidVersion) -> Cid {
-    let opts = ImportOptions { cid_version, ..ImportOptions::default() };
+    let opts = ImportOptions {
+        cid_version,
+        ..ImportOptions::default()
+    };
     import_reader(store, data, opts).unwrap().root
 }
 
@@ -41,7 +48,11 @@ fn export(store: &MemBlockstore, root: Cid) -> Vec<u8> {
 }
 
 fn rows(tsv: &str) -> Vec<Vec<&str>> {
-    tsv.lines().skip(1).filter(|l| !l.trim().is_empty()).map(|l| l.split('\t').collect()).collect()
+    tsv.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split('\t').collect())
+        .collect()
 }
 
 #[test]
@@ -50,11 +61,21 @@ fn every_reference_vector_gives_its_cid_in_both_versions() {
     let rows = rows(table);
     assert_eq!(rows.len(), 6, "the vector table lost rows");
     for row in rows {
-        let [name, len, _sha256, v0, v1] = row[..] else { panic!("bad row {row:?}") };
+        let [name, len, _sha256, v0, v1] = row[..] else {
+            panic!("bad row {row:?}")
+        };
         let data = vector_input(name, len.parse().unwrap());
         let s = store();
-        assert_eq!(import(&s, &data, CidVersion::V1).to_string(), v1, "{name} (CIDv1, raw leaves)");
-        assert_eq!(import(&s, &data, CidVersion::V0).to_string(), v0, "{name} (CIDv0)");
+        assert_eq!(
+            import(&s, &data, CidVersion::V1).to_string(),
+            v1,
+            "{name} (CIDv1, raw leaves)"
+        );
+        assert_eq!(
+            import(&s, &data, CidVersion::V0).to_string(),
+            v0,
+            "{name} (CIDv0)"
+        );
         let v1_root: Cid = v1.parse().unwrap();
         let v0_root: Cid = v0.parse().unwrap();
         assert_eq!(export(&s, v1_root), data, "{name} exports from CIDv1");
@@ -65,9 +86,14 @@ fn every_reference_vector_gives_its_cid_in_both_versions() {
 #[test]
 fn multi_level_trees_match_the_reference_importer() {
     for row in rows(include_str!("vectors/unixfs-cids-multilevel.tsv")) {
-        let [name, len, v0] = row[..] else { panic!("bad row {row:?}") };
+        let [name, len, v0] = row[..] else {
+            panic!("bad row {row:?}")
+        };
         let len: usize = len.parse().unwrap();
-        assert!(len >= MAX_LINKS * CHUNK_SIZE, "{name} is not a multi-level input");
+        assert!(
+            len >= MAX_LINKS * CHUNK_SIZE,
+            "{name} is not a multi-level input"
+        );
         let data = pattern(len);
         let s = store();
         let root = import(&s, &data, CidVersion::V0);
@@ -94,7 +120,9 @@ fn corrupt_block_in_a_file_fails_the_read_and_never_yields_wrong_bytes() {
     let mut reader = FileReader::new(&s, root);
     assert_eq!(reader.next().unwrap().unwrap(), data[..CHUNK_SIZE]);
     match reader.next() {
-        Some(Err(Error::Store(StoreError::HashMismatch { cid, .. }))) => assert_eq!(cid, second_leaf.cid),
+        Some(Err(Error::Store(StoreError::HashMismatch { cid, .. }))) => {
+            assert_eq!(cid, second_leaf.cid)
+        }
         other => panic!("expected a verification error, got {other:?}"),
     }
     assert!(reader.next().is_none(), "a failed read ends the stream");
@@ -103,12 +131,25 @@ fn corrupt_block_in_a_file_fails_the_read_and_never_yields_wrong_bytes() {
 #[test]
 fn non_files_and_missing_roots_are_clear_errors() {
     let s = store();
-    let missing: Cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".parse().unwrap();
+    let missing: Cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+        .parse()
+        .unwrap();
     let err = export_to(&s, missing, &mut Vec::new()).unwrap_err();
-    assert!(matches!(err, Error::Store(StoreError::NotFound(_))), "{err}");
+    assert!(
+        matches!(err, Error::Store(StoreError::NotFound(_))),
+        "{err}"
+    );
     // A DAG-PB node without UnixFS data.
-    let bare = ipld_dagpb::PbNode { links: vec![], data: Some(Bytes::from_static(b"\xff\xff")) }.into_bytes();
-    let block = Block::build(cairn_blockstore::DAG_PB, cairn_blockstore::HashAlg::Sha2_256, bare);
+    let bare = ipld_dagpb::PbNode {
+        links: vec![],
+        data: Some(Bytes::from_static(b"\xff\xff")),
+    }
+    .into_bytes();
+    let block = Block::build(
+        cairn_blockstore::DAG_PB,
+        cairn_blockstore::HashAlg::Sha2_256,
+        bare,
+    );
     s.put(&block).unwrap();
     let err = export_to(&s, block.cid, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, Error::NotAFile { .. }), "{err}");
@@ -140,7 +181,10 @@ impl Blockstore for WriteSizeRecorder {
     fn delete(&self, _: &Cid) -> cairn_blockstore::Result<bool> {
         Ok(false)
     }
-    fn iterate(&self) -> Box<dyn Iterator<Item = cairn_blockstore::Result<cid::multihash::Multihash<64>>> + '_> {
+    fn iterate(
+        &self,
+    ) -> Box<dyn Iterator<Item = cairn_blockstore::Result<cid::multihash::Multihash<64>>> + '_>
+    {
         Box::new(std::iter::empty())
     }
 }
@@ -161,7 +205,10 @@ fn import_streams_in_bounded_batches() {
     assert_eq!(done.size, fed as u64);
     assert!(recorder.total.load(Ordering::Relaxed) > fed);
     let largest = recorder.largest_batch.load(Ordering::Relaxed);
-    assert!(largest <= (4 << 20) + 2 * CHUNK_SIZE, "a batch of {largest} bytes");
+    assert!(
+        largest <= (4 << 20) + 2 * CHUNK_SIZE,
+        "a batch of {largest} bytes"
+    );
 }
 
 /// Sizes that sit on the edges that matter: empty, one byte, a chunk either side, a full node of
@@ -183,9 +230,17 @@ fn round_trip_at_every_edge_with_small_chunks() {
             for version in [CidVersion::V0, CidVersion::V1] {
                 let s = store();
                 let data = pattern(len);
-                let opts = ImportOptions { cid_version: version, chunk_size: chunk, max_links: links };
+                let opts = ImportOptions {
+                    cid_version: version,
+                    chunk_size: chunk,
+                    max_links: links,
+                };
                 let root = import_reader(&s, &data[..], opts).unwrap().root;
-                assert_eq!(export(&s, root), data, "chunk {chunk} links {links} len {len} {version:?}");
+                assert_eq!(
+                    export(&s, root),
+                    data,
+                    "chunk {chunk} links {links} len {len} {version:?}"
+                );
             }
         }
     }

@@ -25,7 +25,9 @@ fn imported_file_survives_gc_and_reopen_and_damage_is_caught() {
     {
         let store = RocksBlockstore::open(dir.path(), StoreOptions::default()).unwrap();
         let guard = store.gc_guard();
-        let root = import_reader(&store, &data[..], ImportOptions::default()).unwrap().root;
+        let root = import_reader(&store, &data[..], ImportOptions::default())
+            .unwrap()
+            .root;
         store.pin(&root, PinMode::Recursive).unwrap();
         drop(guard);
         assert_eq!(root.to_string(), TEN_MIB_CID);
@@ -43,9 +45,20 @@ fn imported_file_survives_gc_and_reopen_and_damage_is_caught() {
     assert_eq!(out, data);
 
     // Damage the 7th leaf underneath: scrub finds it, reads refuse it.
-    let leaf = Block::build(RAW, HashAlg::Sha2_256, data[6 * CHUNK_SIZE..7 * CHUNK_SIZE].to_vec());
+    let leaf = Block::build(
+        RAW,
+        HashAlg::Sha2_256,
+        data[6 * CHUNK_SIZE..7 * CHUNK_SIZE].to_vec(),
+    );
     assert!(corrupt_block(&store, &leaf.cid));
-    let report = store.scrub(ScrubOptions { bytes_per_second: 0 }, |_| ControlFlow::Continue(())).unwrap();
+    let report = store
+        .scrub(
+            ScrubOptions {
+                bytes_per_second: 0,
+            },
+            |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
     assert_eq!(report.corrupt, vec![*leaf.cid.hash()]);
     let err = export_to(&store, root, &mut Vec::new()).unwrap_err();
     assert!(
@@ -68,11 +81,17 @@ async fn car_export_from_rocksdb_imports_into_a_fresh_store() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let source = Arc::new(RocksBlockstore::open(dirs.0.path(), StoreOptions::default()).unwrap());
     let data = pattern(3 * CHUNK_SIZE + 17);
-    let root = import_reader(&*source, &data[..], ImportOptions::default()).unwrap().root;
+    let root = import_reader(&*source, &data[..], ImportOptions::default())
+        .unwrap()
+        .root;
     let mut car = Vec::new();
-    cairn_node::car::export_car(Arc::clone(&source), root, &mut car).await.unwrap();
+    cairn_node::car::export_car(Arc::clone(&source), root, &mut car)
+        .await
+        .unwrap();
     let target = Arc::new(RocksBlockstore::open(dirs.1.path(), StoreOptions::default()).unwrap());
-    let imported = cairn_node::car::import_car(Arc::clone(&target), &car[..]).await.unwrap();
+    let imported = cairn_node::car::import_car(Arc::clone(&target), &car[..])
+        .await
+        .unwrap();
     assert_eq!(imported.roots, vec![root]);
     let mut out = Vec::new();
     export_to(&*target, root, &mut out).unwrap();

@@ -38,7 +38,11 @@ fn range<'a>(
 
 impl Backend for MemBackend {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.tables.read().get(&cf).and_then(|t| t.get(key).cloned()))
+        Ok(self
+            .tables
+            .read()
+            .get(&cf)
+            .and_then(|t| t.get(key).cloned()))
     }
 
     fn write(&self, batch: Batch) -> Result<()> {
@@ -87,7 +91,10 @@ impl Backend for MemBackend {
         let Some(table) = tables.get(&cf) else {
             return Ok(Vec::new());
         };
-        Ok(range(table, prefix, after).take(limit).map(|(k, _)| k.clone()).collect())
+        Ok(range(table, prefix, after)
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect())
     }
 
     fn flush(&self) -> Result<()> {

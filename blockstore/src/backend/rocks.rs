@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
+    IteratorMode, Options, WriteBatch, WriteOptions,
 };
 
 use super::{Backend, Batch, Cf, Op};

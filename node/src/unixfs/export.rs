@@ -78,12 +78,13 @@ impl<'a, S: Blockstore + ?Sized> FileReader<'a, S> {
                     cid,
                     reason: format!("not DAG-PB: {e}"),
                 })?;
-                let meta = unixfs::Data::decode(node.data.clone().unwrap_or_default()).map_err(
-                    |e| Error::NotAFile {
-                        cid,
-                        reason: format!("no UnixFS data: {e}"),
-                    },
-                )?;
+                let meta =
+                    unixfs::Data::decode(node.data.clone().unwrap_or_default()).map_err(|e| {
+                        Error::NotAFile {
+                            cid,
+                            reason: format!("no UnixFS data: {e}"),
+                        }
+                    })?;
                 let kind = unixfs::data::DataType::try_from(meta.r#type).ok();
                 if !matches!(
                     kind,
@@ -195,7 +196,11 @@ impl<S: Blockstore + ?Sized> Iterator for FileReader<'_, S> {
 }
 
 /// Writes the file under `root` to `out`; returns the bytes written.
-pub fn export_to<S: Blockstore + ?Sized>(store: &S, root: Cid, out: &mut impl Write) -> Result<u64> {
+pub fn export_to<S: Blockstore + ?Sized>(
+    store: &S,
+    root: Cid,
+    out: &mut impl Write,
+) -> Result<u64> {
     let mut written = 0;
     for piece in FileReader::new(store, root) {
         let piece = piece?;
