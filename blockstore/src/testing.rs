@@ -34,7 +34,7 @@ pub fn model_block(i: u8) -> Block {
     let data: Vec<u8> = (0..len)
         .map(|j| (j as u8).wrapping_mul(31).wrapping_add(i))
         .collect();
-    let hash = if i % 3 == 0 {
+    let hash = if i.is_multiple_of(3) {
         HashAlg::Blake3
     } else {
         HashAlg::Sha2_256

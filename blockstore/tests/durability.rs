@@ -60,10 +60,10 @@ fn acknowledged_writes_survive_kill_9() {
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(n) = line.strip_prefix("ack ").and_then(|n| n.parse().ok()) {
-                if tx.send(n).is_err() {
-                    break;
-                }
+            if let Some(n) = line.strip_prefix("ack ").and_then(|n| n.parse().ok())
+                && tx.send(n).is_err()
+            {
+                break;
             }
         }
     });

@@ -114,7 +114,10 @@ struct Row {
 
 fn main() {
     // `cargo bench` passes `--bench`; accept and ignore harness flags.
-    println!("preparing {} MiB of 256 KiB blocks …", BLOCKS * BLOCK >> 20);
+    println!(
+        "preparing {} MiB of 256 KiB blocks …",
+        (BLOCKS * BLOCK) >> 20
+    );
     let blocks = blocks();
     let total = BLOCKS * BLOCK;
 
