@@ -222,13 +222,41 @@ impl<B: Backend> Store<B> {
                 Ok(Bytes::from(data))
             }
             Err(err @ Error::HashMismatch { .. }) => {
-                StoreMetrics::add(&self.metrics.verification_failures, 1);
-                self.quarantine(&key, &data)?;
-                tracing::warn!(%cid, "block failed verification on read; quarantined");
+                self.reject_corrupt(cid, &data)?;
                 Err(err)
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Reads and checks several blocks, in order, verifying them in parallel: the batched path for
+    /// block exchange and read-ahead. Each result is what [`Store::get`] would give.
+    pub fn get_many(&self, cids: &[Cid]) -> Result<Vec<Result<Bytes>>> {
+        let keys: Vec<Vec<u8>> = cids.iter().map(|c| c.hash().to_bytes()).collect();
+        let found = self.backend.get_many(Cf::Blocks, &keys)?;
+        let bytes = found.iter().flatten().map(Vec::len).sum();
+        let pairs: Vec<(&Cid, Option<Vec<u8>>)> = cids.iter().zip(found).collect();
+        let checked = self.par_map(&pairs, bytes, |(cid, data)| match data {
+            None => Err(Error::NotFound(**cid)),
+            Some(data) => verify(cid, data),
+        });
+        let mut out = Vec::with_capacity(cids.len());
+        for ((cid, data), check) in pairs.into_iter().zip(checked) {
+            out.push(match (data, check) {
+                (Some(data), Ok(())) => {
+                    StoreMetrics::add(&self.metrics.gets, 1);
+                    StoreMetrics::add(&self.metrics.get_bytes, data.len() as u64);
+                    Ok(Bytes::from(data))
+                }
+                (Some(data), Err(err @ Error::HashMismatch { .. })) => {
+                    self.reject_corrupt(cid, &data)?;
+                    Err(err)
+                }
+                (_, Err(other)) => Err(other),
+                (None, Ok(())) => Err(Error::NotFound(*cid)),
+            });
+        }
+        Ok(out)
     }
 
     pub fn has(&self, cid: &Cid) -> Result<bool> {
@@ -285,21 +313,42 @@ impl<B: Backend> Store<B> {
     /// Checks every block, on several threads when the batch is large: hashing is the cost of
     /// verified writes, and it parallelises perfectly.
     fn check_all(&self, blocks: &[Block]) -> Result<()> {
-        let total: usize = blocks.iter().map(|b| b.data.len()).sum();
-        let threads = self.verify_threads.min(blocks.len());
-        if threads <= 1 || total < PARALLEL_VERIFY_BYTES {
-            return blocks.iter().try_for_each(|b| self.check_block(b));
+        let bytes = blocks.iter().map(|b| b.data.len()).sum();
+        self.par_map(blocks, bytes, |b| self.check_block(b))
+            .into_iter()
+            .collect()
+    }
+
+    /// Maps `f` over `items` in order, spread over the store's verification threads when there are
+    /// `bytes` enough to be worth it.
+    fn par_map<T: Sync, R: Send>(
+        &self,
+        items: &[T],
+        bytes: usize,
+        f: impl Fn(&T) -> Result<R> + Sync,
+    ) -> Vec<Result<R>> {
+        let threads = self.verify_threads.min(items.len());
+        if threads <= 1 || bytes < PARALLEL_VERIFY_BYTES {
+            return items.iter().map(f).collect();
         }
-        let per_thread = blocks.len().div_ceil(threads);
+        let per_thread = items.len().div_ceil(threads);
+        let f = &f;
         std::thread::scope(|scope| {
-            let workers: Vec<_> = blocks
+            let workers: Vec<_> = items
                 .chunks(per_thread)
-                .map(|part| scope.spawn(move || part.iter().try_for_each(|b| self.check_block(b))))
+                .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
                 .collect();
-            workers.into_iter().try_for_each(|w| {
-                w.join()
-                    .map_err(|_| Error::Internal("a verification thread panicked".into()))?
-            })
+            let mut out = Vec::with_capacity(items.len());
+            for (worker, part) in workers.into_iter().zip(items.chunks(per_thread)) {
+                match worker.join() {
+                    Ok(results) => out.extend(results),
+                    Err(_) => out
+                        .extend(part.iter().map(|_| {
+                            Err(Error::Internal("a verification thread panicked".into()))
+                        })),
+                }
+            }
+            out
         })
     }
 
@@ -362,6 +411,14 @@ impl<B: Backend> Store<B> {
             page: Vec::new().into_iter(),
             done: false,
         }
+    }
+
+    /// Counts and quarantines a block whose stored bytes failed verification on read.
+    fn reject_corrupt(&self, cid: &Cid, data: &[u8]) -> Result<()> {
+        StoreMetrics::add(&self.metrics.verification_failures, 1);
+        self.quarantine(&cid.hash().to_bytes(), data)?;
+        tracing::warn!(%cid, "block failed verification on read; quarantined");
+        Ok(())
     }
 
     /// Moves a block that failed verification out of the blocks table, unless a good copy replaced

@@ -110,6 +110,7 @@ suite!(
     put_many_is_all_or_nothing,
     quota_refuses_cleanly_and_frees_on_delete,
     corruption_underneath_is_never_returned,
+    get_many_answers_each_block_in_order,
     good_copy_repairs_a_quarantined_block,
     scrub_finds_every_corrupt_block,
     scrub_respects_its_byte_rate,
@@ -300,6 +301,26 @@ fn corruption_underneath_is_never_returned<B: Backend>(open: fn(StoreOptions) ->
     let m = f.store.metrics();
     assert_eq!(StoreMetrics::get(&m.verification_failures), 1);
     assert_eq!(StoreMetrics::get(&m.quarantined), 1);
+}
+
+fn get_many_answers_each_block_in_order<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
+    let f = open(opts());
+    // Large enough to be verified on several threads.
+    let blocks: Vec<Block> = (0..12u8).map(|i| raw(&pattern(200_000, i))).collect();
+    f.store.put_many(&blocks[..10]).unwrap();
+    assert!(corrupt_block(&f.store, &blocks[3].cid));
+    let cids: Vec<Cid> = blocks.iter().map(|b| b.cid).collect();
+    let got = f.store.get_many(&cids).unwrap();
+    assert_eq!(got.len(), 12);
+    for (i, (result, block)) in got.into_iter().zip(&blocks).enumerate() {
+        match (i, result) {
+            (3, Err(Error::HashMismatch { cid, .. })) => assert_eq!(cid, block.cid),
+            (10 | 11, Err(Error::NotFound(cid))) => assert_eq!(cid, block.cid),
+            (_, Ok(bytes)) if i < 10 && i != 3 => assert_eq!(bytes, block.data),
+            (i, other) => panic!("block {i}: {other:?}"),
+        }
+    }
+    assert_eq!(f.store.quarantined().unwrap(), vec![*blocks[3].cid.hash()]);
 }
 
 fn good_copy_repairs_a_quarantined_block<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
