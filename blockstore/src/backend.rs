@@ -68,11 +68,6 @@ pub trait Backend: Send + Sync + 'static {
         Ok(self.get(cf, key)?.is_some())
     }
 
-    /// Several keys at once, in order (engines may batch the lookups).
-    fn get_many(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        keys.iter().map(|k| self.get(cf, k)).collect()
-    }
-
     fn write(&self, batch: Batch) -> Result<()>;
 
     /// Up to `limit` entries in key order whose keys start with `prefix` and come after `after`

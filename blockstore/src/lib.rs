@@ -66,6 +66,11 @@ pub trait Blockstore: Send + Sync + 'static {
     /// The verified bytes of `cid`; [`Error::NotFound`] when absent, [`Error::HashMismatch`] (and
     /// quarantine) when the stored bytes are corrupt.
     fn get(&self, cid: &Cid) -> Result<Bytes>;
+    /// Several blocks at once, in order, each result what [`Blockstore::get`] would give. Stores
+    /// may batch the reads and verify in parallel.
+    fn get_many(&self, cids: &[Cid]) -> Result<Vec<Result<Bytes>>> {
+        Ok(cids.iter().map(|c| self.get(c)).collect())
+    }
     fn has(&self, cid: &Cid) -> Result<bool>;
     fn put(&self, block: &Block) -> Result<()>;
     /// All blocks or none.
@@ -78,6 +83,9 @@ pub trait Blockstore: Send + Sync + 'static {
 impl<B: backend::Backend> Blockstore for Store<B> {
     fn get(&self, cid: &Cid) -> Result<Bytes> {
         Store::get(self, cid)
+    }
+    fn get_many(&self, cids: &[Cid]) -> Result<Vec<Result<Bytes>>> {
+        Store::get_many(self, cids)
     }
     fn has(&self, cid: &Cid) -> Result<bool> {
         Store::has(self, cid)

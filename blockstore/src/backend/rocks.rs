@@ -112,15 +112,6 @@ impl Backend for RocksBackend {
         Ok(self.db.get_pinned_cf(handle, key)?.is_some())
     }
 
-    fn get_many(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        let handle = self.handle(cf)?;
-        self.db
-            .batched_multi_get_cf(handle, keys, false)
-            .into_iter()
-            .map(|r| Ok(r?.map(|v| v.to_vec())))
-            .collect()
-    }
-
     fn write(&self, batch: Batch) -> Result<()> {
         let mut wb = WriteBatch::default();
         for op in &batch.ops {

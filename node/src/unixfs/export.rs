@@ -12,6 +12,8 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 
+/// Raw leaves read (and verified, in parallel) together: 2 MiB of read-ahead.
+const READ_AHEAD: usize = 8;
 /// Deeper than any file the importer makes (174^16 chunks); a deeper DAG is hostile.
 const MAX_DEPTH: usize = 16;
 
@@ -20,7 +22,11 @@ pub struct FileReader<'a, S: Blockstore + ?Sized> {
     store: &'a S,
     root: Cid,
     /// Links still to read, one frame per tree level.
-    stack: Vec<std::vec::IntoIter<Cid>>,
+    stack: Vec<std::iter::Peekable<std::vec::IntoIter<Cid>>>,
+    /// Leaves already read ahead, in file order.
+    ready: std::collections::VecDeque<Bytes>,
+    /// An error met while reading ahead, reported once the good leaves before it are out.
+    failed: Option<Error>,
     started: bool,
     finished: bool,
     /// File size the root declares, checked against what was produced.
@@ -43,6 +49,8 @@ impl<'a, S: Blockstore + ?Sized> FileReader<'a, S> {
             store,
             root,
             stack: Vec::new(),
+            ready: std::collections::VecDeque::new(),
+            failed: None,
             started: false,
             finished: false,
             expected: 0,
@@ -120,7 +128,7 @@ impl<'a, S: Blockstore + ?Sized> FileReader<'a, S> {
                         return Err(self.malformed(format!("deeper than {MAX_DEPTH} levels")));
                     }
                     let links: Vec<Cid> = node.links.into_iter().map(|l| l.cid).collect();
-                    self.stack.push(links.into_iter());
+                    self.stack.push(links.into_iter().peekable());
                 }
                 Ok(inline)
             }
@@ -140,6 +148,12 @@ impl<'a, S: Blockstore + ?Sized> FileReader<'a, S> {
             }
         }
         loop {
+            if let Some(piece) = self.ready.pop_front() {
+                return Ok(Some(piece));
+            }
+            if let Some(err) = self.failed.take() {
+                return Err(err);
+            }
             let Some(frame) = self.stack.last_mut() else {
                 if self.produced != self.expected {
                     return Err(self.malformed(format!(
@@ -149,6 +163,25 @@ impl<'a, S: Blockstore + ?Sized> FileReader<'a, S> {
                 }
                 return Ok(None);
             };
+            // A run of raw leaves is read in one batch.
+            let mut leaves = Vec::new();
+            while leaves.len() < READ_AHEAD
+                && let Some(cid) = frame.next_if(|c| c.codec() == RAW)
+            {
+                leaves.push(cid);
+            }
+            if !leaves.is_empty() {
+                for piece in self.store.get_many(&leaves)? {
+                    match piece {
+                        Ok(piece) => self.ready.push_back(piece),
+                        Err(e) => {
+                            self.failed = Some(e.into());
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             match frame.next() {
                 Some(cid) => {
                     let piece = self.visit(cid, false)?;
