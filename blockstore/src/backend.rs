@@ -70,6 +70,17 @@ pub trait Backend: Send + Sync + 'static {
 
     fn write(&self, batch: Batch) -> Result<()>;
 
+    /// Like [`Backend::write`] but durable only after the next [`Backend::sync`]: a bulk writer
+    /// pays for one sync at its end instead of one per batch.
+    fn write_buffered(&self, batch: Batch) -> Result<()> {
+        self.write(batch)
+    }
+
+    /// Makes every write so far durable.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Up to `limit` entries in key order whose keys start with `prefix` and come after `after`
     /// (or from the first such key when `None`). Paging keeps no iterator open across calls, so
     /// long walks never pin old versions of the data.

@@ -73,8 +73,16 @@ pub trait Blockstore: Send + Sync + 'static {
     }
     fn has(&self, cid: &Cid) -> Result<bool>;
     fn put(&self, block: &Block) -> Result<()>;
-    /// All blocks or none.
+    /// All blocks or none; durable when it returns.
     fn put_many(&self, blocks: &[Block]) -> Result<()>;
+    /// All blocks or none; durable after the next [`Blockstore::sync`].
+    fn put_many_buffered(&self, blocks: &[Block]) -> Result<()> {
+        self.put_many(blocks)
+    }
+    /// Makes every buffered write durable.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     fn delete(&self, cid: &Cid) -> Result<bool>;
     /// Every stored block's multihash.
     fn iterate(&self) -> Box<dyn Iterator<Item = Result<Multihash<64>>> + '_>;
@@ -95,6 +103,12 @@ impl<B: backend::Backend> Blockstore for Store<B> {
     }
     fn put_many(&self, blocks: &[Block]) -> Result<()> {
         Store::put_many(self, blocks)
+    }
+    fn put_many_buffered(&self, blocks: &[Block]) -> Result<()> {
+        Store::put_many_buffered(self, blocks)
+    }
+    fn sync(&self) -> Result<()> {
+        Store::sync(self)
     }
     fn delete(&self, cid: &Cid) -> Result<bool> {
         Store::delete(self, cid)

@@ -56,6 +56,12 @@ impl From<&cairn_config::StorageConfig> for StoreOptions {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    Now,
+    AtNextSync,
+}
+
 /// What the store holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -251,8 +257,23 @@ impl<B: Backend> Store<B> {
     }
 
     /// Stores blocks atomically: all are checked first, and either all new ones are written (with
-    /// the usage counter, in one batch) or none is.
+    /// the usage counter, in one batch) or none is. Durable when it returns (with synced writes).
     pub fn put_many(&self, blocks: &[Block]) -> Result<()> {
+        self.put_checked(blocks, Durability::Now)
+    }
+
+    /// [`Store::put_many`], durable only after the next [`Store::sync`]: for bulk imports, which
+    /// acknowledge nothing until their last block is in.
+    pub fn put_many_buffered(&self, blocks: &[Block]) -> Result<()> {
+        self.put_checked(blocks, Durability::AtNextSync)
+    }
+
+    /// Makes every buffered write durable.
+    pub fn sync(&self) -> Result<()> {
+        self.backend.sync()
+    }
+
+    fn put_checked(&self, blocks: &[Block], durability: Durability) -> Result<()> {
         self.check_all(blocks)?;
         let mut usage = self.usage.lock();
         let mut seen = HashSet::with_capacity(blocks.len());
@@ -286,7 +307,10 @@ impl<B: Backend> Store<B> {
             bytes: new_bytes,
         };
         batch.put(Cf::Meta, USAGE_KEY, next.encode());
-        self.backend.write(batch)?;
+        match durability {
+            Durability::Now => self.backend.write(batch)?,
+            Durability::AtNextSync => self.backend.write_buffered(batch)?,
+        }
         *usage = next;
         StoreMetrics::add(&self.metrics.puts, added.blocks);
         StoreMetrics::add(&self.metrics.put_bytes, added.bytes);

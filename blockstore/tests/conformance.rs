@@ -108,6 +108,7 @@ suite!(
     missing_block_is_not_found,
     one_block_under_two_codecs_is_stored_once,
     put_many_is_all_or_nothing,
+    buffered_puts_are_checked_and_counted_like_puts,
     quota_refuses_cleanly_and_frees_on_delete,
     corruption_underneath_is_never_returned,
     get_many_answers_each_block_in_order,
@@ -248,6 +249,31 @@ fn put_many_is_all_or_nothing<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) 
         .put_many(&[a.clone(), b.clone(), a.clone()])
         .unwrap();
     assert_eq!(f.store.stats().unwrap().blocks, 2);
+}
+
+fn buffered_puts_are_checked_and_counted_like_puts<B: Backend>(
+    open: fn(StoreOptions) -> Fixture<B>,
+) {
+    let f = open(StoreOptions {
+        max_bytes: 3000,
+        ..opts()
+    });
+    let s: &dyn Blockstore = &*f.store;
+    let a = raw(&pattern(1000, 1));
+    s.put_many_buffered(std::slice::from_ref(&a)).unwrap();
+    assert_eq!(s.get(&a.cid).unwrap(), a.data);
+    let forged = Block::new(raw(b"x").cid, Bytes::from_static(b"y"));
+    assert!(matches!(
+        s.put_many_buffered(&[forged]),
+        Err(Error::HashMismatch { .. })
+    ));
+    let over = raw(&pattern(2500, 2));
+    assert!(matches!(
+        s.put_many_buffered(&[over]),
+        Err(Error::QuotaExceeded { .. })
+    ));
+    s.sync().unwrap();
+    assert_eq!(f.store.stats().unwrap().bytes, 1000);
 }
 
 fn quota_refuses_cleanly_and_frees_on_delete<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {

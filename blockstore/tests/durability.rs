@@ -1,6 +1,7 @@
-//! Acknowledged writes survive `kill -9`: a child process writes blocks and reports each one the
+//! Acknowledged writes survive `kill -9`: a child process writes blocks and reports each write the
 //! store acknowledged; the parent kills it mid-stream, reopens the store and checks every
-//! acknowledged block.
+//! acknowledged block. Two writers: single synced puts, and bulk imports that buffer their batches
+//! and acknowledge after one sync.
 
 // Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -12,9 +13,12 @@ use std::time::{Duration, Instant};
 
 use cairn_blockstore::{Block, HashAlg, RAW, RocksBlockstore, StoreOptions};
 
+/// Set in the child: the store folder it writes to.
 const CHILD_DIR_ENV: &str = "CAIRN_TEST_DURABILITY_CHILD_DIR";
-/// The parent kills the child after this many acknowledgements.
-const ACKS_BEFORE_KILL: usize = 150;
+/// Blocks in one bulk-import group.
+const GROUP: u32 = 4;
+/// Groups made durable by one sync.
+const GROUPS_PER_SYNC: u32 = 3;
 
 fn block(i: u32) -> Block {
     let len = 1 + (i as usize * 7919) % (200 * 1024);
@@ -24,32 +28,16 @@ fn block(i: u32) -> Block {
     Block::build(RAW, HashAlg::Sha2_256, data)
 }
 
-/// The child: write until killed, printing `ack N` after each acknowledged put.
-fn write_until_killed(dir: &str) {
-    let store = RocksBlockstore::open(dir.as_ref(), StoreOptions::default()).unwrap();
-    let mut out = std::io::stdout().lock();
-    // Bounded: the parent kills it long before this.
-    for i in 0..1_000_000u32 {
-        store.put(&block(i)).unwrap();
-        writeln!(out, "ack {i}").unwrap();
-        out.flush().unwrap();
-    }
+fn group(g: u32) -> Vec<Block> {
+    (g * GROUP..(g + 1) * GROUP).map(block).collect()
 }
 
-#[test]
-fn acknowledged_writes_survive_kill_9() {
-    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
-        write_until_killed(&dir);
-        return;
-    }
+/// Runs the test named `test` as a child writing into a fresh folder, reads its `ack N` lines,
+/// kills it with SIGKILL after `acks` of them, and returns the folder and every N acknowledged.
+fn kill_writer_after(test: &str, acks: usize) -> (tempfile::TempDir, Vec<u32>) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "acknowledged_writes_survive_kill_9",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -69,9 +57,8 @@ fn acknowledged_writes_survive_kill_9() {
     });
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut acked = Vec::new();
-    while acked.len() < ACKS_BEFORE_KILL {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
+    while acked.len() < acks {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(n) => acked.push(n),
             Err(e) => {
                 let _ = child.kill();
@@ -85,22 +72,70 @@ fn acknowledged_writes_survive_kill_9() {
     // SIGKILL: no destructor, no flush, no chance to finish the write in flight.
     child.kill().unwrap();
     child.wait().unwrap();
-    // Acknowledgements that were already in the pipe count too.
     reader.join().unwrap();
+    // Acknowledgements already in the pipe count too.
     acked.extend(rx.try_iter());
+    (dir, acked)
+}
 
+fn ack(out: &mut impl Write, n: u32) {
+    writeln!(out, "ack {n}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Checks the reopened store: every acknowledged block is there and intact, and the usage record
+/// (written in the same batches) matches what is really stored.
+fn check_after_kill(dir: &tempfile::TempDir, blocks: impl Iterator<Item = Block>) {
     let store = RocksBlockstore::open(dir.path(), StoreOptions::default()).unwrap();
-    for &i in &acked {
-        let want = block(i);
+    let mut checked = 0u64;
+    for want in blocks {
         assert_eq!(
             store.get(&want.cid).unwrap(),
             want.data,
-            "acknowledged block {i} lost"
+            "acknowledged block lost"
         );
+        checked += 1;
     }
-    // The usage record was written in the same batches, so it matches what is really there.
     let stats = store.stats().unwrap();
     let listed = store.iterate().count() as u64;
     assert_eq!(stats.blocks, listed);
-    assert!(listed >= acked.len() as u64);
+    assert!(listed >= checked);
+}
+
+#[test]
+fn acknowledged_puts_survive_kill_9() {
+    const TEST: &str = "acknowledged_puts_survive_kill_9";
+    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
+        let store = RocksBlockstore::open(dir.as_ref(), StoreOptions::default()).unwrap();
+        let mut out = std::io::stdout().lock();
+        // Bounded: the parent kills it long before this.
+        for i in 0..1_000_000u32 {
+            store.put(&block(i)).unwrap();
+            ack(&mut out, i);
+        }
+        return;
+    }
+    let (dir, acked) = kill_writer_after(TEST, 150);
+    check_after_kill(&dir, acked.into_iter().map(block));
+}
+
+#[test]
+fn acknowledged_bulk_imports_survive_kill_9() {
+    const TEST: &str = "acknowledged_bulk_imports_survive_kill_9";
+    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
+        let store = RocksBlockstore::open(dir.as_ref(), StoreOptions::default()).unwrap();
+        let mut out = std::io::stdout().lock();
+        for g in 0..100_000u32 {
+            store.put_many_buffered(&group(g)).unwrap();
+            if g % GROUPS_PER_SYNC == GROUPS_PER_SYNC - 1 {
+                store.sync().unwrap();
+                for done in g + 1 - GROUPS_PER_SYNC..=g {
+                    ack(&mut out, done);
+                }
+            }
+        }
+        return;
+    }
+    let (dir, acked) = kill_writer_after(TEST, 60);
+    check_after_kill(&dir, acked.into_iter().flat_map(group));
 }

@@ -1,26 +1,16 @@
 //! The in-memory store against the BTreeMap model, with many more cases than RocksDB can afford.
 
-use cairn_blockstore::testing::{BLOCKS, ModelOp, check_model};
+mod common;
+
+use cairn_blockstore::testing::{ModelOp, check_model};
 use cairn_blockstore::{MemBlockstore, StoreOptions};
 use proptest::prelude::*;
-
-fn op() -> impl Strategy<Value = ModelOp> {
-    let idx = 0..BLOCKS;
-    prop_oneof![
-        idx.clone().prop_map(ModelOp::Put),
-        (idx.clone(), idx.clone()).prop_map(|(a, b)| ModelOp::PutMany(a, b)),
-        idx.clone().prop_map(ModelOp::Get),
-        idx.clone().prop_map(ModelOp::Has),
-        idx.clone().prop_map(ModelOp::Delete),
-        idx.prop_map(ModelOp::Corrupt),
-    ]
-}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn mem_store_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..120)) {
+    fn mem_store_agrees_with_the_model(ops in proptest::collection::vec(common::model_op(false), 1..120)) {
         // Memory cannot reopen: one store for the whole run.
         let store = std::cell::RefCell::new(Some(MemBlockstore::new(StoreOptions::default())));
         let open = || store.borrow_mut().take().unwrap_or_else(|| MemBlockstore::new(StoreOptions::default()));

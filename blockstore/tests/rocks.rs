@@ -4,8 +4,10 @@
 // Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use bytes::Bytes;
-use cairn_blockstore::testing::{ModelOp, check_model};
+use cairn_blockstore::testing::check_model;
 use cairn_blockstore::{
     Block, DAG_PB, Error, HashAlg, PinMode, RAW, RocksBlockstore, StoreOptions,
 };
@@ -17,6 +19,19 @@ fn opts() -> StoreOptions {
         sync_writes: false,
         ..StoreOptions::default()
     }
+}
+
+/// The store's database opened with RocksDB itself, as another process could.
+fn open_raw(path: &std::path::Path) -> rocksdb::DB {
+    let names = [
+        "default",
+        "blocks_v1",
+        "pins_v1",
+        "replicas_v1",
+        "quarantine_v1",
+        "meta_v1",
+    ];
+    rocksdb::DB::open_cf(&rocksdb::Options::default(), path, names).unwrap()
 }
 
 #[test]
@@ -60,15 +75,7 @@ fn damage_made_while_closed_is_caught_after_reopen() {
     }
     {
         // Another process (or a bad disk) rewrites the value behind the store's back.
-        let names = [
-            "default",
-            "blocks_v1",
-            "pins_v1",
-            "replicas_v1",
-            "quarantine_v1",
-            "meta_v1",
-        ];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
+        let db = open_raw(dir.path());
         let cf = db.cf_handle("blocks_v1").unwrap();
         db.put_cf(cf, block.cid.hash().to_bytes(), vec![43u8; 300_000])
             .unwrap();
@@ -91,15 +98,7 @@ fn usage_is_recounted_when_its_record_is_missing() {
             .unwrap();
     }
     {
-        let names = [
-            "default",
-            "blocks_v1",
-            "pins_v1",
-            "replicas_v1",
-            "quarantine_v1",
-            "meta_v1",
-        ];
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), names).unwrap();
+        let db = open_raw(dir.path());
         db.delete_cf(db.cf_handle("meta_v1").unwrap(), b"usage")
             .unwrap();
     }
@@ -108,25 +107,12 @@ fn usage_is_recounted_when_its_record_is_missing() {
     assert_eq!((stats.blocks, stats.bytes), (1, 5000));
 }
 
-fn op() -> impl Strategy<Value = ModelOp> {
-    let idx = 0..cairn_blockstore::testing::BLOCKS;
-    prop_oneof![
-        idx.clone().prop_map(ModelOp::Put),
-        (idx.clone(), idx.clone()).prop_map(|(a, b)| ModelOp::PutMany(a, b)),
-        idx.clone().prop_map(ModelOp::Get),
-        idx.clone().prop_map(ModelOp::Has),
-        idx.clone().prop_map(ModelOp::Delete),
-        idx.prop_map(ModelOp::Corrupt),
-        Just(ModelOp::Reopen),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
     /// Random operations, reopen included, agree with a BTreeMap model at every step.
     #[test]
-    fn rocks_store_agrees_with_the_model(ops in proptest::collection::vec(op(), 1..60)) {
+    fn rocks_store_agrees_with_the_model(ops in proptest::collection::vec(common::model_op(true), 1..60)) {
         let dir = tempfile::tempdir().unwrap();
         let open = || RocksBlockstore::open(dir.path(), opts()).unwrap();
         check_model(open, &ops).map_err(TestCaseError::fail)?;

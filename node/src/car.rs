@@ -112,13 +112,14 @@ where
         if batch_bytes >= IMPORT_BATCH_BYTES {
             let full = std::mem::take(&mut batch);
             let s = Arc::clone(&store);
-            blocking(move || Ok(s.put_many(&full)?)).await?;
+            blocking(move || Ok(s.put_many_buffered(&full)?)).await?;
             batch_bytes = 0;
         }
     }
     let s = Arc::clone(&store);
     blocking(move || {
-        s.put_many(&batch)?;
+        s.put_many_buffered(&batch)?;
+        s.sync()?;
         for root in &roots {
             cairn_blockstore::walk(&*s, root, |_| {}).map_err(|e| match e {
                 cairn_blockstore::Error::Incomplete { root, missing } => {

@@ -18,6 +18,7 @@ const BLOB_FILE_SIZE: u64 = 256 << 20;
 pub struct RocksBackend {
     db: DB,
     write_opts: WriteOptions,
+    buffered_opts: WriteOptions,
 }
 
 impl std::fmt::Debug for RocksBackend {
@@ -43,13 +44,31 @@ impl RocksBackend {
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(sync_writes);
-        Ok(Self { db, write_opts })
+        let mut buffered_opts = WriteOptions::default();
+        buffered_opts.set_sync(false);
+        Ok(Self {
+            db,
+            write_opts,
+            buffered_opts,
+        })
     }
 
     fn handle(&self, cf: Cf) -> Result<&ColumnFamily> {
         self.db
             .cf_handle(cf.name())
             .ok_or_else(|| Error::Corrupt(format!("column family {} is missing", cf.name())))
+    }
+
+    fn apply(&self, batch: Batch, opts: &WriteOptions) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                Op::Put(cf, k, v) => wb.put_cf(self.handle(*cf)?, k, v),
+                Op::Delete(cf, k) => wb.delete_cf(self.handle(*cf)?, k),
+            }
+        }
+        self.db.write_opt(wb, opts)?;
+        Ok(())
     }
 
     fn iterate<T>(
@@ -113,14 +132,16 @@ impl Backend for RocksBackend {
     }
 
     fn write(&self, batch: Batch) -> Result<()> {
-        let mut wb = WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                Op::Put(cf, k, v) => wb.put_cf(self.handle(*cf)?, k, v),
-                Op::Delete(cf, k) => wb.delete_cf(self.handle(*cf)?, k),
-            }
-        }
-        self.db.write_opt(wb, &self.write_opts)?;
+        self.apply(batch, &self.write_opts)
+    }
+
+    fn write_buffered(&self, batch: Batch) -> Result<()> {
+        self.apply(batch, &self.buffered_opts)
+    }
+
+    fn sync(&self) -> Result<()> {
+        // WAL entries are sequential: syncing now makes every earlier buffered batch durable.
+        self.db.flush_wal(true)?;
         Ok(())
     }
 

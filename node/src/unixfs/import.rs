@@ -54,7 +54,8 @@ struct Child {
 }
 
 /// Streams a file into the store. Feed it with [`FileImporter::write`], end with
-/// [`FileImporter::finish`]. Blocks are stored as they fill; pinning the root is the caller's job
+/// [`FileImporter::finish`]. Blocks are stored as they fill and made durable together before
+/// `finish` returns; pinning the root is the caller's job
 /// (hold the store's GC guard from the first write until the pin).
 pub struct FileImporter<'a, S: Blockstore + ?Sized> {
     store: &'a S,
@@ -134,6 +135,8 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
             level += 1;
         };
         self.flush()?;
+        // The root is acknowledged only once every block under it is durable.
+        self.store.sync()?;
         Ok(Imported {
             root: root.cid,
             size: self.size,
@@ -239,7 +242,7 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
 
     fn flush(&mut self) -> Result<()> {
         if !self.pending.is_empty() {
-            self.store.put_many(&self.pending)?;
+            self.store.put_many_buffered(&self.pending)?;
             self.pending.clear();
             self.pending_bytes = 0;
         }
