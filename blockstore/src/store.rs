@@ -87,15 +87,13 @@ impl Usage {
     }
 
     fn decode(raw: &[u8]) -> Result<Self> {
-        let (blocks, bytes) = raw
-            .split_at_checked(8)
-            .filter(|(_, b)| b.len() == 8)
-            .ok_or_else(|| {
-                Error::Corrupt(format!("usage record is {} bytes, not 16", raw.len()))
-            })?;
+        let record: [u8; 16] = raw
+            .try_into()
+            .map_err(|_| Error::Corrupt(format!("usage record is {} bytes, not 16", raw.len())))?;
+        let both = u128::from_be_bytes(record);
         Ok(Self {
-            blocks: u64::from_be_bytes(blocks.try_into().unwrap_or_default()),
-            bytes: u64::from_be_bytes(bytes.try_into().unwrap_or_default()),
+            blocks: (both >> 64) as u64,
+            bytes: both as u64,
         })
     }
 }
