@@ -14,6 +14,18 @@ pub enum Error {
     Car(String),
     #[error("CAR file is incomplete: root {root} is missing block {missing}")]
     CarIncomplete { root: Cid, missing: Cid },
+    #[error("{path}: {problem}; fix: {fix}")]
+    Secret {
+        path: std::path::PathBuf,
+        problem: String,
+        fix: String,
+    },
+    #[error("{0} already exists; pass --force to replace it (a new identity changes the peer ID)")]
+    Exists(std::path::PathBuf),
+    #[error(transparent)]
+    Config(#[from] cairn_config::ConfigError),
+    #[error(transparent)]
+    P2p(#[from] cairn_p2p::Error),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

@@ -3,6 +3,8 @@
 
 pub mod car;
 mod error;
+pub mod init;
+pub mod secrets;
 pub mod unixfs;
 
 pub use error::{Error, Result};

@@ -2,5 +2,11 @@
 //! peer-ID allowlist, connection limits), Kademlia discovery, the block, replicate and audit wire
 //! protocols, and per-peer rate limits (DESIGN.md §5).
 //!
-//! Empty until the P2P issue lands; the crate exists now so the workspace has its final shape and
-//! the dependency direction (`config` ← `p2p` ← `node`) is fixed from the start.
+//! Today it holds the node's identity; the swarm lands with the P2P issue.
+
+mod error;
+pub mod identity;
+
+pub use error::Error;
+pub use identity::NodeIdentity;
+pub use libp2p_identity::PeerId;
