@@ -12,9 +12,14 @@ fn main() -> anyhow::Result<()> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     config.bytes(["."]);
+    let descriptors =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("cairn_descriptor.bin");
     tonic_prost_build::configure()
-        .build_client(false)
-        .build_server(false)
-        .compile_with_config(config, &["proto/unixfs.proto"], &["proto"])?;
+        .file_descriptor_set_path(&descriptors)
+        .compile_with_config(
+            config,
+            &["proto/unixfs.proto", "proto/admin.proto"],
+            &["proto"],
+        )?;
     Ok(())
 }

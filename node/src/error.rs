@@ -10,6 +10,8 @@ pub enum Error {
     NotAFile { cid: Cid, reason: String },
     #[error("UnixFS DAG under {root} is malformed: {reason}")]
     MalformedDag { root: Cid, reason: String },
+    #[error("bad request: {0}")]
+    BadRequest(String),
     #[error("CAR file: {0}")]
     Car(String),
     #[error("CAR file is incomplete: root {root} is missing block {missing}")]

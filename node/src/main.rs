@@ -1,5 +1,5 @@
-//! `cairn`: the node's command line. Today: `init`, `id` and `config`; the daemon and the client
-//! commands arrive with the rest of the node issue.
+//! `cairn`: the node's command line — the daemon and its client. Exit status 0 on success,
+//! non-zero with a one-line reason on stderr otherwise.
 
 // The CLI's output is stdout.
 #![allow(clippy::print_stdout)]
@@ -8,9 +8,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cairn_config::{LogFormat, ValidConfig};
 use cairn_node::init::{init, load_config, load_identity};
-use clap::{Parser, Subcommand};
+use cairn_node::unixfs::CHUNK_SIZE;
+use cairn_node::{Node, client};
+use cairn_proto::admin;
+use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,11 +49,78 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the node in the foreground until SIGTERM or Ctrl-C.
+    Daemon {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Add files; prints each root CID (CIDv1 unless --cid-version 0).
+    Add {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
+        cid_version: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print a file's bytes (or write them to -o FILE).
+    Cat {
+        cid: String,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The node at a glance.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
+}
+
+/// How a client command reaches the daemon.
+#[derive(Args, Debug)]
+struct ApiArgs {
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Admin API address [default: from the config's admin.listen]
+    #[arg(long)]
+    api: Option<String>,
+    /// Token file [default: the config's admin.token_file]
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    async fn connect(&self) -> anyhow::Result<client::Client> {
+        let config = load_config(self.data_dir.as_deref(), self.config.as_deref())?;
+        let url = match &self.api {
+            Some(url) => url.clone(),
+            None => {
+                let mut addr = config.admin_listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+        };
+        let token_file = match &self.token_file {
+            Some(f) => f.clone(),
+            None => config.resolve(&config.raw().admin.token_file),
+        };
+        let token = cairn_node::secrets::read_secret(&token_file)?;
+        let token = String::from_utf8(token).context("the token file is not text")?;
+        Ok(client::connect(&url, &token).await?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,8 +131,53 @@ enum ConfigAction {
     Show { file: Option<PathBuf> },
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Daemon { data_dir, config } => {
+            let config = load_config(data_dir.as_deref(), config.as_deref())?;
+            init_logging(&config);
+            daemon(config).await?;
+        }
+        Command::Add {
+            paths,
+            cid_version,
+            api,
+        } => {
+            let mut client = api.connect().await?;
+            for path in paths {
+                let added = add_file(&mut client, &path, cid_version).await?;
+                if cli.json {
+                    let out = json!({
+                        "cid": added.cid, "size": added.size, "blocks": added.blocks,
+                        "name": path.display().to_string(),
+                    });
+                    println!("{out}");
+                } else {
+                    println!("{}", added.cid);
+                }
+            }
+        }
+        Command::Cat { cid, output, api } => {
+            let mut client = api.connect().await?;
+            cat(&mut client, cid, output).await?;
+        }
+        Command::Status { api } => {
+            let mut client = api.connect().await?;
+            let s = client.status(admin::StatusRequest {}).await?.into_inner();
+            if cli.json {
+                let out = json!({
+                    "peer_id": s.peer_id, "version": s.version, "blocks": s.blocks,
+                    "bytes": s.bytes, "pins": s.pins, "quarantined_blocks": s.quarantined_blocks,
+                });
+                println!("{out}");
+            } else {
+                println!("peer ID      {}", s.peer_id);
+                println!("version      {}", s.version);
+                println!("blocks       {} ({} bytes)", s.blocks, s.bytes);
+                println!("pins         {}", s.pins);
+                println!("quarantined  {}", s.quarantined_blocks);
+            }
+        }
         Command::Init { data_dir, force } => {
             let dir = match data_dir {
                 Some(d) => d,
@@ -121,11 +238,129 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
-    match run(Cli::parse()) {
+fn init_logging(config: &ValidConfig) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.raw().log.level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests running several daemons in one process) keeps the first; fine.
+    let _ = match config.raw().log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs the node until SIGTERM or Ctrl-C, then stops it in order.
+async fn daemon(config: ValidConfig) -> anyhow::Result<()> {
+    let node = Node::spawn(config).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+    }
+    node.shutdown();
+    node.join().await?;
+    Ok(())
+}
+
+async fn add_file(
+    client: &mut client::Client,
+    path: &std::path::Path,
+    cid_version: u32,
+) -> anyhow::Result<admin::AddFileResponse> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<admin::AddFileRequest>(4);
+    let mut reader = tokio::spawn(async move {
+        // The first message carries the options, even for an empty file.
+        let mut options = Some(admin::AddOptions { cid_version });
+        loop {
+            let mut buf = vec![0u8; CHUNK_SIZE];
+            let n = file.read(&mut buf).await?;
+            if n == 0 && options.is_none() {
+                return Ok::<_, std::io::Error>(());
+            }
+            buf.truncate(n);
+            let msg = admin::AddFileRequest {
+                options: options.take(),
+                data: buf.into(),
+            };
+            if tx.send(msg).await.is_err() || n == 0 {
+                return Ok(());
+            }
+        }
+    });
+    let rpc = client.add_file(tokio_stream::wrappers::ReceiverStream::new(rx));
+    tokio::pin!(rpc);
+    let mut read_all = false;
+    loop {
+        tokio::select! {
+            answer = &mut rpc => {
+                reader.abort();
+                return Ok(answer?.into_inner());
+            }
+            read = &mut reader, if !read_all => {
+                // A read error must not look like the end of the file: returning drops the call,
+                // which resets the stream, and the daemon pins nothing.
+                read.context("file reader failed")?
+                    .with_context(|| format!("reading {}", path.display()))?;
+                read_all = true;
+            }
+        }
+    }
+}
+
+async fn cat(
+    client: &mut client::Client,
+    cid: String,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut stream = client.cat(admin::CatRequest { cid }).await?.into_inner();
+    match output {
+        Some(path) => {
+            // Written beside the target and renamed at the end: a failed read leaves no partial
+            // file behind.
+            let tmp = path.with_extension("cairn-partial");
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let written = async {
+                while let Some(piece) = stream.message().await? {
+                    file.write_all(&piece.data).await?;
+                }
+                file.sync_all().await?;
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
+            if let Err(e) = written {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+            tokio::fs::rename(&tmp, &path).await?;
+        }
+        None => {
+            let mut out = tokio::io::stdout();
+            while let Some(piece) = stream.message().await? {
+                out.write_all(&piece.data).await?;
+            }
+            out.flush().await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A refusal from the daemon reads best as its own message.
+            match e.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("error: {} ({:?})", status.message(), status.code()),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -7,3 +7,13 @@ pub mod unixfs {
     #![allow(missing_debug_implementations, clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/unixfs.rs"));
 }
+
+/// The admin gRPC API (client and server).
+pub mod admin {
+    #![allow(missing_debug_implementations, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/cairn.admin.v1.rs"));
+}
+
+/// Encoded descriptors of every message and service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));

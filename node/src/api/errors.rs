@@ -1,0 +1,33 @@
+//! The one place where errors become gRPC status codes (DESIGN.md §7).
+
+use cairn_blockstore::Error as StoreError;
+use tonic::Status;
+
+use crate::error::Error;
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let message = err.to_string();
+        match err {
+            Error::Store(store) => match store {
+                StoreError::NotFound(_) | StoreError::Incomplete { .. } => {
+                    Status::not_found(message)
+                }
+                StoreError::UnsupportedHash { .. }
+                | StoreError::UnsupportedCodec { .. }
+                | StoreError::BlockTooLarge { .. }
+                | StoreError::InvalidBlock { .. } => Status::invalid_argument(message),
+                StoreError::QuotaExceeded { .. } => Status::resource_exhausted(message),
+                // Our own copy is corrupt: it was quarantined and nothing was returned.
+                StoreError::HashMismatch { .. } => Status::data_loss(message),
+                _ => Status::internal(message),
+            },
+            Error::NotAFile { .. }
+            | Error::MalformedDag { .. }
+            | Error::Car(_)
+            | Error::CarIncomplete { .. }
+            | Error::BadRequest(_) => Status::invalid_argument(message),
+            _ => Status::internal(message),
+        }
+    }
+}

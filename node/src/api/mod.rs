@@ -1,0 +1,86 @@
+//! The gRPC admin API: the admin service behind bearer tokens, the standard health service (so
+//! probes and `grpcurl` work) and server reflection.
+
+mod admin;
+pub mod auth;
+mod errors;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cairn_blockstore::RocksBlockstore;
+use cairn_proto::admin::admin_server::AdminServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+pub use admin::AdminService;
+pub use auth::{Role, Tokens};
+
+use crate::error::{Error, Result};
+
+/// Largest gRPC message accepted or sent: a few 256 KiB chunks, far below anything that could
+/// exhaust memory.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// A bound admin endpoint, not yet serving.
+#[derive(Debug)]
+pub struct AdminEndpoint {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl AdminEndpoint {
+    pub async fn bind(addr: SocketAddr) -> Result<Self> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
+            what: "binding the admin API address (admin.listen)",
+            source,
+        })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            what: "reading the admin API address",
+            source,
+        })?;
+        Ok(Self { listener, addr })
+    }
+
+    /// Serves until `stop` is cancelled, then finishes the calls in flight.
+    pub async fn serve(
+        self,
+        store: Arc<RocksBlockstore>,
+        tokens: Tokens,
+        peer_id: String,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        let service = AdminService {
+            store,
+            tokens,
+            peer_id,
+        };
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<AdminServer<AdminService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::BadRequest(format!("reflection: {e}")))?;
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(
+                AdminServer::new(service)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                stop.cancelled_owned(),
+            )
+            .await
+            .map_err(|e| Error::Io {
+                what: "serving the admin API",
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
+}

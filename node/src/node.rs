@@ -1,0 +1,110 @@
+//! The daemon's life: `Node::spawn` opens the store, binds the admin API and starts serving;
+//! `NodeHandle::shutdown` and `join` stop it in order — API first (calls in flight finish), then
+//! the store is flushed — logging each step.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cairn_blockstore::{RocksBlockstore, StoreOptions};
+use cairn_config::ValidConfig;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AdminEndpoint, Tokens};
+use crate::error::{Error, Result};
+use crate::init::load_identity;
+use crate::secrets::read_secret;
+
+/// Where the block store lives inside the data directory.
+pub const BLOCKS_DIR: &str = "blocks";
+
+/// Starts nodes.
+#[derive(Debug)]
+pub struct Node;
+
+/// A running node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    admin_addr: SocketAddr,
+    peer_id: String,
+    stop: CancellationToken,
+    api: JoinHandle<Result<()>>,
+    store: Arc<RocksBlockstore>,
+}
+
+impl Node {
+    /// Opens everything the node needs and starts serving. Fails before serving anything when a
+    /// secret is missing or readable by others, or the store cannot open.
+    pub async fn spawn(config: ValidConfig) -> Result<NodeHandle> {
+        let identity = load_identity(&config)?;
+        let admin = config.raw().admin.clone();
+        let tokens = Tokens::new(
+            read_token(&config.resolve(&admin.token_file))?,
+            read_token(&config.resolve(&admin.readonly_token_file))?,
+        );
+        let blocks_dir = config.data_dir().join(BLOCKS_DIR);
+        let opts = StoreOptions::from(&config.raw().storage);
+        let store = tokio::task::spawn_blocking(move || RocksBlockstore::open(&blocks_dir, opts))
+            .await
+            .map_err(|e| Error::BadRequest(format!("opening the store failed: {e}")))??;
+        let store = Arc::new(store);
+        let endpoint = AdminEndpoint::bind(config.admin_listen).await?;
+        let admin_addr = endpoint.addr;
+        let peer_id = identity.peer_id().to_string();
+        let stop = CancellationToken::new();
+        let api =
+            tokio::spawn(endpoint.serve(Arc::clone(&store), tokens, peer_id.clone(), stop.clone()));
+        tracing::info!(%peer_id, %admin_addr, data_dir = %config.data_dir().display(), "node started");
+        Ok(NodeHandle {
+            admin_addr,
+            peer_id,
+            stop,
+            api,
+            store,
+        })
+    }
+}
+
+fn read_token(path: &std::path::Path) -> Result<String> {
+    let raw = read_secret(path)?;
+    let token = String::from_utf8(raw).unwrap_or_default().trim().to_owned();
+    if token.is_empty() {
+        return Err(Error::Secret {
+            path: path.to_owned(),
+            problem: "holds no token".into(),
+            fix: "write a token into it (`cairn init --force` makes new ones)".into(),
+        });
+    }
+    Ok(token)
+}
+
+impl NodeHandle {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// Asks the node to stop; `join` waits for it.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the node has stopped: the API has finished its calls, then the store is
+    /// flushed.
+    pub async fn join(self) -> Result<()> {
+        let served = self
+            .api
+            .await
+            .map_err(|e| Error::BadRequest(format!("admin API task failed: {e}")))?;
+        tracing::info!("admin API stopped");
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| Error::BadRequest(format!("flushing the store failed: {e}")))??;
+        tracing::info!("block store flushed; node stopped");
+        served
+    }
+}

@@ -1,0 +1,268 @@
+//! A single node through its real gRPC API: add and cat against the reference CIDs, tokens and
+//! roles, secrets that others can read, corruption on disk, bad input, restart.
+
+// Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+
+use cairn_blockstore::{Block, HashAlg, RAW, RocksBlockstore, StoreOptions};
+use cairn_proto::admin;
+use cairn_tests::{TestNode, add, cat, pattern};
+use sha2::{Digest, Sha256};
+use tonic::Code;
+
+const CHUNK: usize = 256 * 1024;
+
+#[tokio::test]
+async fn add_and_cat_round_trip_with_the_reference_cids() {
+    let node = TestNode::start().await.unwrap();
+    let mut client = node.admin().await.unwrap();
+    // (input, CIDv1 with raw leaves, CIDv0) from shared/vectors/unixfs-cids.tsv.
+    let cases: [(Vec<u8>, &str, &str); 5] = [
+        (
+            vec![],
+            "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+            "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH",
+        ),
+        (
+            b"hello world\n".to_vec(),
+            "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4",
+            "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o",
+        ),
+        (
+            pattern(CHUNK),
+            "bafkreibruh455iawsviqslif5c7uurdcfdemh22mtnytyzvnzn75kpejxy",
+            "QmeqfRyS3vkku7n6krqC3DgGMex3x2sCpSeKMDmrG13QQq",
+        ),
+        (
+            pattern(CHUNK + 1),
+            "bafybeiexg2oqkfnj56l7fcmawswqbijt5shq4b5rg6a546uwpkqqzwjioi",
+            "QmUSjGawaz4ptvREcMKSMJneWCa5j8dAz2wSAAvHtW2rnB",
+        ),
+        (
+            pattern(10 << 20),
+            "bafybeih4kagh7adu5njlrodpibagiyttjpsfgsxw5buthmrw5edmkavvqi",
+            "QmRAsWzZB1zs3xJ93dXhkhKkJjFLWCEC6h5HswGZgHVcxk",
+        ),
+    ];
+    for (data, v1, v0) in &cases {
+        let added = add(&mut client, data, 1).await.unwrap();
+        assert_eq!(added.cid, *v1);
+        assert_eq!(added.size, data.len() as u64);
+        assert_eq!(add(&mut client, data, 0).await.unwrap().cid, *v0);
+        assert_eq!(&cat(&mut client, v1).await.unwrap(), data, "{v1}");
+        assert_eq!(&cat(&mut client, v0).await.unwrap(), data, "{v0}");
+    }
+    let pins = client
+        .pin_ls(admin::PinLsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pins;
+    assert_eq!(pins.len(), 10);
+    assert!(pins.iter().all(|p| p.mode == "recursive"));
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_100_mib_file_round_trips() {
+    let node = TestNode::start().await.unwrap();
+    let mut client = node.admin().await.unwrap();
+    let data: Vec<u8> = (0..100u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let added = add(&mut client, &data, 1).await.unwrap();
+    assert_eq!(added.size, 100 << 20);
+    let back = cat(&mut client, &added.cid).await.unwrap();
+    assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_call_needs_the_right_token() {
+    let node = TestNode::start().await.unwrap();
+    // No token at all.
+    let channel = tonic::transport::Channel::from_shared(node.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut bare = admin::admin_client::AdminClient::new(channel);
+    let err = bare.status(admin::StatusRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // A wrong token.
+    let mut wrong = cairn_node::client::connect(&node.url(), "not-the-token")
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong
+            .status(admin::StatusRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        add(&mut wrong, b"x", 1).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    // The read-only token reads but cannot write.
+    let mut readonly = node.readonly().await.unwrap();
+    let status = readonly
+        .status(admin::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.peer_id, node.handle.peer_id());
+    let err = add(&mut readonly, b"x", 1).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(status.blocks, 0, "nothing was written");
+    // The admin token does both.
+    let mut admin = node.admin().await.unwrap();
+    add(&mut admin, b"x", 1).await.unwrap();
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_readable_by_others_stop_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    cairn_node::init::init(&dir, false).unwrap();
+    for file in ["identity.key", "admin.token", "readonly.token"] {
+        let path = dir.join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = TestNode::start_in(&dir).await.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("chmod 600 {}", path.display())),
+            "{file}: {err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    TestNode::start_in(&dir)
+        .await
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_block_corrupted_on_disk_is_never_served() {
+    let node = TestNode::start().await.unwrap();
+    let data = pattern(3 * CHUNK);
+    let cid = add(&mut node.admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap()
+        .cid;
+    let dir = node.dir.clone();
+    let tmp = node.stop().await.unwrap();
+    {
+        let store =
+            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
+                .unwrap();
+        let second = Block::build(RAW, HashAlg::Sha2_256, data[CHUNK..2 * CHUNK].to_vec());
+        assert!(cairn_blockstore::testing::corrupt_block(
+            &store,
+            &second.cid
+        ));
+    }
+    let node = TestNode::start_in(&dir).await.unwrap();
+    let mut client = node.admin().await.unwrap();
+    let err = cat(&mut client, &cid).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
+    assert!(
+        err.message().contains("failed verification"),
+        "{}",
+        err.message()
+    );
+    let stat = client
+        .repo_stat(admin::RepoStatRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stat.quarantined_blocks, 1);
+    // Re-adding the file brings the good block back.
+    add(&mut client, &data, 1).await.unwrap();
+    assert_eq!(cat(&mut client, &cid).await.unwrap(), data);
+    node.stop().await.unwrap();
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_the_node_keeps_serving() {
+    let node = TestNode::start().await.unwrap();
+    let mut client = node.admin().await.unwrap();
+    for bad in ["", "not-a-cid", "bafy", "Qm123"] {
+        let err = cat(&mut client, bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err}");
+    }
+    let missing = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+    assert_eq!(
+        cat(&mut client, missing).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        add(&mut client, b"x", 7).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    // A message over the size limit is refused by the server, not buffered. (This client lifts
+    // its own sending limit so the message reaches the server.)
+    let oversize = vec![0u8; cairn_node::api::MAX_MESSAGE_BYTES + 1];
+    let mut unlimited = node
+        .admin()
+        .await
+        .unwrap()
+        .max_encoding_message_size(64 << 20);
+    let err = unlimited
+        .add_file(tokio_stream::iter([admin::AddFileRequest {
+            options: None,
+            data: oversize.into(),
+        }]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{err}"
+    );
+    // Still serving.
+    let mut client = node.admin().await.unwrap();
+    client.status(admin::StatusRequest {}).await.unwrap();
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_reports_serving_and_data_survives_a_restart() {
+    let node = TestNode::start().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(node.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let data = pattern(2 * CHUNK + 5);
+    let cid = add(&mut node.admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap()
+        .cid;
+    let dir = node.dir.clone();
+    let tmp = node.stop().await.unwrap();
+    let node = TestNode::start_in(&dir).await.unwrap();
+    assert_eq!(
+        cat(&mut node.admin().await.unwrap(), &cid).await.unwrap(),
+        data
+    );
+    node.stop().await.unwrap();
+    drop(tmp);
+}
