@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# `make run`: one node on a local data directory. `cairn init` runs on first use; the daemon
-# itself lands with the rest of the node issue, so for now this stops after showing the node's
-# identity and says what comes next.
+# `make run`: one node on a local data directory, in the foreground. `cairn init` runs on first
+# use; Ctrl-C stops the node in order.
 set -euo pipefail
 cairn=$1
 data_dir=$2
 if [[ ! -f "$data_dir/config.toml" ]]; then
   "$cairn" init --data-dir "$data_dir"
 fi
-echo "node identity and listen addresses:"
-"$cairn" id --data-dir "$data_dir"
 cat <<MSG
+Starting a Cairn node on $data_dir (peer ID $("$cairn" id --data-dir "$data_dir" | head -n 1)).
+From a second terminal:
+  $cairn add --data-dir $data_dir FILE         # prints the file's CID
+  $cairn cat --data-dir $data_dir CID > COPY   # reads it back, every block verified
+  $cairn status --data-dir $data_dir
+Ctrl-C stops the node.
 
-Data directory: $data_dir (config, identity key and tokens, mode 0600).
-The daemon is not built yet. When it is, \`make run\` will start
-\`cairn daemon --data-dir $data_dir\` here in the foreground, and a second terminal will add a
-file with \`cairn add --data-dir $data_dir FILE\`.
 MSG
+exec "$cairn" daemon --data-dir "$data_dir"
