@@ -9,6 +9,7 @@ fn main() -> anyhow::Result<()> {
         None => protoc_bin_vendored::protoc_bin_path()?,
     };
     println!("cargo:rerun-if-env-changed=PROTOC");
+    println!("cargo:rerun-if-changed=proto");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     config.bytes(["."]);

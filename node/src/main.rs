@@ -275,7 +275,9 @@ async fn add_file(
     let (tx, rx) = tokio::sync::mpsc::channel::<admin::AddFileRequest>(4);
     let mut reader = tokio::spawn(async move {
         // The first message carries the options, even for an empty file.
-        let mut options = Some(admin::AddOptions { cid_version });
+        let mut options = Some(admin::AddOptions {
+            cid_version: Some(cid_version),
+        });
         loop {
             let mut buf = vec![0u8; CHUNK_SIZE];
             let n = file.read(&mut buf).await?;

@@ -101,7 +101,9 @@ pub async fn add(
     if messages.is_empty() {
         messages.push(admin::AddFileRequest::default());
     }
-    messages[0].options = Some(admin::AddOptions { cid_version });
+    messages[0].options = Some(admin::AddOptions {
+        cid_version: Some(cid_version),
+    });
     Ok(client
         .add_file(tokio_stream::iter(messages))
         .await?

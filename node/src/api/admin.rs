@@ -79,7 +79,7 @@ impl Admin for AdminService {
         self.tokens.authorize(&request, Role::Admin)?;
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.unwrap_or_default();
-        let cid_version = match first.options.map(|o| o.cid_version).unwrap_or(1) {
+        let cid_version = match first.options.and_then(|o| o.cid_version).unwrap_or(1) {
             0 => CidVersion::V0,
             1 => CidVersion::V1,
             other => {
