@@ -10,6 +10,10 @@ pub enum Error {
     NotAFile { cid: Cid, reason: String },
     #[error("UnixFS DAG under {root} is malformed: {reason}")]
     MalformedDag { root: Cid, reason: String },
+    #[error("{0} is kept by a pin; unpin it first")]
+    Pinned(Cid),
+    #[error("{0} is not pinned")]
+    NotPinned(Cid),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("CAR file: {0}")]

@@ -78,10 +78,103 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Pins: what the node keeps.
+    Pin {
+        #[command(subcommand)]
+        action: PinAction,
+    },
+    /// Single blocks.
+    Block {
+        #[command(subcommand)]
+        action: BlockAction,
+    },
+    /// The block store as a whole.
+    Repo {
+        #[command(subcommand)]
+        action: RepoAction,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PinAction {
+    /// Pin a stored DAG (recursively unless --direct).
+    Add {
+        cid: String,
+        #[arg(long)]
+        direct: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a pin (its blocks stay until `repo gc`).
+    Rm {
+        cid: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List pins.
+    Ls {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BlockAction {
+    /// Store a file's bytes as one block; prints its CID.
+    Put {
+        file: PathBuf,
+        /// raw or dag-pb
+        #[arg(long, default_value = "raw")]
+        codec: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Write a block's bytes to stdout.
+    Get {
+        cid: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A block's size and when a scrub last verified it.
+    Stat {
+        cid: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a block that no pin keeps.
+    Rm {
+        cid: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RepoAction {
+    /// Blocks, bytes, quarantined blocks and the quota.
+    Stat {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Re-verify every block now; exits non-zero when one is corrupt.
+    Verify {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Run a scrub pass now, at scrub.bytes_per_second.
+    Scrub {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove every block no pin keeps.
+    Gc {
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -214,6 +307,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Pin { action } => pin_command(action, cli.json).await?,
+        Command::Block { action } => block_command(action, cli.json).await?,
+        Command::Repo { action } => repo_command(action, cli.json).await?,
         Command::Config { action } => match action {
             ConfigAction::Validate { file } => {
                 let config = cairn_config::Config::load(file.as_deref())?;
@@ -236,6 +332,190 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+async fn pin_command(action: PinAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        PinAction::Add { cid, direct, api } => {
+            let mut client = api.connect().await?;
+            client
+                .pin_add(admin::PinAddRequest {
+                    cid: cid.clone(),
+                    direct,
+                })
+                .await?;
+            report(
+                json,
+                json!({ "cid": cid, "pinned": true }),
+                &format!("pinned {cid}"),
+            );
+        }
+        PinAction::Rm { cid, api } => {
+            let mut client = api.connect().await?;
+            client
+                .pin_rm(admin::PinRmRequest { cid: cid.clone() })
+                .await?;
+            report(
+                json,
+                json!({ "cid": cid, "pinned": false }),
+                &format!("unpinned {cid}"),
+            );
+        }
+        PinAction::Ls { api } => {
+            let mut client = api.connect().await?;
+            let pins = client
+                .pin_ls(admin::PinLsRequest {})
+                .await?
+                .into_inner()
+                .pins;
+            for pin in pins {
+                report(
+                    json,
+                    json!({ "cid": pin.cid, "mode": pin.mode }),
+                    &format!("{} {}", pin.cid, pin.mode),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn block_command(action: BlockAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        BlockAction::Put { file, codec, api } => {
+            let data = tokio::fs::read(&file)
+                .await
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let mut client = api.connect().await?;
+            let put = client
+                .block_put(admin::BlockPutRequest {
+                    data: data.into(),
+                    codec,
+                })
+                .await?
+                .into_inner();
+            report(json, json!({ "cid": put.cid, "size": put.size }), &put.cid);
+        }
+        BlockAction::Get { cid, api } => {
+            let mut client = api.connect().await?;
+            let block = client
+                .block_get(admin::BlockGetRequest { cid })
+                .await?
+                .into_inner();
+            let mut out = tokio::io::stdout();
+            out.write_all(&block.data).await?;
+            out.flush().await?;
+        }
+        BlockAction::Stat { cid, api } => {
+            let mut client = api.connect().await?;
+            let stat = client
+                .block_stat(admin::BlockStatRequest { cid })
+                .await?
+                .into_inner();
+            let text = format!(
+                "{} {} bytes, last verified {}",
+                stat.cid, stat.size, stat.last_verified
+            );
+            report(
+                json,
+                json!({ "cid": stat.cid, "size": stat.size, "last_verified": stat.last_verified }),
+                &text,
+            );
+        }
+        BlockAction::Rm { cid, api } => {
+            let mut client = api.connect().await?;
+            client
+                .block_rm(admin::BlockRmRequest { cid: cid.clone() })
+                .await?;
+            report(
+                json,
+                json!({ "cid": cid, "removed": true }),
+                &format!("removed {cid}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn repo_command(action: RepoAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        RepoAction::Stat { api } => {
+            let mut client = api.connect().await?;
+            let s = client
+                .repo_stat(admin::RepoStatRequest {})
+                .await?
+                .into_inner();
+            let text = format!(
+                "blocks {}\nbytes {}\nquarantined {}\nmax_bytes {}",
+                s.blocks, s.bytes, s.quarantined_blocks, s.max_bytes
+            );
+            let value = json!({
+                "blocks": s.blocks, "bytes": s.bytes,
+                "quarantined_blocks": s.quarantined_blocks, "max_bytes": s.max_bytes,
+            });
+            report(json, value, &text);
+        }
+        RepoAction::Verify { api } => {
+            let mut client = api.connect().await?;
+            let pass = client
+                .repo_verify(admin::RepoVerifyRequest {})
+                .await?
+                .into_inner();
+            scrub_report(json, &pass);
+            // As `ipfs repo verify`: a bad block is a failure scripts must see.
+            if !pass.corrupt.is_empty() {
+                anyhow::bail!("{} corrupt blocks found (quarantined)", pass.corrupt.len());
+            }
+        }
+        RepoAction::Scrub { api } => {
+            let mut client = api.connect().await?;
+            let pass = client
+                .repo_scrub(admin::RepoScrubRequest {})
+                .await?
+                .into_inner();
+            scrub_report(json, &pass);
+        }
+        RepoAction::Gc { api } => {
+            let mut client = api.connect().await?;
+            let gc = client.repo_gc(admin::RepoGcRequest {}).await?.into_inner();
+            let text = format!(
+                "removed {} blocks ({} bytes)",
+                gc.removed_blocks, gc.removed_bytes
+            );
+            report(
+                json,
+                json!({ "removed_blocks": gc.removed_blocks, "removed_bytes": gc.removed_bytes }),
+                &text,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn scrub_report(json: bool, pass: &admin::RepoScrubResponse) {
+    let mut text = format!(
+        "checked {} blocks ({} bytes), {} corrupt",
+        pass.blocks_checked,
+        pass.bytes_checked,
+        pass.corrupt.len()
+    );
+    for cid in &pass.corrupt {
+        text.push_str(&format!("\ncorrupt {cid} (quarantined)"));
+    }
+    let value = json!({
+        "blocks_checked": pass.blocks_checked, "bytes_checked": pass.bytes_checked,
+        "corrupt": pass.corrupt,
+    });
+    report(json, value, &text);
+}
+
+/// Prints a result as JSON (one object per line) or as text.
+fn report(json: bool, value: serde_json::Value, text: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
 }
 
 fn init_logging(config: &ValidConfig) {

@@ -10,7 +10,7 @@ use cairn_config::ValidConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AdminEndpoint, Tokens};
+use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
 use crate::secrets::read_secret;
@@ -52,8 +52,13 @@ impl Node {
         let admin_addr = endpoint.addr;
         let peer_id = identity.peer_id().to_string();
         let stop = CancellationToken::new();
-        let api =
-            tokio::spawn(endpoint.serve(Arc::clone(&store), tokens, peer_id.clone(), stop.clone()));
+        let service = AdminService {
+            store: Arc::clone(&store),
+            tokens,
+            peer_id: peer_id.clone(),
+            scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
+        };
+        let api = tokio::spawn(endpoint.serve(service, stop.clone()));
         tracing::info!(%peer_id, %admin_addr, data_dir = %config.data_dir().display(), "node started");
         Ok(NodeHandle {
             admin_addr,

@@ -266,3 +266,138 @@ async fn health_reports_serving_and_data_survives_a_restart() {
     node.stop().await.unwrap();
     drop(tmp);
 }
+
+#[tokio::test]
+async fn pins_blocks_and_gc_through_the_api() {
+    let node = TestNode::start().await.unwrap();
+    let mut client = node.admin().await.unwrap();
+    let data = pattern(2 * CHUNK + 1);
+    let file = add(&mut client, &data, 1).await.unwrap().cid;
+    // A loose block, then its stat and bytes.
+    let put = client
+        .block_put(admin::BlockPutRequest {
+            data: b"loose".to_vec().into(),
+            codec: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = client
+        .block_get(admin::BlockGetRequest {
+            cid: put.cid.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(&got.into_inner().data[..], b"loose");
+    let stat = client
+        .block_stat(admin::BlockStatRequest {
+            cid: put.cid.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(stat.into_inner().size, 5);
+    // A pinned block cannot be removed; GC keeps the file and drops the loose block.
+    let leaf = Block::build(RAW, HashAlg::Sha2_256, data[..CHUNK].to_vec())
+        .cid
+        .to_string();
+    let err = client
+        .block_rm(admin::BlockRmRequest { cid: leaf.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let gc = client
+        .repo_gc(admin::RepoGcRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(gc.removed_blocks, 1);
+    assert_eq!(cat(&mut client, &file).await.unwrap(), data);
+    // Unpinned, the file goes at the next GC; pinning what is gone fails clearly.
+    client
+        .pin_rm(admin::PinRmRequest { cid: file.clone() })
+        .await
+        .unwrap();
+    let err = client
+        .pin_rm(admin::PinRmRequest { cid: file.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(
+        client
+            .repo_gc(admin::RepoGcRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .removed_blocks,
+        4
+    );
+    let err = client
+        .pin_add(admin::PinAddRequest {
+            cid: file.clone(),
+            direct: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    // The read-only token may read blocks but not write them.
+    let mut readonly = node.readonly().await.unwrap();
+    let err = readonly
+        .block_put(admin::BlockPutRequest {
+            data: b"x".to_vec().into(),
+            codec: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        readonly
+            .repo_gc(admin::RepoGcRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn repo_verify_and_scrub_report_a_corrupt_block() {
+    let node = TestNode::start().await.unwrap();
+    let data = pattern(4 * CHUNK);
+    add(&mut node.admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap();
+    let dir = node.dir.clone();
+    let tmp = node.stop().await.unwrap();
+    let bad = Block::build(RAW, HashAlg::Sha2_256, data[2 * CHUNK..3 * CHUNK].to_vec()).cid;
+    {
+        let store =
+            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
+                .unwrap();
+        assert!(cairn_blockstore::testing::corrupt_block(&store, &bad));
+    }
+    let node = TestNode::start_in(&dir).await.unwrap();
+    let mut client = node.admin().await.unwrap();
+    let pass = client
+        .repo_verify(admin::RepoVerifyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pass.blocks_checked, 5);
+    assert_eq!(pass.corrupt, vec![bad.to_string()]);
+    // Quarantined by the first pass: the scrub finds nothing more.
+    let pass = client
+        .repo_scrub(admin::RepoScrubRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((pass.blocks_checked, pass.corrupt.len()), (4, 0));
+    let stat = client
+        .repo_stat(admin::RepoStatRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stat.quarantined_blocks, 1);
+    node.stop().await.unwrap();
+    drop(tmp);
+}

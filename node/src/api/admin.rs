@@ -1,11 +1,14 @@
 //! The admin service: thin handlers over the store and the content model. Store calls are
 //! synchronous, so they run on blocking threads; streams cross over through bounded channels.
 
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_blockstore::{PinMode, RocksBlockstore};
+use cairn_blockstore::{
+    Block, DAG_PB, HashAlg, PinMode, RAW, RocksBlockstore, ScrubOptions, ScrubReport, raw_cid,
+};
 use cairn_proto::admin::{self, admin_server::Admin};
 use cid::Cid;
 use tokio::sync::mpsc;
@@ -28,6 +31,8 @@ pub struct AdminService {
     pub store: Arc<RocksBlockstore>,
     pub tokens: Tokens,
     pub peer_id: String,
+    /// `scrub.bytes_per_second`, for scrubs run on request.
+    pub scrub_bytes_per_second: u64,
 }
 
 fn parse_cid(text: &str) -> Result<Cid, Status> {
@@ -49,6 +54,18 @@ async fn blocking<T: Send + 'static>(
 enum Feed {
     Data(Bytes),
     End,
+}
+
+fn scrub_response(report: ScrubReport) -> admin::RepoScrubResponse {
+    admin::RepoScrubResponse {
+        blocks_checked: report.progress.blocks_checked,
+        bytes_checked: report.progress.bytes_checked,
+        corrupt: report
+            .corrupt
+            .into_iter()
+            .map(|mh| raw_cid(mh).to_string())
+            .collect(),
+    }
 }
 
 type CatStream = Pin<Box<dyn Stream<Item = Result<admin::CatResponse, Status>> + Send>>;
@@ -193,6 +210,158 @@ impl Admin for AdminService {
             bytes: stats.bytes,
             quarantined_blocks: stats.quarantined,
             max_bytes: stats.max_bytes,
+        }))
+    }
+
+    async fn pin_add(
+        &self,
+        request: Request<admin::PinAddRequest>,
+    ) -> Result<Response<admin::PinAddResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let root = parse_cid(&request.get_ref().cid)?;
+        let mode = if request.get_ref().direct {
+            PinMode::Direct
+        } else {
+            PinMode::Recursive
+        };
+        let store = Arc::clone(&self.store);
+        blocking(move || Ok(store.pin(&root, mode)?)).await?;
+        Ok(Response::new(admin::PinAddResponse {}))
+    }
+
+    async fn pin_rm(
+        &self,
+        request: Request<admin::PinRmRequest>,
+    ) -> Result<Response<admin::PinRmResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let root = parse_cid(&request.get_ref().cid)?;
+        let store = Arc::clone(&self.store);
+        blocking(move || match store.unpin(&root)? {
+            true => Ok(()),
+            false => Err(Error::NotPinned(root)),
+        })
+        .await?;
+        Ok(Response::new(admin::PinRmResponse {}))
+    }
+
+    async fn block_put(
+        &self,
+        request: Request<admin::BlockPutRequest>,
+    ) -> Result<Response<admin::BlockPutResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let request = request.into_inner();
+        let codec = match request.codec.as_str() {
+            "" | "raw" => RAW,
+            "dag-pb" => DAG_PB,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "codec {other:?} is not raw or dag-pb"
+                )));
+            }
+        };
+        let block = Block::build(codec, HashAlg::Sha2_256, request.data);
+        let (cid, size) = (block.cid, block.data.len() as u64);
+        let store = Arc::clone(&self.store);
+        blocking(move || Ok(store.put(&block)?)).await?;
+        Ok(Response::new(admin::BlockPutResponse {
+            cid: cid.to_string(),
+            size,
+        }))
+    }
+
+    async fn block_get(
+        &self,
+        request: Request<admin::BlockGetRequest>,
+    ) -> Result<Response<admin::BlockGetResponse>, Status> {
+        self.tokens.authorize(&request, Role::ReadOnly)?;
+        let cid = parse_cid(&request.get_ref().cid)?;
+        let store = Arc::clone(&self.store);
+        let data = blocking(move || Ok(store.get(&cid)?)).await?;
+        Ok(Response::new(admin::BlockGetResponse { data }))
+    }
+
+    async fn block_stat(
+        &self,
+        request: Request<admin::BlockStatRequest>,
+    ) -> Result<Response<admin::BlockStatResponse>, Status> {
+        self.tokens.authorize(&request, Role::ReadOnly)?;
+        let cid = parse_cid(&request.get_ref().cid)?;
+        let store = Arc::clone(&self.store);
+        let (size, last_verified) =
+            blocking(move || Ok((store.get(&cid)?.len(), store.last_verified(&cid)?))).await?;
+        Ok(Response::new(admin::BlockStatResponse {
+            cid: cid.to_string(),
+            size: size as u64,
+            last_verified: last_verified.unwrap_or(0),
+        }))
+    }
+
+    async fn block_rm(
+        &self,
+        request: Request<admin::BlockRmRequest>,
+    ) -> Result<Response<admin::BlockRmResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let cid = parse_cid(&request.get_ref().cid)?;
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            // Hold GC and pins still between the check and the delete.
+            let _guard = store.gc_guard();
+            if store.is_reachable(&cid)? {
+                return Err(Error::Pinned(cid));
+            }
+            match store.delete(&cid)? {
+                true => Ok(()),
+                false => Err(cairn_blockstore::Error::NotFound(cid).into()),
+            }
+        })
+        .await?;
+        Ok(Response::new(admin::BlockRmResponse {}))
+    }
+
+    async fn repo_verify(
+        &self,
+        request: Request<admin::RepoVerifyRequest>,
+    ) -> Result<Response<admin::RepoScrubResponse>, Status> {
+        // It quarantines what it finds: a change to the node, so the admin token.
+        self.tokens.authorize(&request, Role::Admin)?;
+        let store = Arc::clone(&self.store);
+        let opts = ScrubOptions {
+            bytes_per_second: 0,
+        };
+        let report =
+            blocking(move || Ok(store.scrub(opts, |_| ControlFlow::Continue(()))?)).await?;
+        Ok(Response::new(scrub_response(report)))
+    }
+
+    async fn repo_scrub(
+        &self,
+        request: Request<admin::RepoScrubRequest>,
+    ) -> Result<Response<admin::RepoScrubResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let store = Arc::clone(&self.store);
+        let opts = ScrubOptions {
+            bytes_per_second: self.scrub_bytes_per_second,
+        };
+        let report =
+            blocking(move || Ok(store.scrub(opts, |_| ControlFlow::Continue(()))?)).await?;
+        Ok(Response::new(scrub_response(report)))
+    }
+
+    async fn repo_gc(
+        &self,
+        request: Request<admin::RepoGcRequest>,
+    ) -> Result<Response<admin::RepoGcResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let store = Arc::clone(&self.store);
+        let report = blocking(move || Ok(store.gc()?)).await?;
+        tracing::info!(
+            removed = report.removed_blocks,
+            bytes = report.removed_bytes,
+            "gc done"
+        );
+        Ok(Response::new(admin::RepoGcResponse {
+            removed_blocks: report.removed_blocks,
+            removed_bytes: report.removed_bytes,
         }))
     }
 }

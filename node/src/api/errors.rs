@@ -22,6 +22,8 @@ impl From<Error> for Status {
                 StoreError::HashMismatch { .. } => Status::data_loss(message),
                 _ => Status::internal(message),
             },
+            Error::Pinned(_) => Status::failed_precondition(message),
+            Error::NotPinned(_) => Status::not_found(message),
             Error::NotAFile { .. }
             | Error::MalformedDag { .. }
             | Error::Car(_)

@@ -5,11 +5,8 @@ mod admin;
 pub mod auth;
 mod errors;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use cairn_blockstore::RocksBlockstore;
 use cairn_proto::admin::admin_server::AdminServer;
+use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -44,18 +41,7 @@ impl AdminEndpoint {
     }
 
     /// Serves until `stop` is cancelled, then finishes the calls in flight.
-    pub async fn serve(
-        self,
-        store: Arc<RocksBlockstore>,
-        tokens: Tokens,
-        peer_id: String,
-        stop: CancellationToken,
-    ) -> Result<()> {
-        let service = AdminService {
-            store,
-            tokens,
-            peer_id,
-        };
+    pub async fn serve(self, service: AdminService, stop: CancellationToken) -> Result<()> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<AdminServer<AdminService>>()
