@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::store::{Store, mh_from_key, now_secs, verified_key};
 
+/// Meta key: Unix seconds when the last full pass completed.
+const LAST_COMPLETED_KEY: &[u8] = b"scrub/last_completed";
 /// Blocks read per page; progress is reported after each page.
 const SCRUB_PAGE: usize = 64;
 
@@ -109,13 +111,25 @@ impl<B: Backend> Store<B> {
             );
         }
         if report.completed {
+            let now = now_secs();
+            let mut done = Batch::default();
+            done.put(Cf::Meta, LAST_COMPLETED_KEY, now.to_be_bytes());
+            self.backend.write(done)?;
             StoreMetrics::add(&self.metrics.scrub_runs_completed, 1);
             self.metrics
                 .last_scrub_completed
-                .store(now_secs(), std::sync::atomic::Ordering::Relaxed);
+                .store(now, std::sync::atomic::Ordering::Relaxed);
         }
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+}
+
+impl<B: Backend> Store<B> {
+    /// When the last complete scrub pass ended (Unix seconds), across restarts.
+    pub fn last_scrub_completed(&self) -> Result<Option<u64>> {
+        let raw = self.backend.get(Cf::Meta, LAST_COMPLETED_KEY)?;
+        Ok(raw.and_then(|r| r.try_into().ok()).map(u64::from_be_bytes))
     }
 }
 

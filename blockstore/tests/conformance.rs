@@ -408,6 +408,7 @@ fn scrub_finds_every_corrupt_block<B: Backend>(open: fn(StoreOptions) -> Fixture
     }
     let m = f.store.metrics();
     assert_eq!(StoreMetrics::get(&m.scrub_runs_completed), 1);
+    assert!(f.store.last_scrub_completed().unwrap().is_some());
     assert!(StoreMetrics::get(&m.last_scrub_completed) > 0);
     // A second pass finds nothing new.
     let again = f
@@ -461,6 +462,7 @@ fn scrub_can_be_stopped<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
         .unwrap();
     assert!(!report.completed);
     assert!(report.progress.blocks_checked < 200);
+    assert_eq!(f.store.last_scrub_completed().unwrap(), None);
     assert_eq!(
         StoreMetrics::get(&f.store.metrics().scrub_runs_completed),
         0

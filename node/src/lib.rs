@@ -8,6 +8,7 @@ pub mod client;
 mod error;
 pub mod init;
 mod node;
+mod scrub_worker;
 pub mod secrets;
 pub mod unixfs;
 

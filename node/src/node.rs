@@ -1,6 +1,6 @@
-//! The daemon's life: `Node::spawn` opens the store, binds the admin API and starts serving;
-//! `NodeHandle::shutdown` and `join` stop it in order — API first (calls in flight finish), then
-//! the store is flushed — logging each step.
+//! The daemon's life: `Node::spawn` opens the store, binds the admin API, starts serving and
+//! starts the background workers; `NodeHandle::shutdown` and `join` stop it in order — API first
+//! (calls in flight finish), then the workers, then the store is flushed — logging each step.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
+use crate::scrub_worker;
 use crate::secrets::read_secret;
 
 /// Where the block store lives inside the data directory.
@@ -29,6 +30,8 @@ pub struct NodeHandle {
     peer_id: String,
     stop: CancellationToken,
     api: JoinHandle<Result<()>>,
+    stop_workers: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
     store: Arc<RocksBlockstore>,
 }
 
@@ -59,12 +62,22 @@ impl Node {
             scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
         };
         let api = tokio::spawn(endpoint.serve(service, stop.clone()));
+        let stop_workers = CancellationToken::new();
+        let scrub = &config.raw().scrub;
+        let workers = vec![tokio::spawn(scrub_worker::run(
+            Arc::clone(&store),
+            scrub.interval.get(),
+            scrub.bytes_per_second.bytes(),
+            stop_workers.clone(),
+        ))];
         tracing::info!(%peer_id, %admin_addr, data_dir = %config.data_dir().display(), "node started");
         Ok(NodeHandle {
             admin_addr,
             peer_id,
             stop,
             api,
+            stop_workers,
+            workers,
             store,
         })
     }
@@ -105,6 +118,13 @@ impl NodeHandle {
             .await
             .map_err(|e| Error::BadRequest(format!("admin API task failed: {e}")))?;
         tracing::info!("admin API stopped");
+        self.stop_workers.cancel();
+        for worker in self.workers {
+            if let Err(e) = worker.await {
+                tracing::error!(error = %e, "a worker failed");
+            }
+        }
+        tracing::info!("workers stopped");
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.flush())
             .await

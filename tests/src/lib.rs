@@ -37,7 +37,14 @@ impl TestNode {
 
     /// Starts a node on an existing data directory (the caller keeps the folder alive).
     pub async fn start_in(dir: &Path) -> anyhow::Result<Self> {
-        let handle = Node::spawn(test_config(dir)?).await?;
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// [`TestNode::start_in`], with the config changed by `edit` first.
+    pub async fn start_with(dir: &Path, edit: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let mut config = test_config(dir)?;
+        edit(&mut config);
+        let handle = Node::spawn(config.validate()?).await?;
         Ok(Self {
             handle,
             dir: dir.to_owned(),
@@ -75,14 +82,14 @@ impl TestNode {
 
 /// The config `cairn init` wrote for `dir`, with every listener on an ephemeral loopback port
 /// and metrics off.
-pub fn test_config(dir: &Path) -> anyhow::Result<cairn_config::ValidConfig> {
+pub fn test_config(dir: &Path) -> anyhow::Result<Config> {
     let path = dir.join("config.toml");
     let text = std::fs::read_to_string(&path)?;
     let mut config = Config::from_toml(&text, &path)?;
     config.admin.listen = "127.0.0.1:0".into();
     config.metrics.listen = String::new();
     config.p2p.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-    Ok(config.validate()?)
+    Ok(config)
 }
 
 /// Adds `data` as one file through the API, in 256 KiB messages.

@@ -151,10 +151,11 @@ async fn secrets_readable_by_others_stop_the_start() {
 async fn a_block_corrupted_on_disk_is_never_served() {
     let node = TestNode::start().await.unwrap();
     let data = pattern(3 * CHUNK);
-    let cid = add(&mut node.admin().await.unwrap(), &data, 1)
-        .await
-        .unwrap()
-        .cid;
+    let mut client = node.admin().await.unwrap();
+    let cid = add(&mut client, &data, 1).await.unwrap().cid;
+    // A completed scrub puts the next background pass a week away, so the read below meets the
+    // damage first.
+    client.repo_scrub(admin::RepoScrubRequest {}).await.unwrap();
     let dir = node.dir.clone();
     let tmp = node.stop().await.unwrap();
     {
@@ -364,9 +365,10 @@ async fn pins_blocks_and_gc_through_the_api() {
 async fn repo_verify_and_scrub_report_a_corrupt_block() {
     let node = TestNode::start().await.unwrap();
     let data = pattern(4 * CHUNK);
-    add(&mut node.admin().await.unwrap(), &data, 1)
-        .await
-        .unwrap();
+    let mut client = node.admin().await.unwrap();
+    add(&mut client, &data, 1).await.unwrap();
+    // The next background pass is a week away: the explicit calls below find the damage.
+    client.repo_scrub(admin::RepoScrubRequest {}).await.unwrap();
     let dir = node.dir.clone();
     let tmp = node.stop().await.unwrap();
     let bad = Block::build(RAW, HashAlg::Sha2_256, data[2 * CHUNK..3 * CHUNK].to_vec()).cid;
@@ -398,6 +400,49 @@ async fn repo_verify_and_scrub_report_a_corrupt_block() {
         .unwrap()
         .into_inner();
     assert_eq!(stat.quarantined_blocks, 1);
+    node.stop().await.unwrap();
+    drop(tmp);
+}
+
+#[tokio::test]
+async fn the_background_scrub_finds_damage_on_its_own() {
+    let node = TestNode::start().await.unwrap();
+    let data = pattern(3 * CHUNK);
+    add(&mut node.admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap();
+    let dir = node.dir.clone();
+    let tmp = node.stop().await.unwrap();
+    let bad = Block::build(RAW, HashAlg::Sha2_256, data[..CHUNK].to_vec()).cid;
+    {
+        let store =
+            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
+                .unwrap();
+        assert!(cairn_blockstore::testing::corrupt_block(&store, &bad));
+        // The first node scrubbed at start; the next pass is due one interval after that.
+        assert!(store.last_scrub_completed().unwrap().is_some());
+    }
+    let node = TestNode::start_with(&dir, |c| c.scrub.interval = "300ms".parse().unwrap())
+        .await
+        .unwrap();
+    let mut client = node.admin().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        poll.tick().await;
+        let stat = client
+            .repo_stat(admin::RepoStatRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if stat.quarantined_blocks == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background scrub never found the damage"
+        );
+    }
     node.stop().await.unwrap();
     drop(tmp);
 }
