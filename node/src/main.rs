@@ -93,10 +93,32 @@ enum Command {
         #[command(subcommand)]
         action: RepoAction,
     },
+    /// CAR v1 archives: move DAGs to and from other IPFS tools.
+    Car {
+        #[command(subcommand)]
+        action: CarAction,
+    },
     /// Inspect configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CarAction {
+    /// Write CID and every block below it to FILE.
+    Export {
+        cid: String,
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Store every block of FILE (verified) and pin its roots.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -310,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pin { action } => pin_command(action, cli.json).await?,
         Command::Block { action } => block_command(action, cli.json).await?,
         Command::Repo { action } => repo_command(action, cli.json).await?,
+        Command::Car { action } => car_command(action, cli.json).await?,
         Command::Config { action } => match action {
             ConfigAction::Validate { file } => {
                 let config = cairn_config::Config::load(file.as_deref())?;
@@ -492,6 +515,93 @@ async fn repo_command(action: RepoAction, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn car_command(action: CarAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        CarAction::Export { cid, file, api } => {
+            let mut client = api.connect().await?;
+            let mut stream = client
+                .car_export(admin::CarExportRequest { cid: cid.clone() })
+                .await?
+                .into_inner();
+            let written = write_atomically(&file, async |out| {
+                while let Some(chunk) = stream.message().await? {
+                    out.write_all(&chunk.data).await?;
+                }
+                Ok(())
+            })
+            .await?;
+            report(
+                json,
+                json!({ "cid": cid, "file": file, "bytes": written }),
+                &format!("{cid} -> {}", file.display()),
+            );
+        }
+        CarAction::Import { file, api } => {
+            let mut reader = tokio::fs::File::open(&file)
+                .await
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<admin::CarChunk>(4);
+            let mut client = api.connect().await?;
+            let feeder = tokio::spawn(async move {
+                loop {
+                    let mut buf = vec![0u8; CHUNK_SIZE];
+                    let n = reader.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(());
+                    }
+                    buf.truncate(n);
+                    if tx.send(admin::CarChunk { data: buf.into() }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            });
+            let imported = client
+                .car_import(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            feeder.await.context("file reader failed")??;
+            let imported = imported?.into_inner();
+            for root in &imported.roots {
+                report(
+                    json,
+                    json!({ "root": root, "blocks": imported.blocks, "bytes": imported.bytes }),
+                    root,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `path` through a temporary file renamed at the end: a failure leaves no partial file.
+/// Returns the bytes written.
+async fn write_atomically(
+    path: &std::path::Path,
+    fill: impl AsyncFnOnce(&mut tokio::io::BufWriter<tokio::fs::File>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let tmp = path.with_extension("cairn-partial");
+    let file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut out = tokio::io::BufWriter::new(file);
+    let written = async {
+        fill(&mut out).await?;
+        out.flush().await?;
+        out.get_ref().sync_all().await?;
+        Ok::<_, anyhow::Error>(out.get_ref().metadata().await?.len())
+    }
+    .await;
+    match written {
+        Ok(bytes) => {
+            tokio::fs::rename(&tmp, path).await?;
+            Ok(bytes)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
+}
+
 fn scrub_report(json: bool, pass: &admin::RepoScrubResponse) {
     let mut text = format!(
         "checked {} blocks ({} bytes), {} corrupt",
@@ -602,25 +712,13 @@ async fn cat(
     let mut stream = client.cat(admin::CatRequest { cid }).await?.into_inner();
     match output {
         Some(path) => {
-            // Written beside the target and renamed at the end: a failed read leaves no partial
-            // file behind.
-            let tmp = path.with_extension("cairn-partial");
-            let mut file = tokio::fs::File::create(&tmp)
-                .await
-                .with_context(|| format!("cannot create {}", tmp.display()))?;
-            let written = async {
+            write_atomically(&path, async |out| {
                 while let Some(piece) = stream.message().await? {
-                    file.write_all(&piece.data).await?;
+                    out.write_all(&piece.data).await?;
                 }
-                file.sync_all().await?;
-                Ok::<_, anyhow::Error>(())
-            }
-            .await;
-            if let Err(e) = written {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-            tokio::fs::rename(&tmp, &path).await?;
+                Ok(())
+            })
+            .await?;
         }
         None => {
             let mut out = tokio::io::stdout();

@@ -70,6 +70,36 @@ async fn scripts_can_add_cat_and_inspect() {
     let verify = json(&cairn(&node, &dir, &["repo", "verify", "--json"]).await);
     assert_eq!(verify["blocks_checked"], 1);
 
+    // CAR out, unpin and collect, CAR back in: the same file again.
+    let car = tmp.path().join("hello.car");
+    let out = cairn(&node, &dir, &["car", "export", cid, car.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        cairn(&node, &dir, &["pin", "rm", cid])
+            .await
+            .status
+            .success()
+    );
+    let gc = json(&cairn(&node, &dir, &["repo", "gc", "--json"]).await);
+    assert_eq!(gc["removed_blocks"], 1);
+    let imported = json(
+        &cairn(
+            &node,
+            &dir,
+            &["car", "import", "--json", car.to_str().unwrap()],
+        )
+        .await,
+    );
+    assert_eq!(imported["root"], cid);
+    assert_eq!(
+        cairn(&node, &dir, &["cat", cid]).await.stdout,
+        b"hello world\n"
+    );
+
     // Failures: non-zero exit, one line on stderr, nothing on stdout.
     let missing = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
     for args in [

@@ -446,3 +446,79 @@ async fn the_background_scrub_finds_damage_on_its_own() {
     node.stop().await.unwrap();
     drop(tmp);
 }
+
+async fn car_bytes(
+    client: &mut cairn_node::client::Client,
+    cid: &str,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = client
+        .car_export(admin::CarExportRequest {
+            cid: cid.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let mut car = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        car.extend_from_slice(&chunk.data);
+    }
+    Ok(car)
+}
+
+async fn import_car_bytes(
+    client: &mut cairn_node::client::Client,
+    car: &[u8],
+) -> Result<admin::CarImportResponse, tonic::Status> {
+    let chunks: Vec<admin::CarChunk> = car
+        .chunks(100_000)
+        .map(|c| admin::CarChunk {
+            data: c.to_vec().into(),
+        })
+        .collect();
+    Ok(client
+        .car_import(tokio_stream::iter(chunks))
+        .await?
+        .into_inner())
+}
+
+#[tokio::test]
+async fn a_dag_moves_between_nodes_as_a_car_file() {
+    let a = TestNode::start().await.unwrap();
+    let b = TestNode::start().await.unwrap();
+    let data = pattern(5 * CHUNK + 3);
+    let mut on_a = a.admin().await.unwrap();
+    let cid = add(&mut on_a, &data, 1).await.unwrap().cid;
+    let car = car_bytes(&mut on_a, &cid).await.unwrap();
+    let mut on_b = b.admin().await.unwrap();
+    // A truncated file is refused and pins nothing.
+    let err = import_car_bytes(&mut on_b, &car[..car.len() - 10])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(
+        on_b.pin_ls(admin::PinLsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pins
+            .is_empty()
+    );
+    let imported = import_car_bytes(&mut on_b, &car).await.unwrap();
+    assert_eq!(imported.roots, vec![cid.clone()]);
+    assert_eq!(imported.blocks, 7);
+    assert_eq!(cat(&mut on_b, &cid).await.unwrap(), data);
+    let pins = on_b
+        .pin_ls(admin::PinLsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pins;
+    assert_eq!(pins[0].cid, cid);
+    // Exporting what is not there ends the stream with an error, not a short file.
+    let missing = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+    assert_eq!(
+        car_bytes(&mut on_b, missing).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}

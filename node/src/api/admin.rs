@@ -11,12 +11,14 @@ use cairn_blockstore::{
 };
 use cairn_proto::admin::{self, admin_server::Admin};
 use cid::Cid;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Role, Tokens};
+use crate::car;
 use crate::error::Error;
 use crate::unixfs::{CidVersion, FileImporter, FileReader, ImportOptions};
 
@@ -69,6 +71,10 @@ fn scrub_response(report: ScrubReport) -> admin::RepoScrubResponse {
 }
 
 type CatStream = Pin<Box<dyn Stream<Item = Result<admin::CatResponse, Status>> + Send>>;
+type CarStream = Pin<Box<dyn Stream<Item = Result<admin::CarChunk, Status>> + Send>>;
+
+/// CAR bytes buffered between the exporter and the response stream.
+const CAR_PIPE_BYTES: usize = 1 << 20;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -362,6 +368,75 @@ impl Admin for AdminService {
         Ok(Response::new(admin::RepoGcResponse {
             removed_blocks: report.removed_blocks,
             removed_bytes: report.removed_bytes,
+        }))
+    }
+
+    type CarExportStream = CarStream;
+
+    async fn car_export(
+        &self,
+        request: Request<admin::CarExportRequest>,
+    ) -> Result<Response<Self::CarExportStream>, Status> {
+        self.tokens.authorize(&request, Role::ReadOnly)?;
+        let root = parse_cid(&request.get_ref().cid)?;
+        let (writer, mut reader) = tokio::io::duplex(CAR_PIPE_BYTES);
+        let exporter = tokio::spawn(car::export_car(Arc::clone(&self.store), root, writer));
+        let (tx, rx) = mpsc::channel::<Result<admin::CarChunk, Status>>(CAT_QUEUE);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let chunk = admin::CarChunk {
+                            data: Bytes::copy_from_slice(&buf[..n]),
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            // The pipe ends both when the export finishes and when it fails: say which.
+            let outcome = match exporter.await {
+                Ok(Ok(_blocks)) => return,
+                Ok(Err(e)) => Status::from(e),
+                Err(e) => Status::internal(format!("exporter failed: {e}")),
+            };
+            let _ = tx.send(Err(outcome)).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn car_import(
+        &self,
+        request: Request<Streaming<admin::CarChunk>>,
+    ) -> Result<Response<admin::CarImportResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let chunks = request
+            .into_inner()
+            .map(|chunk| chunk.map(|c| c.data).map_err(std::io::Error::other));
+        let reader = tokio_util::io::StreamReader::new(chunks);
+        let imported = car::import_car(Arc::clone(&self.store), reader).await?;
+        let store = Arc::clone(&self.store);
+        let roots = imported.roots.clone();
+        // Pinning walks each DAG again: anything lost since the import makes it fail, not vanish.
+        blocking(move || {
+            let _guard = store.gc_guard();
+            for root in &roots {
+                store.pin(root, PinMode::Recursive)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(admin::CarImportResponse {
+            roots: imported.roots.iter().map(ToString::to_string).collect(),
+            blocks: imported.blocks,
+            bytes: imported.bytes,
         }))
     }
 }
