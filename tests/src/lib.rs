@@ -69,6 +69,11 @@ impl TestNode {
         format!("http://{}", self.handle.admin_addr())
     }
 
+    /// A plain channel to the admin API, with no token.
+    pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(tonic::transport::Channel::from_shared(self.url())?.connect().await?)
+    }
+
     /// A client with the admin token.
     pub async fn admin(&self) -> anyhow::Result<Client> {
         Ok(client::connect(&self.url(), &self.token("admin.token")?).await?)

@@ -83,11 +83,7 @@ async fn a_100_mib_file_round_trips() {
 async fn every_call_needs_the_right_token() {
     let node = TestNode::start().await.unwrap();
     // No token at all.
-    let channel = tonic::transport::Channel::from_shared(node.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = node.channel().await.unwrap();
     let mut bare = admin::admin_client::AdminClient::new(channel);
     let err = bare.status(admin::StatusRequest {}).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -235,11 +231,7 @@ async fn bad_input_is_refused_and_the_node_keeps_serving() {
 #[tokio::test]
 async fn health_reports_serving_and_data_survives_a_restart() {
     let node = TestNode::start().await.unwrap();
-    let channel = tonic::transport::Channel::from_shared(node.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = node.channel().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let answer = health
         .check(tonic_health::pb::HealthCheckRequest {
