@@ -14,6 +14,8 @@ pub enum Error {
     Pinned(Cid),
     #[error("{0} is not pinned")]
     NotPinned(Cid),
+    #[error("cannot decrypt: {0}")]
+    Decrypt(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("CAR file: {0}")]

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod car;
 pub mod client;
+pub mod encrypt;
 mod error;
 pub mod init;
 mod node;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cairn_config::{LogFormat, ValidConfig};
+use cairn_node::encrypt::{Capability, Decryptor, Encryptor};
 use cairn_node::init::{init, load_config, load_identity};
 use cairn_node::unixfs::CHUNK_SIZE;
 use cairn_node::{Node, client};
@@ -62,11 +63,16 @@ enum Command {
         paths: Vec<PathBuf>,
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
         cid_version: u32,
+        /// Encrypt here before sending; prints a capability (root CID and key) instead of a CID.
+        /// The daemon never sees the key: keep the capability safe.
+        #[arg(long)]
+        encrypt: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Print a file's bytes (or write them to -o FILE).
+    /// Print a file's bytes (or write them to -o FILE); a capability is decrypted here.
     Cat {
+        /// A CID, or a capability from `add --encrypt`.
         cid: String,
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
@@ -256,19 +262,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Add {
             paths,
             cid_version,
+            encrypt,
             api,
         } => {
             let mut client = api.connect().await?;
             for path in paths {
-                let added = add_file(&mut client, &path, cid_version).await?;
+                let (added, capability) =
+                    add_file(&mut client, &path, cid_version, encrypt).await?;
+                let capability = capability.map(|c| c.to_string());
                 if cli.json {
                     let out = json!({
                         "cid": added.cid, "size": added.size, "blocks": added.blocks,
-                        "name": path.display().to_string(),
+                        "name": path.display().to_string(), "capability": capability,
                     });
                     println!("{out}");
                 } else {
-                    println!("{}", added.cid);
+                    println!("{}", capability.unwrap_or(added.cid));
                 }
             }
         }
@@ -654,77 +663,164 @@ async fn daemon(config: ValidConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends a file's bytes as upload messages, the options riding on the first one.
+struct Upload {
+    tx: tokio::sync::mpsc::Sender<admin::AddFileRequest>,
+    options: Option<admin::AddOptions>,
+}
+
+impl Upload {
+    /// False when the call has ended (the daemon answered or the connection dropped).
+    fn send(&mut self, data: Vec<u8>) -> bool {
+        if data.is_empty() && self.options.is_none() {
+            return true;
+        }
+        let msg = admin::AddFileRequest {
+            options: self.options.take(),
+            data: data.into(),
+        };
+        self.tx.blocking_send(msg).is_ok()
+    }
+}
+
+/// Reads `path` (encrypting it when asked) into `upload`; returns the key when it encrypted.
+fn read_for_upload(
+    path: &std::path::Path,
+    mut upload: Upload,
+    encrypt: bool,
+) -> anyhow::Result<Option<[u8; 32]>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let mut encryptor = match encrypt {
+        true => {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let (encryptor, header) = Encryptor::new(&name, size)?;
+            if !upload.send(header) {
+                return Ok(None);
+            }
+            Some(encryptor)
+        }
+        false => None,
+    };
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        let data = match encryptor.as_mut() {
+            Some(e) => e.push(&buf[..n])?,
+            None => buf[..n].to_vec(),
+        };
+        if !upload.send(data) {
+            return Ok(None);
+        }
+    }
+    let key = match encryptor {
+        Some(e) => {
+            let key = e.key();
+            upload.send(e.finish()?);
+            Some(key)
+        }
+        None => None,
+    };
+    // An empty, unencrypted file still sends its options.
+    upload.send(Vec::new());
+    Ok(key)
+}
+
+/// Adds one file; with `encrypt`, the bytes are encrypted here and the capability returned.
 async fn add_file(
     client: &mut client::Client,
     path: &std::path::Path,
     cid_version: u32,
-) -> anyhow::Result<admin::AddFileResponse> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    encrypt: bool,
+) -> anyhow::Result<(admin::AddFileResponse, Option<Capability>)> {
     let (tx, rx) = tokio::sync::mpsc::channel::<admin::AddFileRequest>(4);
-    let mut reader = tokio::spawn(async move {
-        // The first message carries the options, even for an empty file.
-        let mut options = Some(admin::AddOptions {
+    let upload = Upload {
+        tx,
+        options: Some(admin::AddOptions {
             cid_version: Some(cid_version),
-        });
-        loop {
-            let mut buf = vec![0u8; CHUNK_SIZE];
-            let n = file.read(&mut buf).await?;
-            if n == 0 && options.is_none() {
-                return Ok::<_, std::io::Error>(());
-            }
-            buf.truncate(n);
-            let msg = admin::AddFileRequest {
-                options: options.take(),
-                data: buf.into(),
-            };
-            if tx.send(msg).await.is_err() || n == 0 {
-                return Ok(());
-            }
-        }
-    });
+        }),
+    };
+    let source = path.to_owned();
+    let mut reader = tokio::task::spawn_blocking(move || read_for_upload(&source, upload, encrypt));
     let rpc = client.add_file(tokio_stream::wrappers::ReceiverStream::new(rx));
     tokio::pin!(rpc);
+    let mut key = None;
     let mut read_all = false;
-    loop {
+    let answer = loop {
         tokio::select! {
-            answer = &mut rpc => {
-                reader.abort();
-                return Ok(answer?.into_inner());
-            }
+            answer = &mut rpc => break answer,
             read = &mut reader, if !read_all => {
                 // A read error must not look like the end of the file: returning drops the call,
                 // which resets the stream, and the daemon pins nothing.
-                read.context("file reader failed")?
-                    .with_context(|| format!("reading {}", path.display()))?;
+                key = read.context("file reader failed")??;
                 read_all = true;
             }
         }
+    };
+    let added = match answer {
+        Ok(added) => added.into_inner(),
+        Err(status) => {
+            reader.abort();
+            return Err(status.into());
+        }
+    };
+    if !read_all {
+        // The daemon answered as the last message left: the reader is finishing.
+        key = reader.await.context("file reader failed")??;
     }
+    let capability = match key {
+        Some(key) => Some(Capability::new(
+            added.cid.parse().context("the daemon sent a bad CID")?,
+            key,
+        )),
+        None => None,
+    };
+    Ok((added, capability))
 }
 
+/// Writes a file's bytes (decrypted, when given a capability) to `output` or stdout.
 async fn cat(
     client: &mut client::Client,
-    cid: String,
+    target: String,
     output: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let capability = target.parse::<Capability>().ok();
+    let cid = match &capability {
+        Some(cap) => cap.root.to_string(),
+        None => target,
+    };
     let mut stream = client.cat(admin::CatRequest { cid }).await?.into_inner();
+    let mut decryptor = capability.as_ref().map(Decryptor::new);
+    // Ciphertext is authenticated segment by segment: only checked plaintext is written, and a
+    // bad or short ciphertext ends in an error.
+    let mut copy =
+        async |out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send)| -> anyhow::Result<()> {
+            while let Some(piece) = stream.message().await? {
+                match decryptor.as_mut() {
+                    Some(d) => out.write_all(&d.push(&piece.data)?).await?,
+                    None => out.write_all(&piece.data).await?,
+                }
+            }
+            if let Some(d) = decryptor.as_mut() {
+                out.write_all(&d.finish()?).await?;
+            }
+            Ok(())
+        };
     match output {
         Some(path) => {
-            write_atomically(&path, async |out| {
-                while let Some(piece) = stream.message().await? {
-                    out.write_all(&piece.data).await?;
-                }
-                Ok(())
-            })
-            .await?;
+            write_atomically(&path, async |out| copy(out).await).await?;
         }
         None => {
             let mut out = tokio::io::stdout();
-            while let Some(piece) = stream.message().await? {
-                out.write_all(&piece.data).await?;
-            }
+            copy(&mut out).await?;
             out.flush().await?;
         }
     }

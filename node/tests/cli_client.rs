@@ -129,3 +129,112 @@ async fn scripts_can_add_cat_and_inspect() {
     node.shutdown();
     node.join().await.unwrap();
 }
+
+/// Every file under `dir`, read whole.
+fn all_files(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_files_stay_secret_from_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let node = start(&dir).await;
+    // Text a node could recognise anywhere: no repeats, so every window is distinctive.
+    let secret: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| format!("secret line {i}\n").into_bytes())
+        .collect();
+    let file = tmp.path().join("diary.txt");
+    std::fs::write(&file, &secret).unwrap();
+
+    let added = json(
+        &cairn(
+            &node,
+            &dir,
+            &["add", "--encrypt", "--json", file.to_str().unwrap()],
+        )
+        .await,
+    );
+    let capability = added["capability"].as_str().unwrap().to_owned();
+    let cap: cairn_node::encrypt::Capability = capability.parse().unwrap();
+    assert_eq!(cap.root.to_string(), added["cid"].as_str().unwrap());
+    let out = cairn(&node, &dir, &["cat", &capability]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == secret, "decrypted bytes differ");
+
+    // What the node holds: ciphertext only, no key.
+    let ciphertext = cairn(&node, &dir, &["cat", added["cid"].as_str().unwrap()])
+        .await
+        .stdout;
+    assert!(ciphertext.len() > secret.len());
+    node.shutdown();
+    node.join().await.unwrap();
+    let stored = all_files(&dir);
+    for at in [0, 1000, secret.len() / 2, secret.len() - 64] {
+        let window = &secret[at..at + 64];
+        assert!(
+            !stored.iter().any(|f| contains(f, window)),
+            "plaintext at {at} is on the node"
+        );
+    }
+    assert!(
+        !stored.iter().any(|f| contains(f, cap.key())),
+        "the key is on the node"
+    );
+
+    // Tampered or cut ciphertext, stored as new files: the capability's key refuses them.
+    let node = cairn_node::Node::spawn({
+        let path = dir.join("config.toml");
+        let mut config =
+            Config::from_toml(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+        config.admin.listen = "127.0.0.1:0".into();
+        config.metrics.listen = String::new();
+        config.validate().unwrap()
+    })
+    .await
+    .unwrap();
+    let mut tampered = ciphertext.clone();
+    tampered[200_000] ^= 1;
+    let cut = ciphertext[..ciphertext.len() - 100].to_vec();
+    for (what, bytes) in [("tampered", tampered), ("truncated", cut)] {
+        let path = tmp.path().join(what);
+        std::fs::write(&path, &bytes).unwrap();
+        let added = json(&cairn(&node, &dir, &["add", "--json", path.to_str().unwrap()]).await);
+        let forged = cairn_node::encrypt::Capability::new(
+            added["cid"].as_str().unwrap().parse().unwrap(),
+            *cap.key(),
+        );
+        let target = tmp.path().join(format!("{what}.out"));
+        let out = cairn(
+            &node,
+            &dir,
+            &["cat", &forged.to_string(), "-o", target.to_str().unwrap()],
+        )
+        .await;
+        assert!(!out.status.success(), "{what} ciphertext was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot decrypt"),
+            "{what}"
+        );
+        assert!(!target.exists(), "{what}: no partial plaintext file");
+    }
+    node.shutdown();
+    node.join().await.unwrap();
+}

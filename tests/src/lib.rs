@@ -71,7 +71,9 @@ impl TestNode {
 
     /// A plain channel to the admin API, with no token.
     pub async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
-        Ok(tonic::transport::Channel::from_shared(self.url())?.connect().await?)
+        Ok(tonic::transport::Channel::from_shared(self.url())?
+            .connect()
+            .await?)
     }
 
     /// A client with the admin token.
