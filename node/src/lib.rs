@@ -8,6 +8,7 @@ pub mod client;
 pub mod encrypt;
 mod error;
 pub mod init;
+pub mod metrics;
 mod node;
 mod scrub_worker;
 pub mod secrets;

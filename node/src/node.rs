@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
+use crate::metrics::{self, NodeMetrics};
 use crate::scrub_worker;
 use crate::secrets::read_secret;
 
@@ -27,6 +28,7 @@ pub struct Node;
 #[derive(Debug)]
 pub struct NodeHandle {
     admin_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     peer_id: String,
     stop: CancellationToken,
     api: JoinHandle<Result<()>>,
@@ -61,18 +63,28 @@ impl Node {
             peer_id: peer_id.clone(),
             scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
         };
-        let api = tokio::spawn(endpoint.serve(service, stop.clone()));
+        let metrics = Arc::new(NodeMetrics::new(Arc::clone(&store)));
+        let api = tokio::spawn(endpoint.serve(service, Arc::clone(&metrics), stop.clone()));
         let stop_workers = CancellationToken::new();
         let scrub = &config.raw().scrub;
-        let workers = vec![tokio::spawn(scrub_worker::run(
+        let mut workers = vec![tokio::spawn(scrub_worker::run(
             Arc::clone(&store),
             scrub.interval.get(),
             scrub.bytes_per_second.bytes(),
             stop_workers.clone(),
         ))];
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let (bound, task) = metrics::serve(addr, metrics, stop_workers.clone()).await?;
+                workers.push(task);
+                Some(bound)
+            }
+            None => None,
+        };
         tracing::info!(%peer_id, %admin_addr, data_dir = %config.data_dir().display(), "node started");
         Ok(NodeHandle {
             admin_addr,
+            metrics_addr,
             peer_id,
             stop,
             api,
@@ -99,6 +111,11 @@ fn read_token(path: &std::path::Path) -> Result<String> {
 impl NodeHandle {
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where Prometheus scrapes, when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn peer_id(&self) -> &str {

@@ -514,3 +514,83 @@ async fn a_dag_moves_between_nodes_as_a_car_file() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// `GET /metrics` over a plain TCP connection.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the sample line that starts with `series` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_blocks_requests_and_verification_failures() {
+    let node = TestNode::start().await.unwrap();
+    let dir = node.dir.clone();
+    let data = pattern(3 * CHUNK);
+    let mut client = node.admin().await.unwrap();
+    let cid = add(&mut client, &data, 1).await.unwrap().cid;
+    client.repo_scrub(admin::RepoScrubRequest {}).await.unwrap();
+    let tmp = node.stop().await.unwrap();
+    {
+        let store =
+            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
+                .unwrap();
+        let leaf = Block::build(RAW, HashAlg::Sha2_256, data[..CHUNK].to_vec()).cid;
+        assert!(cairn_blockstore::testing::corrupt_block(&store, &leaf));
+    }
+    let node = TestNode::start_with(&dir, |c| c.metrics.listen = "127.0.0.1:0".into())
+        .await
+        .unwrap();
+    let addr = node.handle.metrics_addr().unwrap();
+    let mut client = node.admin().await.unwrap();
+    assert_eq!(
+        cat(&mut client, &cid).await.unwrap_err().code(),
+        Code::DataLoss
+    );
+    let mut wrong = cairn_node::client::connect(&node.url(), "wrong")
+        .await
+        .unwrap();
+    assert!(wrong.status(admin::StatusRequest {}).await.is_err());
+    client.status(admin::StatusRequest {}).await.unwrap();
+
+    let text = scrape(addr).await;
+    assert_eq!(sample(&text, "cairn_blocks"), Some(3.0), "{text}");
+    assert_eq!(sample(&text, "cairn_quarantined_blocks"), Some(1.0));
+    assert_eq!(
+        sample(&text, "cairn_verification_failures_total"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&text, "cairn_quarantined_total"), Some(1.0));
+    assert!(sample(&text, "cairn_scrub_last_completed_seconds").unwrap() > 0.0);
+    assert_eq!(
+        sample(
+            &text,
+            "cairn_api_requests_total{method=\"Status\",code=\"OK\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "cairn_api_requests_total{method=\"Status\",code=\"Unauthenticated\"}"
+        ),
+        Some(1.0)
+    );
+    node.stop().await.unwrap();
+    drop(tmp);
+}

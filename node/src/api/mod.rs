@@ -7,6 +7,7 @@ mod errors;
 
 use cairn_proto::admin::admin_server::AdminServer;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ pub use admin::AdminService;
 pub use auth::{Role, Tokens};
 
 use crate::error::{Error, Result};
+use crate::metrics::{CountRequests, NodeMetrics};
 
 /// Largest gRPC message accepted or sent: a few 256 KiB chunks, far below anything that could
 /// exhaust memory.
@@ -41,7 +43,12 @@ impl AdminEndpoint {
     }
 
     /// Serves until `stop` is cancelled, then finishes the calls in flight.
-    pub async fn serve(self, service: AdminService, stop: CancellationToken) -> Result<()> {
+    pub async fn serve(
+        self,
+        service: AdminService,
+        metrics: Arc<NodeMetrics>,
+        stop: CancellationToken,
+    ) -> Result<()> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<AdminServer<AdminService>>()
@@ -52,6 +59,7 @@ impl AdminEndpoint {
             .build_v1()
             .map_err(|e| Error::BadRequest(format!("reflection: {e}")))?;
         tonic::transport::Server::builder()
+            .layer(CountRequests(metrics))
             .add_service(health)
             .add_service(reflection)
             .add_service(
