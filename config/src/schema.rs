@@ -162,6 +162,8 @@ pub struct AdminConfig {
     /// TLS is on when both are set.
     pub tls_cert_file: PathBuf,
     pub tls_key_file: PathBuf,
+    /// Admin API calls per second per client address, with the same burst.
+    pub requests_per_second: u32,
 }
 
 impl Default for AdminConfig {
@@ -172,6 +174,7 @@ impl Default for AdminConfig {
             readonly_token_file: PathBuf::from("readonly.token"),
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
+            requests_per_second: 100,
         }
     }
 }

@@ -266,6 +266,10 @@ impl Config {
     fn validate_admin(&self) -> Result<SocketAddr, ConfigError> {
         let admin = &self.admin;
         let addr = parse_socket_addr("admin.listen", &admin.listen)?;
+        positive(
+            "admin.requests_per_second",
+            admin.requests_per_second.into(),
+        )?;
         for (key, path) in [
             ("admin.token_file", &admin.token_file),
             ("admin.readonly_token_file", &admin.readonly_token_file),

@@ -293,6 +293,11 @@ fn every_rejected_value_names_its_key_and_fix() {
             "name the token file",
         ),
         (
+            "[admin]\nrequests_per_second = 0",
+            "admin.requests_per_second",
+            "greater than 0",
+        ),
+        (
             "[admin]\nreadonly_token_file = \"admin.token\"",
             "admin.readonly_token_file",
             "its own file",

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use cairn_blockstore::{RocksBlockstore, StoreMetrics};
@@ -28,7 +29,7 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    pub fn new(store: Arc<RocksBlockstore>) -> Self {
+    pub fn new(store: Arc<RocksBlockstore>, rate_limited: Arc<AtomicU64>) -> Self {
         let mut registry = Registry::with_prefix("cairn");
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
@@ -36,7 +37,10 @@ impl NodeMetrics {
             "Admin API requests by method and gRPC status code",
             api_requests.clone(),
         );
-        registry.register_collector(Box::new(StoreCollector { store }));
+        registry.register_collector(Box::new(StoreCollector {
+            store,
+            rate_limited,
+        }));
         Self {
             registry,
             api_requests,
@@ -67,6 +71,7 @@ impl NodeMetrics {
 #[derive(Debug)]
 struct StoreCollector {
     store: Arc<RocksBlockstore>,
+    rate_limited: Arc<AtomicU64>,
 }
 
 fn counter(
@@ -139,6 +144,13 @@ impl Collector for StoreCollector {
             "gc_removed_blocks",
             "Blocks removed by garbage collection",
             get(&m.gc_removed_blocks),
+        )?;
+        let limited = self.rate_limited.load(Ordering::Relaxed);
+        counter(
+            &mut e,
+            "api_rate_limited",
+            "Admin API calls refused by admin.requests_per_second",
+            limited,
         )?;
         let last_scrub = self
             .store

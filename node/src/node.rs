@@ -10,6 +10,7 @@ use cairn_config::ValidConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::limit::ClientLimit;
 use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
@@ -43,9 +44,14 @@ impl Node {
     pub async fn spawn(config: ValidConfig) -> Result<NodeHandle> {
         let identity = load_identity(&config)?;
         let admin = config.raw().admin.clone();
+        let per_second = std::num::NonZeroU32::new(admin.requests_per_second)
+            .ok_or_else(|| Error::BadRequest("admin.requests_per_second must be above 0".into()))?;
+        let limit = ClientLimit::new(per_second);
+        let rate_limited = limit.rejected();
         let tokens = Tokens::new(
             read_token(&config.resolve(&admin.token_file))?,
             read_token(&config.resolve(&admin.readonly_token_file))?,
+            limit,
         );
         let blocks_dir = config.data_dir().join(BLOCKS_DIR);
         let opts = StoreOptions::from(&config.raw().storage);
@@ -63,7 +69,7 @@ impl Node {
             peer_id: peer_id.clone(),
             scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
         };
-        let metrics = Arc::new(NodeMetrics::new(Arc::clone(&store)));
+        let metrics = Arc::new(NodeMetrics::new(Arc::clone(&store), rate_limited));
         let api = tokio::spawn(endpoint.serve(service, Arc::clone(&metrics), stop.clone()));
         let stop_workers = CancellationToken::new();
         let scrub = &config.raw().scrub;

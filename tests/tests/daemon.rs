@@ -594,3 +594,48 @@ async fn metrics_count_blocks_requests_and_verification_failures() {
     node.stop().await.unwrap();
     drop(tmp);
 }
+
+#[tokio::test]
+async fn a_flooding_client_is_slowed_with_a_retry_delay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    cairn_node::init::init(&dir, false).unwrap();
+    let node = TestNode::start_with(&dir, |c| {
+        c.admin.requests_per_second = 5;
+        c.metrics.listen = "127.0.0.1:0".into();
+    })
+    .await
+    .unwrap();
+    let client = node.admin().await.unwrap();
+    // 200 calls at once against 5 per second (burst 5): however slow the machine, most wait.
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let mut c = client.clone();
+            tokio::spawn(async move { c.status(admin::StatusRequest {}).await })
+        })
+        .collect();
+    let (mut served, mut refused) = (0u32, 0u32);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => served += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+                assert!(
+                    status.message().contains("retry in"),
+                    "{}",
+                    status.message()
+                );
+                assert!(status.metadata().get("retry-after-ms").is_some());
+                refused += 1;
+            }
+        }
+    }
+    assert!(served >= 5, "the burst is served: {served}");
+    assert!(refused >= 100, "the flood is refused: {refused} of 200");
+    let text = scrape(node.handle.metrics_addr().unwrap()).await;
+    assert_eq!(
+        sample(&text, "cairn_api_rate_limited_total"),
+        Some(f64::from(refused))
+    );
+    node.stop().await.unwrap();
+}

@@ -12,10 +12,10 @@ pub enum Role {
 }
 
 /// The two tokens a node accepts.
-#[derive(Clone)]
 pub struct Tokens {
     admin: String,
     readonly: String,
+    limit: super::limit::ClientLimit,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -26,8 +26,12 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    pub fn new(admin: String, readonly: String) -> Self {
-        Self { admin, readonly }
+    pub fn new(admin: String, readonly: String, limit: super::limit::ClientLimit) -> Self {
+        Self {
+            admin,
+            readonly,
+            limit,
+        }
     }
 
     fn role_of(&self, presented: &str) -> Option<Role> {
@@ -43,8 +47,9 @@ impl Tokens {
         }
     }
 
-    /// Checks the request's bearer token against `needed`.
+    /// Admits a request: within the client's rate limit, with a bearer token good for `needed`.
     pub fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<Role, Status> {
+        self.limit.check(request)?;
         let header = request
             .metadata()
             .get("authorization")

@@ -1,0 +1,62 @@
+//! Per-client rate limit on the admin API (`admin.requests_per_second`, keyed by the client's
+//! address). Checked before the token, so a flood of guesses is throttled too. A refused call gets
+//! RESOURCE_EXHAUSTED with the delay after which it may retry.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tonic::{Request, Status};
+
+/// Forget idle clients every this many calls, so the table of addresses stays small.
+const PRUNE_EVERY: u64 = 4096;
+
+#[derive(Debug)]
+pub struct ClientLimit {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+    calls: AtomicU64,
+    /// Calls refused, shared with the metrics.
+    rejected: Arc<AtomicU64>,
+}
+
+impl ClientLimit {
+    pub fn new(per_second: NonZeroU32) -> Self {
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second)),
+            clock: DefaultClock::default(),
+            calls: AtomicU64::new(0),
+            rejected: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The count of refused calls, live.
+    pub fn rejected(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.rejected)
+    }
+
+    pub fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        // Calls that arrive without a peer address (in-process transports) share one bucket.
+        let client = request
+            .remote_addr()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        self.limiter.check_key(&client).map_err(|not_until| {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            let wait = not_until.wait_time_from(self.clock.now());
+            let mut status = Status::resource_exhausted(format!(
+                "rate limit (admin.requests_per_second) reached; retry in {} ms",
+                wait.as_millis().max(1)
+            ));
+            if let Ok(value) = wait.as_millis().max(1).to_string().parse() {
+                status.metadata_mut().insert("retry-after-ms", value);
+            }
+            status
+        })
+    }
+}
