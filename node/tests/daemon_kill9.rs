@@ -1,0 +1,157 @@
+//! `kill -9` of a daemon process during a stream of adds: after a restart, every CID that `add`
+//! reported is complete, verifies and is pinned.
+
+// Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use cairn_proto::admin;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts `cairn daemon` on `dir` and waits (with a deadline) for the address it logs.
+async fn start_daemon(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["daemon", "--data-dir", dir.to_str().unwrap()])
+        .env_remove("CAIRN_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if let Some(addr) = event["fields"]["admin_addr"].as_str() {
+                return addr.to_owned();
+            }
+        }
+        panic!("the daemon exited before it was ready");
+    })
+    .await
+    .expect("the daemon did not start within a minute");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+fn content(i: u32) -> Vec<u8> {
+    let len = 100_000 + (i as usize * 37_123) % 600_000;
+    (0..len)
+        .map(|j| {
+            (j as u32)
+                .wrapping_mul(31)
+                .wrapping_add(i.wrapping_mul(7919)) as u8
+        })
+        .collect()
+}
+
+async fn add(
+    client: &mut cairn_node::client::Client,
+    data: Vec<u8>,
+) -> Result<String, tonic::Status> {
+    let mut messages: Vec<admin::AddFileRequest> = data
+        .chunks(256 * 1024)
+        .map(|c| admin::AddFileRequest {
+            options: None,
+            data: c.to_vec().into(),
+        })
+        .collect();
+    messages[0].options = Some(admin::AddOptions {
+        cid_version: Some(1),
+    });
+    Ok(client
+        .add_file(tokio_stream::iter(messages))
+        .await?
+        .into_inner()
+        .cid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    cairn_node::init::init(&dir, false).unwrap();
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:4102\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:4103\"", "listen = \"\"")
+        .replace("format = \"text\"", "format = \"json\"");
+    std::fs::write(&config, text).unwrap();
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+
+    let (mut daemon, url) = start_daemon(&dir).await;
+    let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        acknowledged.push((i, add(&mut client, content(i)).await.unwrap()));
+    }
+    // More adds in flight while the process dies: kill once the stream is going.
+    let mut in_flight = client.clone();
+    let (acks, mut acked) = tokio::sync::mpsc::channel::<(u32, String)>(64);
+    tokio::spawn(async move {
+        for i in 20..200 {
+            let Ok(cid) = add(&mut in_flight, content(i)).await else {
+                break;
+            };
+            if acks.send((i, cid)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(60), acked.recv())
+        .await
+        .expect("no add in flight was acknowledged")
+        .expect("the adding task ended");
+    acknowledged.push(first);
+    daemon.start_kill().unwrap(); // SIGKILL
+    daemon.wait().await.unwrap();
+    // Everything acknowledged before the kill landed counts; the sender ends at the first error.
+    while let Some(ack) = acked.recv().await {
+        acknowledged.push(ack);
+    }
+    assert!(acknowledged.len() > 20);
+
+    let (mut daemon, url) = start_daemon(&dir).await;
+    let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
+    let pins = client
+        .pin_ls(admin::PinLsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pins;
+    for (i, cid) in &acknowledged {
+        assert!(
+            pins.iter().any(|p| &p.cid == cid),
+            "acknowledged add {i} lost its pin"
+        );
+        let mut stream = client
+            .cat(admin::CatRequest { cid: cid.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut back = Vec::new();
+        while let Some(piece) = stream.message().await.unwrap() {
+            back.extend_from_slice(&piece.data);
+        }
+        assert!(
+            back == content(*i),
+            "acknowledged add {i} came back different"
+        );
+    }
+    let verify = client
+        .repo_verify(admin::RepoVerifyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(verify.corrupt.is_empty());
+    daemon.start_kill().unwrap();
+    daemon.wait().await.unwrap();
+}
