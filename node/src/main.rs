@@ -652,15 +652,24 @@ fn init_logging(config: &ValidConfig) {
 /// Runs the node until SIGTERM or Ctrl-C, then stops it in order.
 async fn daemon(config: ValidConfig) -> anyhow::Result<()> {
     let node = Node::spawn(config).await?;
+    // Under systemd (Type=notify) this is when the unit becomes active; elsewhere a no-op.
+    tell_systemd(&[sd_notify::NotifyState::Ready]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
     }
+    tell_systemd(&[sd_notify::NotifyState::Stopping]);
     node.shutdown();
     node.join().await?;
     Ok(())
+}
+
+fn tell_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 /// Sends a file's bytes as upload messages, the options riding on the first one.
