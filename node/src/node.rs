@@ -42,6 +42,14 @@ impl Node {
     /// Opens everything the node needs and starts serving. Fails before serving anything when a
     /// secret is missing or readable by others, or the store cannot open.
     pub async fn spawn(config: ValidConfig) -> Result<NodeHandle> {
+        if config.tls_enabled() {
+            // Serving plaintext when the operator asked for TLS would be a silent downgrade.
+            return Err(Error::BadRequest(
+                "admin.tls_cert_file/tls_key_file are set, but this build does not serve TLS yet; \
+                 unset them and keep admin.listen on loopback"
+                    .into(),
+            ));
+        }
         let identity = load_identity(&config)?;
         let admin = config.raw().admin.clone();
         let per_second = std::num::NonZeroU32::new(admin.requests_per_second)
