@@ -41,8 +41,11 @@ run: rocksdb
 	$(CARGO) build --locked -p cairn-node --bin cairn
 	@scripts/run-node.sh "$(CURDIR)/target/debug/cairn" "$(RUN_DIR)"
 
+# The log feeds the one-line total printed last (cargo prints a result line per test binary).
 test: rocksdb
-	$(CARGO) test --workspace --locked
+	@mkdir -p target
+	$(CARGO) test --workspace --locked 2>&1 | tee target/test.log
+	@scripts/test-summary.sh target/test.log
 
 lint: rocksdb
 	$(CARGO) fmt --all -- --check
