@@ -87,6 +87,21 @@ impl TestNode {
     }
 }
 
+/// The block store of a stopped node, opened directly, to inspect or damage it underneath.
+pub fn open_store(dir: &Path) -> anyhow::Result<cairn_blockstore::RocksBlockstore> {
+    let path = dir.join(cairn_node::BLOCKS_DIR);
+    Ok(cairn_blockstore::RocksBlockstore::open(
+        &path,
+        Default::default(),
+    )?)
+}
+
+/// The CID a UnixFS raw leaf holding `bytes` has.
+pub fn raw_leaf(bytes: &[u8]) -> cid::Cid {
+    use cairn_blockstore::{Block, HashAlg, RAW};
+    Block::build(RAW, HashAlg::Sha2_256, bytes.to_vec()).cid
+}
+
 /// The config `cairn init` wrote for `dir`, with every listener on an ephemeral loopback port
 /// and metrics off.
 pub fn test_config(dir: &Path) -> anyhow::Result<Config> {

@@ -6,9 +6,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use cairn_blockstore::{Block, HashAlg, RAW, RocksBlockstore, StoreOptions};
+use cairn_blockstore::{Block, HashAlg, RAW};
 use cairn_proto::admin;
-use cairn_tests::{TestNode, add, cat, pattern};
+use cairn_tests::{TestNode, add, cat, open_store, pattern, raw_leaf};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
@@ -155,14 +155,9 @@ async fn a_block_corrupted_on_disk_is_never_served() {
     let dir = node.dir.clone();
     let tmp = node.stop().await.unwrap();
     {
-        let store =
-            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
-                .unwrap();
-        let second = Block::build(RAW, HashAlg::Sha2_256, data[CHUNK..2 * CHUNK].to_vec());
-        assert!(cairn_blockstore::testing::corrupt_block(
-            &store,
-            &second.cid
-        ));
+        let store = open_store(&dir).unwrap();
+        let second = raw_leaf(&data[CHUNK..2 * CHUNK]);
+        assert!(cairn_blockstore::testing::corrupt_block(&store, &second));
     }
     let node = TestNode::start_in(&dir).await.unwrap();
     let mut client = node.admin().await.unwrap();
@@ -363,11 +358,9 @@ async fn repo_verify_and_scrub_report_a_corrupt_block() {
     client.repo_scrub(admin::RepoScrubRequest {}).await.unwrap();
     let dir = node.dir.clone();
     let tmp = node.stop().await.unwrap();
-    let bad = Block::build(RAW, HashAlg::Sha2_256, data[2 * CHUNK..3 * CHUNK].to_vec()).cid;
+    let bad = raw_leaf(&data[2 * CHUNK..3 * CHUNK]);
     {
-        let store =
-            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
-                .unwrap();
+        let store = open_store(&dir).unwrap();
         assert!(cairn_blockstore::testing::corrupt_block(&store, &bad));
     }
     let node = TestNode::start_in(&dir).await.unwrap();
@@ -405,11 +398,9 @@ async fn the_background_scrub_finds_damage_on_its_own() {
         .unwrap();
     let dir = node.dir.clone();
     let tmp = node.stop().await.unwrap();
-    let bad = Block::build(RAW, HashAlg::Sha2_256, data[..CHUNK].to_vec()).cid;
+    let bad = raw_leaf(&data[..CHUNK]);
     {
-        let store =
-            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
-                .unwrap();
+        let store = open_store(&dir).unwrap();
         assert!(cairn_blockstore::testing::corrupt_block(&store, &bad));
         // The first node scrubbed at start; the next pass is due one interval after that.
         assert!(store.last_scrub_completed().unwrap().is_some());
@@ -546,10 +537,8 @@ async fn metrics_count_blocks_requests_and_verification_failures() {
     client.repo_scrub(admin::RepoScrubRequest {}).await.unwrap();
     let tmp = node.stop().await.unwrap();
     {
-        let store =
-            RocksBlockstore::open(&dir.join(cairn_node::BLOCKS_DIR), StoreOptions::default())
-                .unwrap();
-        let leaf = Block::build(RAW, HashAlg::Sha2_256, data[..CHUNK].to_vec()).cid;
+        let store = open_store(&dir).unwrap();
+        let leaf = raw_leaf(&data[..CHUNK]);
         assert!(cairn_blockstore::testing::corrupt_block(&store, &leaf));
     }
     let node = TestNode::start_with(&dir, |c| c.metrics.listen = "127.0.0.1:0".into())
