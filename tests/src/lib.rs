@@ -27,9 +27,7 @@ pub struct TestNode {
 impl TestNode {
     /// `cairn init` in a fresh folder, then start the node with its admin API on port 0.
     pub async fn start() -> anyhow::Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        let dir = tmp.path().join("node");
-        cairn_node::init::init(&dir, false)?;
+        let (tmp, dir) = initialised_dir()?;
         let mut node = Self::start_in(&dir).await?;
         node._tmp = Some(tmp);
         Ok(node)
@@ -85,6 +83,14 @@ impl TestNode {
     pub async fn readonly(&self) -> anyhow::Result<Client> {
         Ok(client::connect(&self.url(), &self.token("readonly.token")?).await?)
     }
+}
+
+/// A fresh temporary folder with `cairn init` done in its `node/` subfolder (not started).
+pub fn initialised_dir() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("node");
+    cairn_node::init::init(&dir, false)?;
+    Ok((tmp, dir))
 }
 
 /// The block store of a stopped node, opened directly, to inspect or damage it underneath.

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use cairn_blockstore::{Block, HashAlg, RAW};
 use cairn_proto::admin;
-use cairn_tests::{TestNode, add, cat, open_store, pattern, raw_leaf};
+use cairn_tests::{TestNode, add, cat, initialised_dir, open_store, pattern, raw_leaf};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
@@ -113,7 +113,12 @@ async fn every_call_needs_the_right_token() {
     assert_eq!(status.peer_id, node.handle.peer_id());
     let err = add(&mut readonly, b"x", 1).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert_eq!(status.blocks, 0, "nothing was written");
+    let after = readonly
+        .status(admin::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.blocks, 0, "the refused write stored nothing");
     // The admin token does both.
     let mut admin = node.admin().await.unwrap();
     add(&mut admin, b"x", 1).await.unwrap();
@@ -122,9 +127,7 @@ async fn every_call_needs_the_right_token() {
 
 #[tokio::test]
 async fn secrets_readable_by_others_stop_the_start() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("node");
-    cairn_node::init::init(&dir, false).unwrap();
+    let (_tmp, dir) = initialised_dir().unwrap();
     for file in ["identity.key", "admin.token", "readonly.token"] {
         let path = dir.join(file);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -586,9 +589,7 @@ async fn metrics_count_blocks_requests_and_verification_failures() {
 
 #[tokio::test]
 async fn a_flooding_client_is_slowed_with_a_retry_delay() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("node");
-    cairn_node::init::init(&dir, false).unwrap();
+    let (_tmp, dir) = initialised_dir().unwrap();
     let node = TestNode::start_with(&dir, |c| {
         c.admin.requests_per_second = 5;
         c.metrics.listen = "127.0.0.1:0".into();
@@ -631,9 +632,7 @@ async fn a_flooding_client_is_slowed_with_a_retry_delay() {
 
 #[tokio::test]
 async fn asking_for_tls_is_refused_rather_than_served_in_plaintext() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("node");
-    cairn_node::init::init(&dir, false).unwrap();
+    let (_tmp, dir) = initialised_dir().unwrap();
     let err = TestNode::start_with(&dir, |c| {
         c.admin.tls_cert_file = "cert.pem".into();
         c.admin.tls_key_file = "key.pem".into();
