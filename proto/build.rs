@@ -19,7 +19,11 @@ fn main() -> anyhow::Result<()> {
         .file_descriptor_set_path(&descriptors)
         .compile_with_config(
             config,
-            &["proto/unixfs.proto", "proto/admin.proto"],
+            &[
+                "proto/unixfs.proto",
+                "proto/admin.proto",
+                "proto/wire.proto",
+            ],
             &["proto"],
         )?;
     Ok(())

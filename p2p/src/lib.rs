@@ -1,12 +1,31 @@
-//! cairn-p2p: the libp2p side of a Cairn node — one task owning the swarm, admission (swarm key,
-//! peer-ID allowlist, connection limits), Kademlia discovery, the block, replicate and audit wire
-//! protocols, and per-peer rate limits (DESIGN.md §5).
+//! cairn-p2p: the libp2p side of a Cairn node (DESIGN.md §5) — one task owning the swarm
+//! ([`EventLoop`]), a cloneable [`Client`] that drives it, admission in layers (swarm key, Noise
+//! identity, peer-ID allowlist, bans, connection and memory limits), Kademlia discovery under a
+//! private protocol name, the `/cairn/block/1` exchange, per-peer rate limits and peer scores.
 //!
-//! Today it holds the node's identity; the swarm lands with the P2P issue.
+//! Only this crate names libp2p types in its public API. It never touches the disk: requests
+//! that need the store leave as [`NetworkEvent`]s for the node to answer.
 
+mod behaviour;
+mod client;
+pub mod codec;
 mod error;
+mod event_loop;
 pub mod identity;
+mod metrics;
+mod network;
+mod peer_limits;
+mod scores;
+mod settings;
+mod transport;
 
+pub use behaviour::{BLOCK_PROTOCOL, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST};
+pub use client::{BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent, PeerInfo};
 pub use error::Error;
+pub use event_loop::EventLoop;
 pub use identity::NodeIdentity;
+pub use libp2p::Multiaddr;
 pub use libp2p_identity::PeerId;
+pub use network::new;
+pub use scores::Offence;
+pub use settings::{NetworkSettings, SwarmKey};

@@ -14,6 +14,12 @@ pub mod admin {
     include!(concat!(env!("OUT_DIR"), "/cairn.admin.v1.rs"));
 }
 
+/// Messages between nodes over libp2p (the block, replicate and audit protocols).
+pub mod wire {
+    #![allow(missing_debug_implementations, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/cairn.wire.v1.rs"));
+}
+
 /// Encoded descriptors of every message and service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));

@@ -1,0 +1,121 @@
+//! The swarm's behaviours, in admission order: the allowlist and the ban list refuse a peer
+//! before anything else sees it, then the connection and memory limits, then the protocols.
+//! A connection denied by an earlier behaviour never reaches Kademlia, so a refused peer never
+//! enters the routing table.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use cairn_proto::wire::{BlockRequest, BlockResponse};
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{
+    StreamProtocol, allow_block_list, connection_limits, identify, kad, memory_connection_limits,
+    ping, request_response,
+};
+use libp2p_identity::{Keypair, PeerId};
+
+use crate::codec::{FrameLimits, ProstCodec};
+use crate::settings::NetworkSettings;
+
+/// Kademlia's protocol name: private, so Cairn nodes never join the public IPFS DHT.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1.0.0");
+/// The block exchange protocol.
+pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/block/1");
+/// What Identify announces; peers running anything else are not Cairn nodes.
+pub const AGENT_PROTOCOL: &str = "/cairn/id/1.0.0";
+
+/// Most CIDs one block request may name: enough for a window of 256 KiB leaves, small enough that
+/// one request cannot make a node read a large part of its store at once.
+pub const MAX_CIDS_PER_REQUEST: usize = 64;
+/// Largest response body a node sends or accepts. A 2 MiB block always fits; responders stop
+/// adding blocks before this and the requester asks again for the rest.
+pub const MAX_BLOCK_RESPONSE_BYTES: usize = 8 * 1024 * 1024 + 64 * 1024;
+/// A request names at most MAX_CIDS_PER_REQUEST CIDs of at most 100 bytes each (with framing).
+pub const MAX_BLOCK_REQUEST_BYTES: usize = MAX_CIDS_PER_REQUEST * 110;
+/// Provider records this node keeps for its own pins. Each is a few hundred bytes, so the bound
+/// holds the memory at tens of MiB while covering clusters with many pins.
+pub const MAX_PROVIDED_KEYS: usize = 100_000;
+/// A block request that takes longer than this failed; the fetcher asks another provider.
+pub const BLOCK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent block streams per connection; beyond this, yamux refuses new streams.
+pub const MAX_CONCURRENT_BLOCK_STREAMS: usize = 64;
+
+pub type BlockCodec = ProstCodec<BlockRequest, BlockResponse>;
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+pub struct Behaviour {
+    pub allowlist: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
+    pub bans: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub connection_limits: connection_limits::Behaviour,
+    pub memory_limits: memory_connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub blocks: request_response::Behaviour<BlockCodec>,
+}
+
+impl Behaviour {
+    pub fn new(key: &Keypair, settings: &NetworkSettings) -> Self {
+        let local = key.public().to_peer_id();
+        let allowlist = (!settings.allowlist.is_empty()).then(|| {
+            let mut allowed =
+                allow_block_list::Behaviour::<allow_block_list::AllowedPeers>::default();
+            for peer in &settings.allowlist {
+                allowed.allow_peer(*peer);
+            }
+            allowed
+        });
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(settings.max_connections))
+            .with_max_established_per_peer(Some(settings.max_connections_per_peer))
+            .with_max_pending_incoming(Some(settings.max_pending_connections))
+            .with_max_pending_outgoing(Some(settings.max_pending_connections));
+        Self {
+            allowlist: allowlist.into(),
+            bans: allow_block_list::Behaviour::default(),
+            connection_limits: connection_limits::Behaviour::new(limits),
+            memory_limits: memory_connection_limits::Behaviour::with_max_percentage(
+                settings.max_memory_fraction,
+            ),
+            identify: identify::Behaviour::new(identify::Config::new(
+                AGENT_PROTOCOL.to_owned(),
+                key.public(),
+            )),
+            ping: ping::Behaviour::default(),
+            kad: kademlia(local),
+            blocks: request_response::Behaviour::with_codec(
+                ProstCodec::new(FrameLimits {
+                    max_request_bytes: MAX_BLOCK_REQUEST_BYTES,
+                    max_response_bytes: MAX_BLOCK_RESPONSE_BYTES,
+                }),
+                [(BLOCK_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(BLOCK_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
+            ),
+        }
+    }
+}
+
+fn kademlia(local: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+    let store = kad::store::MemoryStore::with_config(
+        local,
+        kad::store::MemoryStoreConfig {
+            max_provided_keys: MAX_PROVIDED_KEYS,
+            ..Default::default()
+        },
+    );
+    let mut config = kad::Config::new(KAD_PROTOCOL);
+    config.set_query_timeout(Duration::from_secs(30));
+    config.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
+    // Small private clusters: a provider lookup should not wait for 20 answers that cannot come.
+    if let Some(parallelism) = NonZeroUsize::new(3) {
+        config.set_parallelism(parallelism);
+    }
+    let mut kad = kad::Behaviour::with_config(local, store, config);
+    // Without a confirmed external address Kademlia would stay a client and answer nobody.
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
+}

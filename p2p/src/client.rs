@@ -1,0 +1,240 @@
+//! The handle the rest of the node uses to talk to the swarm task: each call sends a command over
+//! a bounded channel and awaits its reply on a oneshot. Cloneable; when the task has stopped every
+//! call returns [`Error::Stopped`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use cid::Cid;
+use libp2p::Multiaddr;
+use libp2p::request_response::InboundRequestId;
+use libp2p_identity::PeerId;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::Error;
+use crate::scores::Offence;
+
+/// A connected peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub peer_id: PeerId,
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// What a peer answered to a block request. The blocks are NOT verified yet: the caller checks
+/// each against its CID and reports a mismatch with [`Client::penalise`].
+#[derive(Clone, Debug, Default)]
+pub struct BlockReply {
+    pub blocks: Vec<(Cid, Bytes)>,
+    /// CIDs the peer says it does not hold.
+    pub missing: Vec<Cid>,
+    /// Set when the peer refused (some of) the request under its rate limit.
+    pub retry_after: Option<Duration>,
+}
+
+/// Identifies an inbound request until it is answered with [`Client::respond_blocks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InboundId(pub(crate) InboundRequestId);
+
+/// Requests from peers that need the node (disk reads); the swarm task answers nothing itself
+/// that needs the store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NetworkEvent {
+    /// A peer wants these blocks; answer with [`Client::respond_blocks`].
+    BlockRequest {
+        id: InboundId,
+        peer: PeerId,
+        cids: Vec<Cid>,
+    },
+}
+
+/// How far bootstrap has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BootstrapProgress {
+    /// Bootstrap peers that answered with the identity their entry names.
+    pub answered: usize,
+    /// Why the others have not, one line each (for the start-up error).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    RoutingTable {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<PeerId, Error>>,
+    },
+    Ban {
+        peer: PeerId,
+        duration: Duration,
+        reply: oneshot::Sender<()>,
+    },
+    Penalise {
+        peer: PeerId,
+        offence: Offence,
+    },
+    RequestBlocks {
+        peer: PeerId,
+        cids: Vec<Cid>,
+        reply: oneshot::Sender<Result<BlockReply, Error>>,
+    },
+    RespondBlocks {
+        id: InboundId,
+        blocks: Vec<(Cid, Bytes)>,
+        missing: Vec<Cid>,
+    },
+    StartProviding {
+        cid: Cid,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    GetProviders {
+        cid: Cid,
+        reply: oneshot::Sender<Result<Vec<PeerId>, Error>>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(crate) local_peer_id: PeerId,
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) bootstrap: watch::Receiver<BootstrapProgress>,
+    pub(crate) listening: watch::Receiver<Vec<Multiaddr>>,
+}
+
+impl Client {
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
+    }
+
+    /// The addresses the swarm listens on (empty until the listeners are bound).
+    pub fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.listening.borrow().clone()
+    }
+
+    /// Waits until at least one listener is bound, then returns them all.
+    pub async fn wait_listening(&self, timeout: Duration) -> Result<Vec<Multiaddr>, Error> {
+        let mut listening = self.listening.clone();
+        match tokio::time::timeout(timeout, listening.wait_for(|addrs| !addrs.is_empty())).await {
+            Ok(Ok(addrs)) => Ok(addrs.clone()),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Transport(format!(
+                "no listener was bound within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// The peers in Kademlia's routing table.
+    pub async fn routing_table(&self) -> Result<Vec<PeerId>, Error> {
+        self.call(|reply| Command::RoutingTable { reply }).await
+    }
+
+    /// Connects to `addr`; an address ending in `/p2p/<id>` must prove that identity. Returns the
+    /// peer ID that answered.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Bans a peer for `duration`: its connections close and new ones are refused.
+    pub async fn ban(&self, peer: PeerId, duration: Duration) -> Result<(), Error> {
+        self.call(|reply| Command::Ban {
+            peer,
+            duration,
+            reply,
+        })
+        .await
+    }
+
+    /// Reports a peer's misbehaviour; enough of it bans the peer.
+    pub async fn penalise(&self, peer: PeerId, offence: Offence) -> Result<(), Error> {
+        self.commands
+            .send(Command::Penalise { peer, offence })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Asks `peer` for blocks. A reply with `retry_after` set means the peer is limiting us.
+    pub async fn request_blocks(&self, peer: PeerId, cids: Vec<Cid>) -> Result<BlockReply, Error> {
+        self.call(|reply| Command::RequestBlocks { peer, cids, reply })
+            .await?
+    }
+
+    /// Answers an inbound block request. Blocks that do not fit the peer's byte budget or the
+    /// response size are left out, and the peer asks again.
+    pub async fn respond_blocks(
+        &self,
+        id: InboundId,
+        blocks: Vec<(Cid, Bytes)>,
+        missing: Vec<Cid>,
+    ) -> Result<(), Error> {
+        self.commands
+            .send(Command::RespondBlocks {
+                id,
+                blocks,
+                missing,
+            })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Announces in the DHT that this node holds `cid` (re-announced before the record expires).
+    pub async fn start_providing(&self, cid: Cid) -> Result<(), Error> {
+        self.call(|reply| Command::StartProviding { cid, reply })
+            .await?
+    }
+
+    /// Peers that announced they hold `cid`.
+    pub async fn providers(&self, cid: Cid) -> Result<Vec<PeerId>, Error> {
+        self.call(|reply| Command::GetProviders { cid, reply })
+            .await?
+    }
+
+    /// Bootstrap progress, live.
+    pub fn bootstrap_progress(&self) -> BootstrapProgress {
+        self.bootstrap.borrow().clone()
+    }
+
+    /// Waits until `wanted` bootstrap peers answered; after `timeout`, an error that says which
+    /// did not and why.
+    pub async fn wait_bootstrapped(&self, wanted: usize, timeout: Duration) -> Result<(), Error> {
+        let mut progress = self.bootstrap.clone();
+        let reached = tokio::time::timeout(timeout, progress.wait_for(|p| p.answered >= wanted));
+        match reached.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => {
+                let now = self.bootstrap_progress();
+                let problems = if now.problems.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", now.problems.join("; "))
+                };
+                Err(Error::BootstrapTimeout {
+                    wanted,
+                    answered: now.answered,
+                    timeout,
+                    problems,
+                })
+            }
+        }
+    }
+}

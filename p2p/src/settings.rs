@@ -1,0 +1,106 @@
+//! What the swarm needs from the node's configuration, already validated.
+
+use std::time::Duration;
+
+use cairn_config::{BootstrapPeer, ValidConfig};
+use libp2p::Multiaddr;
+use libp2p::pnet::PreSharedKey;
+use libp2p_identity::PeerId;
+
+use crate::error::Error;
+
+/// A pre-shared key in Kubo's `swarm.key` format.
+#[derive(Clone, Copy)]
+pub struct SwarmKey(pub(crate) PreSharedKey);
+
+impl std::fmt::Debug for SwarmKey {
+    // The fingerprint identifies the key without revealing it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SwarmKey({})", self.0.fingerprint())
+    }
+}
+
+impl SwarmKey {
+    /// Parses `/key/swarm/psk/1.0.0/\n/base16/\n<64 hex digits>`.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        text.parse::<PreSharedKey>()
+            .map(Self)
+            .map_err(|e| Error::BadSwarmKey(e.to_string()))
+    }
+
+    /// A fresh random key, in the file format `parse` reads.
+    pub fn generate() -> Result<Self, Error> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| Error::BadSwarmKey(e.to_string()))?;
+        Ok(Self(PreSharedKey::new(key)))
+    }
+
+    pub fn to_file_text(self) -> String {
+        self.0.to_key_file()
+    }
+
+    /// A public fingerprint, safe to log.
+    pub fn fingerprint(&self) -> String {
+        self.0.fingerprint().to_string()
+    }
+}
+
+/// The swarm's settings.
+#[derive(Clone, Debug)]
+pub struct NetworkSettings {
+    pub listen: Vec<Multiaddr>,
+    pub bootstrap: Vec<BootstrapPeer>,
+    pub min_bootstrap_peers: usize,
+    /// Empty: every peer that passes the swarm key is admitted.
+    pub allowlist: Vec<PeerId>,
+    pub swarm_key: Option<SwarmKey>,
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    pub max_pending_connections: u32,
+    /// New connections are refused while the process uses more than this share of the machine's
+    /// memory.
+    pub max_memory_fraction: f64,
+    pub requests_per_second: u32,
+    pub bytes_per_second: u64,
+    /// A peer whose score falls to this is banned.
+    pub ban_score: i64,
+    pub ban_duration: Duration,
+    /// Capacity of the queue of inbound requests waiting for the node; when it is full, new
+    /// requests are answered "slow down" at once.
+    pub inbound_queue: usize,
+}
+
+impl NetworkSettings {
+    /// Settings from a validated config; the swarm key, when configured, is read by the caller
+    /// (it is a secret file with its own permission checks).
+    pub fn from_config(config: &ValidConfig, swarm_key: Option<SwarmKey>) -> Self {
+        let p2p = &config.raw().p2p;
+        Self {
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            min_bootstrap_peers: p2p.min_bootstrap_peers as usize,
+            allowlist: config.allowlist.clone(),
+            swarm_key,
+            max_connections: p2p.limits.max_connections,
+            max_connections_per_peer: p2p.limits.max_connections_per_peer,
+            max_pending_connections: p2p.limits.max_connections.min(MAX_PENDING_CONNECTIONS),
+            max_memory_fraction: MAX_MEMORY_FRACTION,
+            requests_per_second: p2p.limits.requests_per_second,
+            bytes_per_second: p2p.limits.bytes_per_second.bytes(),
+            ban_score: BAN_SCORE,
+            ban_duration: BAN_DURATION,
+            inbound_queue: INBOUND_QUEUE,
+        }
+    }
+}
+
+/// Handshakes in progress at once, each way: enough for a cluster starting together, few enough
+/// that a connection flood cannot tie up the node in handshakes.
+pub const MAX_PENDING_CONNECTIONS: u32 = 64;
+/// New connections stop at 80% of the machine's memory, before the OOM killer would act.
+pub const MAX_MEMORY_FRACTION: f64 = 0.8;
+/// One wrong block costs 50 points and one refused over-limit request 1 (see `scores`): two wrong
+/// blocks, or a sustained flood, ban a peer.
+pub const BAN_SCORE: i64 = -100;
+pub const BAN_DURATION: Duration = Duration::from_secs(3600);
+pub const INBOUND_QUEUE: usize = 256;

@@ -1,0 +1,445 @@
+//! Swarms in one process on 127.0.0.1: admission (allowlist, swarm key, pinned bootstrap
+//! identities), block exchange with rate limits and bans, and hostile wire input.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_config::BootstrapPeer;
+use cairn_p2p::{
+    Client, Multiaddr, NetworkEvent, NetworkSettings, NodeIdentity, Offence, PeerId, SwarmKey,
+};
+use cid::Cid;
+use multihash_codetable::{Code, MultihashDigest};
+use prometheus_client::registry::Registry;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn settings() -> NetworkSettings {
+    NetworkSettings {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        bootstrap: Vec::new(),
+        min_bootstrap_peers: 0,
+        allowlist: Vec::new(),
+        swarm_key: None,
+        max_connections: 64,
+        max_connections_per_peer: 2,
+        max_pending_connections: 16,
+        max_memory_fraction: 0.99,
+        requests_per_second: 1000,
+        bytes_per_second: 256 << 20,
+        ban_score: -100,
+        ban_duration: Duration::from_secs(600),
+        inbound_queue: 64,
+    }
+}
+
+/// How a test peer answers block requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answers {
+    Honest,
+    /// Right CIDs, wrong bytes.
+    Lies,
+}
+
+struct Peer {
+    client: Client,
+    addr: Multiaddr,
+    registry: Arc<std::sync::Mutex<Registry>>,
+    blocks: Arc<Mutex<HashMap<Cid, Bytes>>>,
+    stop: CancellationToken,
+}
+
+impl Peer {
+    async fn start(settings: NetworkSettings, answers: Answers) -> Self {
+        let identity = NodeIdentity::generate();
+        let mut registry = Registry::default();
+        let (client, mut events, event_loop) =
+            cairn_p2p::new(&identity, settings, &mut registry).unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(event_loop.run(stop.clone()));
+        let blocks: Arc<Mutex<HashMap<Cid, Bytes>>> = Arc::default();
+        let store = Arc::clone(&blocks);
+        let responder = client.clone();
+        tokio::spawn(async move {
+            while let Some(NetworkEvent::BlockRequest { id, cids, .. }) = events.recv().await {
+                let store = store.lock().await;
+                let (mut found, mut missing) = (Vec::new(), Vec::new());
+                for cid in cids {
+                    match store.get(&cid) {
+                        Some(data) if answers == Answers::Lies => {
+                            let mut bad = data.to_vec();
+                            bad[0] ^= 0xff;
+                            found.push((cid, Bytes::from(bad)));
+                        }
+                        Some(data) => found.push((cid, data.clone())),
+                        None => missing.push(cid),
+                    }
+                }
+                let _ = responder.respond_blocks(id, found, missing).await;
+            }
+        });
+        let addr = client.wait_listening(DEADLINE).await.unwrap()[0].clone();
+        Self {
+            client,
+            addr,
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            blocks,
+            stop,
+        }
+    }
+
+    fn id(&self) -> PeerId {
+        self.client.local_peer_id()
+    }
+
+    fn pinned_addr(&self) -> Multiaddr {
+        self.addr.clone().with(cairn_p2p_protocol_p2p(self.id()))
+    }
+
+    async fn hold(&self, data: &[u8]) -> Cid {
+        let cid = Cid::new_v1(0x55, Code::Sha2_256.digest(data));
+        self.blocks
+            .lock()
+            .await
+            .insert(cid, Bytes::copy_from_slice(data));
+        cid
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry.lock().unwrap())
+            .unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn cairn_p2p_protocol_p2p(peer: PeerId) -> libp2p::multiaddr::Protocol<'static> {
+    libp2p::multiaddr::Protocol::P2p(peer)
+}
+
+/// Waits for `check` to hold, polling; fails after the deadline with `what`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connected(a: &Peer, b: &Peer) -> bool {
+    a.client
+        .peers()
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.peer_id == b.id())
+}
+
+#[tokio::test]
+async fn blocks_move_between_two_peers_and_missing_ones_are_named() {
+    let a = Peer::start(settings(), Answers::Honest).await;
+    let b = Peer::start(settings(), Answers::Honest).await;
+    let held = a.hold(b"hello from a").await;
+    let absent = Cid::new_v1(0x55, Code::Sha2_256.digest(b"nobody has this"));
+    assert_eq!(b.client.dial(a.pinned_addr()).await.unwrap(), a.id());
+    let reply = b
+        .client
+        .request_blocks(a.id(), vec![held, absent])
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.blocks,
+        vec![(held, Bytes::from_static(b"hello from a"))]
+    );
+    assert_eq!(reply.missing, vec![absent]);
+    assert_eq!(reply.retry_after, None);
+    eventually("the connection to show on both sides", || async {
+        connected(&a, &b).await && connected(&b, &a).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn peers_discover_each_other_through_one_bootstrap_peer_and_find_providers() {
+    let hub = Peer::start(settings(), Answers::Honest).await;
+    let mut leaves = Vec::new();
+    for _ in 0..4 {
+        let mut s = settings();
+        s.bootstrap = vec![BootstrapPeer {
+            addr: hub.pinned_addr(),
+            peer_id: hub.id(),
+        }];
+        s.min_bootstrap_peers = 1;
+        let leaf = Peer::start(s, Answers::Honest).await;
+        leaf.client.wait_bootstrapped(1, DEADLINE).await.unwrap();
+        leaves.push(leaf);
+    }
+    // Every leaf learns every other leaf through the hub's routing table.
+    for leaf in &leaves {
+        let others: Vec<PeerId> = leaves
+            .iter()
+            .map(Peer::id)
+            .filter(|p| *p != leaf.id())
+            .collect();
+        eventually(
+            "a leaf's routing table to hold the other leaves",
+            || async {
+                let table = leaf.client.routing_table().await.unwrap();
+                others.iter().all(|p| table.contains(p))
+            },
+        )
+        .await;
+    }
+    // A provider record published by one leaf is found by another.
+    let cid = leaves[0].hold(b"announced").await;
+    leaves[0].client.start_providing(cid).await.unwrap();
+    let finder = &leaves[3];
+    eventually("the provider record to be found", || async {
+        finder
+            .client
+            .providers(cid)
+            .await
+            .unwrap()
+            .contains(&leaves[0].id())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_off_the_allowlist_cannot_connect_either_way_nor_enter_the_routing_table() {
+    let friend = Peer::start(settings(), Answers::Honest).await;
+    let stranger = Peer::start(settings(), Answers::Honest).await;
+    let mut s = settings();
+    s.allowlist = vec![friend.id()];
+    let guarded = Peer::start(s, Answers::Honest).await;
+
+    // Outbound: the guarded node refuses to dial the stranger.
+    let err = guarded
+        .client
+        .dial(stranger.pinned_addr())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("dialling"), "{err}");
+    // Inbound: the stranger's handshake completes, then the connection is dropped.
+    let _ = stranger.client.dial(guarded.pinned_addr()).await;
+    eventually("the inbound refusal to be counted", || async {
+        guarded.metric("p2p_dials_refused_total{reason=\"not_allowlisted\"}") >= 2.0
+    })
+    .await;
+    // The friend gets in; the stranger is in no routing table of the guarded node's.
+    assert_eq!(
+        friend.client.dial(guarded.pinned_addr()).await.unwrap(),
+        guarded.id()
+    );
+    eventually("the friend to enter the guarded routing table", || async {
+        guarded
+            .client
+            .routing_table()
+            .await
+            .unwrap()
+            .contains(&friend.id())
+    })
+    .await;
+    let table = guarded.client.routing_table().await.unwrap();
+    assert!(!table.contains(&stranger.id()));
+    assert!(!connected(&guarded, &stranger).await);
+}
+
+#[tokio::test]
+async fn a_different_swarm_key_keeps_a_node_out() {
+    let key = SwarmKey::generate().unwrap();
+    let other_key = SwarmKey::generate().unwrap();
+    let mut s = settings();
+    s.swarm_key = Some(key);
+    let a = Peer::start(s.clone(), Answers::Honest).await;
+    let b = Peer::start(s, Answers::Honest).await;
+    let mut s = settings();
+    s.swarm_key = Some(other_key);
+    let outsider = Peer::start(s, Answers::Honest).await;
+    let keyless = Peer::start(settings(), Answers::Honest).await;
+
+    assert_eq!(b.client.dial(a.pinned_addr()).await.unwrap(), a.id());
+    assert!(outsider.client.dial(a.pinned_addr()).await.is_err());
+    assert!(keyless.client.dial(a.pinned_addr()).await.is_err());
+    assert!(a.client.dial(outsider.pinned_addr()).await.is_err());
+    assert!(!connected(&a, &outsider).await && !connected(&a, &keyless).await);
+}
+
+#[tokio::test]
+async fn a_swarm_key_file_in_kubo_format_parses_and_garbage_does_not() {
+    let key = SwarmKey::generate().unwrap();
+    let text = key.to_file_text();
+    assert!(
+        text.starts_with("/key/swarm/psk/1.0.0/\n/base16/\n"),
+        "{text}"
+    );
+    assert_eq!(
+        SwarmKey::parse(&text).unwrap().fingerprint(),
+        key.fingerprint()
+    );
+    for bad in [
+        "",
+        "/key/swarm/psk/1.0.0/\n/base16/\nzz",
+        "not a key at all",
+    ] {
+        let err = SwarmKey::parse(bad).unwrap_err();
+        assert!(err.to_string().contains("swarm.key format"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_bootstrap_entry_pinned_to_another_identity_is_refused_and_reported() {
+    let real = Peer::start(settings(), Answers::Honest).await;
+    let impostor_id = PeerId::random();
+    let mut s = settings();
+    s.bootstrap = vec![BootstrapPeer {
+        addr: real.addr.clone().with(cairn_p2p_protocol_p2p(impostor_id)),
+        peer_id: impostor_id,
+    }];
+    s.min_bootstrap_peers = 1;
+    let node = Peer::start(s, Answers::Honest).await;
+    let err = node
+        .client
+        .wait_bootstrapped(1, Duration::from_secs(3))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only 0 of the 1"), "{err}");
+    assert!(err.contains("possible poisoned bootstrap entry"), "{err}");
+    assert!(err.contains(&real.id().to_string()), "{err}");
+    assert!(node.metric("p2p_dials_refused_total{reason=\"wrong_bootstrap_identity\"}") >= 1.0);
+    assert!(!connected(&node, &real).await);
+}
+
+#[tokio::test]
+async fn a_lying_peer_is_banned_after_its_wrong_blocks_are_reported() {
+    let liar = Peer::start(settings(), Answers::Lies).await;
+    let node = Peer::start(settings(), Answers::Honest).await;
+    let cid = liar.hold(b"the true bytes").await;
+    node.client.dial(liar.pinned_addr()).await.unwrap();
+    for _ in 0..2 {
+        let reply = node
+            .client
+            .request_blocks(liar.id(), vec![cid])
+            .await
+            .unwrap();
+        let (got, data) = &reply.blocks[0];
+        assert_eq!(*got, cid);
+        assert_ne!(Code::Sha2_256.digest(data), *cid.hash(), "the liar lied");
+        node.client
+            .penalise(liar.id(), Offence::BadBlock)
+            .await
+            .unwrap();
+    }
+    eventually("the liar to be disconnected", || async {
+        !connected(&node, &liar).await
+    })
+    .await;
+    assert_eq!(node.metric("p2p_bans_total"), 1.0);
+    assert_eq!(node.metric("p2p_bad_blocks_received_total"), 2.0);
+    // Banned: it cannot come back. (Its own dial may see the handshake finish before the node
+    // drops the connection, so the node's side is what counts.)
+    let _ = liar.client.dial(node.pinned_addr()).await;
+    eventually("the node to refuse the banned liar", || async {
+        node.metric("p2p_dials_refused_total{reason=\"banned\"}") >= 1.0
+    })
+    .await;
+    assert!(!connected(&node, &liar).await);
+    assert!(node.client.dial(liar.pinned_addr()).await.is_err());
+}
+
+#[tokio::test]
+async fn a_peer_over_its_request_limit_is_told_to_slow_down_and_others_are_served() {
+    let mut s = settings();
+    s.requests_per_second = 20;
+    let server = Peer::start(s, Answers::Honest).await;
+    let cid = server.hold(b"popular").await;
+    let flooder = Peer::start(settings(), Answers::Honest).await;
+    let honest = Peer::start(settings(), Answers::Honest).await;
+    flooder.client.dial(server.pinned_addr()).await.unwrap();
+    honest.client.dial(server.pinned_addr()).await.unwrap();
+
+    // The flooder fires 100 requests in two waves of 50 (each wave under the 64 streams a
+    // connection may carry): 5× the per-second limit.
+    let (mut served, mut slowed) = (0, 0);
+    for _ in 0..2 {
+        let wave = (0..50).map(|_| flooder.client.request_blocks(server.id(), vec![cid]));
+        for reply in futures::future::join_all(wave).await {
+            let reply = reply.expect("every request gets an answer");
+            match (reply.blocks.is_empty(), reply.retry_after) {
+                (false, None) => served += 1,
+                (true, Some(_)) => slowed += 1,
+                other => panic!("unexpected reply shape {other:?}"),
+            }
+        }
+    }
+    // The burst is 20; a few more refill while the 100 are answered.
+    assert!(served < 50, "served {served} of 100");
+    assert!(slowed > 50, "slowed {slowed} of 100");
+    assert!(server.metric("p2p_rate_limited_total{limit=\"requests\"}") >= slowed as f64);
+    // The honest peer's own bucket is untouched.
+    for _ in 0..10 {
+        let reply = honest
+            .client
+            .request_blocks(server.id(), vec![cid])
+            .await
+            .unwrap();
+        assert_eq!(reply.blocks.len(), 1);
+    }
+    // Flooding on costs the flooder its score: it is banned.
+    eventually("the flooder to be banned", || async {
+        let wave = (0..50).map(|_| flooder.client.request_blocks(server.id(), vec![cid]));
+        futures::future::join_all(wave).await;
+        server.metric("p2p_bans_total") == 1.0
+    })
+    .await;
+    assert!(!connected(&server, &flooder).await);
+    assert!(connected(&server, &honest).await);
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_requests_get_errors_not_panics() {
+    let server = Peer::start(settings(), Answers::Honest).await;
+    let client = Peer::start(settings(), Answers::Honest).await;
+    client.client.dial(server.pinned_addr()).await.unwrap();
+    // Too many CIDs in one request.
+    let many: Vec<Cid> = (0..65u32)
+        .map(|i| Cid::new_v1(0x55, Code::Sha2_256.digest(&i.to_le_bytes())))
+        .collect();
+    let err = client
+        .client
+        .request_blocks(server.id(), many)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("65 CIDs in one request"), "{err}");
+    // The server still serves afterwards.
+    let cid = server.hold(b"still here").await;
+    let reply = client
+        .client
+        .request_blocks(server.id(), vec![cid])
+        .await
+        .unwrap();
+    assert_eq!(reply.blocks.len(), 1);
+}
