@@ -46,6 +46,8 @@ pub struct P2pConfig {
     pub bootstrap: Vec<String>,
     /// How many bootstrap peers must answer before the node reports ready.
     pub min_bootstrap_peers: u32,
+    /// How long start-up waits for them before it fails.
+    pub bootstrap_timeout: HumanDuration,
     /// Peer IDs admitted; empty admits every peer that passes the swarm key.
     pub allowlist: Vec<String>,
     /// Pre-shared key in Kubo's swarm.key format; empty means none.
@@ -59,6 +61,7 @@ impl Default for P2pConfig {
             listen: vec!["/ip4/0.0.0.0/tcp/4101".to_owned()],
             bootstrap: Vec::new(),
             min_bootstrap_peers: 1,
+            bootstrap_timeout: HumanDuration::secs(60),
             allowlist: Vec::new(),
             swarm_key_file: PathBuf::new(),
             limits: P2pLimits::default(),

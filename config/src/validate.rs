@@ -176,6 +176,21 @@ impl Config {
             "p2p.limits.bytes_per_second",
             limits.bytes_per_second.bytes(),
         )?;
+        positive(
+            "p2p.bootstrap_timeout",
+            self.p2p.bootstrap_timeout.get().as_millis() as u64,
+        )?;
+        if limits.bytes_per_second.bytes() < self.storage.max_block_size.bytes() {
+            return Err(ConfigError::invalid(
+                "p2p.limits.bytes_per_second",
+                format!(
+                    "is {} but storage.max_block_size is {}",
+                    limits.bytes_per_second, self.storage.max_block_size
+                ),
+                "keep it at or above storage.max_block_size, or no peer could ever be sent the \
+                 largest block",
+            ));
+        }
         if limits.max_connections_per_peer > limits.max_connections {
             return Err(ConfigError::invalid(
                 "p2p.limits.max_connections_per_peer",

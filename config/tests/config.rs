@@ -202,6 +202,16 @@ fn every_rejected_value_names_its_key_and_fix() {
         ),
         ("[p2p]\nallowlist = [\"bob\"]", "p2p.allowlist", "cairn id"),
         (
+            "[p2p]\nbootstrap_timeout = \"0s\"",
+            "p2p.bootstrap_timeout",
+            "greater than 0",
+        ),
+        (
+            "[p2p.limits]\nbytes_per_second = \"1MiB\"",
+            "p2p.limits.bytes_per_second",
+            "storage.max_block_size",
+        ),
+        (
             "[p2p.limits]\nmax_connections = 0",
             "p2p.limits.max_connections",
             "greater than 0",

@@ -5,7 +5,7 @@ use cairn_proto::admin::admin_client::AdminClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::api::MAX_MESSAGE_BYTES;
 use crate::error::{Error, Result};
@@ -30,13 +30,33 @@ pub type Client = AdminClient<InterceptedService<Channel, BearerToken>>;
 
 /// Connects to the admin API at `url` (e.g. `http://127.0.0.1:4102`) with `token`.
 pub async fn connect(url: &str, token: &str) -> Result<Client> {
+    connect_with(url, token, None).await
+}
+
+/// [`connect`], trusting `ca_pem` for an `https://` URL (a self-signed admin certificate is its
+/// own CA). An `https://` URL without a CA is refused: there is no system trust store to fall
+/// back on, and skipping verification would defeat TLS.
+pub async fn connect_with(url: &str, token: &str, ca_pem: Option<&[u8]>) -> Result<Client> {
     let value = format!("Bearer {}", token.trim())
         .parse::<MetadataValue<Ascii>>()
         .map_err(|_| {
             Error::BadRequest("the token holds characters a header cannot carry".into())
         })?;
-    let channel = Channel::from_shared(url.to_owned())
-        .map_err(|e| Error::BadRequest(format!("{url:?} is not an API address: {e}")))?
+    let mut endpoint = Channel::from_shared(url.to_owned())
+        .map_err(|e| Error::BadRequest(format!("{url:?} is not an API address: {e}")))?;
+    if url.starts_with("https://") {
+        let ca = ca_pem.ok_or_else(|| {
+            Error::BadRequest(format!(
+                "{url} uses TLS: pass the certificate to trust (--ca-cert FILE, or the data \
+                 directory whose config names admin.tls_cert_file)"
+            ))
+        })?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Error::BadRequest(format!("TLS settings for {url}: {e}")))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| Error::BadRequest(format!("cannot reach the daemon at {url}: {e}")))?;

@@ -34,6 +34,8 @@ pub enum Error {
     Config(#[from] cairn_config::ConfigError),
     #[error(transparent)]
     P2p(#[from] cairn_p2p::Error),
+    #[error("{cid} could not be fetched from the network: {reason}")]
+    NotOnNetwork { cid: Cid, reason: String },
     #[error("{what}: {source}")]
     Io {
         what: &'static str,

@@ -1,15 +1,19 @@
 //! cairn-node: the Cairn daemon's library — the content model (UnixFS files and CAR archives over
 //! the verified blockstore), the node's life (`Node::spawn`), its gRPC admin API and the client
-//! the CLI uses. Replication and the P2P layer land in later issues.
+//! the CLI uses, and the node's side of the network (answering peers' block requests, fetching
+//! DAGs it lacks). Replication lands in a later issue.
 
 pub mod api;
+mod block_service;
 pub mod car;
 pub mod client;
 pub mod encrypt;
 mod error;
+pub mod fetch;
 pub mod init;
 pub mod metrics;
 mod node;
+pub mod progress;
 mod scrub_worker;
 pub mod secrets;
 pub mod unixfs;

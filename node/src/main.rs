@@ -12,7 +12,7 @@ use cairn_config::{LogFormat, ValidConfig};
 use cairn_node::encrypt::{Capability, Decryptor, Encryptor};
 use cairn_node::init::{init, load_config, load_identity};
 use cairn_node::unixfs::CHUNK_SIZE;
-use cairn_node::{Node, client};
+use cairn_node::{Node, client, progress};
 use cairn_proto::admin;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -108,6 +108,35 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Other nodes: who is connected, connect by address, ban.
+    Peers {
+        #[command(subcommand)]
+        action: PeersAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeersAction {
+    /// Connected peers and their addresses.
+    Ls {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Dial a peer; an address ending in /p2p/<peer-id> must prove that identity.
+    Connect {
+        multiaddr: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Disconnect a peer and refuse it for a while.
+    Ban {
+        peer_id: String,
+        /// How long, e.g. "1h", "30m" [default: 1h]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -219,6 +248,9 @@ struct ApiArgs {
     /// Token file [default: the config's admin.token_file]
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Certificate to trust for an https:// API [default: the config's admin.tls_cert_file]
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 impl ApiArgs {
@@ -231,8 +263,25 @@ impl ApiArgs {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                format!("http://{addr}")
+                let scheme = if config.tls_enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{addr}")
             }
+        };
+        let ca_file = match &self.ca_cert {
+            Some(file) => Some(file.clone()),
+            None if config.tls_enabled() => Some(config.resolve(&config.raw().admin.tls_cert_file)),
+            None => None,
+        };
+        let ca = match ca_file {
+            Some(file) => Some(
+                std::fs::read(&file)
+                    .with_context(|| format!("cannot read the certificate {}", file.display()))?,
+            ),
+            None => None,
         };
         let token_file = match &self.token_file {
             Some(f) => f.clone(),
@@ -240,7 +289,7 @@ impl ApiArgs {
         };
         let token = cairn_node::secrets::read_secret(&token_file)?;
         let token = String::from_utf8(token).context("the token file is not text")?;
-        Ok(client::connect(&url, &token).await?)
+        Ok(client::connect_with(&url, &token, ca.as_deref()).await?)
     }
 }
 
@@ -292,11 +341,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let out = json!({
                     "peer_id": s.peer_id, "version": s.version, "blocks": s.blocks,
                     "bytes": s.bytes, "pins": s.pins, "quarantined_blocks": s.quarantined_blocks,
+                    "connected_peers": s.connected_peers, "listen_addrs": s.listen_addrs,
                 });
                 println!("{out}");
             } else {
                 println!("peer ID      {}", s.peer_id);
                 println!("version      {}", s.version);
+                println!("peers        {}", s.connected_peers);
+                println!("listening    {}", s.listen_addrs.join(" "));
                 println!("blocks       {} ({} bytes)", s.blocks, s.bytes);
                 println!("pins         {}", s.pins);
                 println!("quarantined  {}", s.quarantined_blocks);
@@ -342,6 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Block { action } => block_command(action, cli.json).await?,
         Command::Repo { action } => repo_command(action, cli.json).await?,
         Command::Car { action } => car_command(action, cli.json).await?,
+        Command::Peers { action } => peers_command(action, cli.json).await?,
         Command::Config { action } => match action {
             ConfigAction::Validate { file } => {
                 let config = cairn_config::Config::load(file.as_deref())?;
@@ -524,6 +577,67 @@ async fn repo_command(action: RepoAction, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn peers_command(action: PeersAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        PeersAction::Ls { api } => {
+            let mut client = api.connect().await?;
+            let listed = client
+                .peers_ls(admin::PeersLsRequest {})
+                .await?
+                .into_inner();
+            if json {
+                let peers: Vec<_> = listed
+                    .peers
+                    .iter()
+                    .map(|p| json!({ "peer_id": p.peer_id, "addrs": p.addrs }))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({ "peers": peers, "routing_table": listed.routing_table })
+                );
+            } else {
+                for peer in &listed.peers {
+                    println!("{} {}", peer.peer_id, peer.addrs.join(" "));
+                }
+            }
+        }
+        PeersAction::Connect { multiaddr, api } => {
+            let mut client = api.connect().await?;
+            let connected = client
+                .peers_connect(admin::PeersConnectRequest {
+                    addr: multiaddr.clone(),
+                })
+                .await?
+                .into_inner();
+            report(
+                json,
+                json!({ "peer_id": connected.peer_id, "addr": multiaddr }),
+                &format!("connected to {}", connected.peer_id),
+            );
+        }
+        PeersAction::Ban {
+            peer_id,
+            duration,
+            api,
+        } => {
+            let mut client = api.connect().await?;
+            let seconds = duration.map_or(0, |d| d.as_secs().max(1));
+            client
+                .peers_ban(admin::PeersBanRequest {
+                    peer_id: peer_id.clone(),
+                    seconds,
+                })
+                .await?;
+            report(
+                json,
+                json!({ "peer_id": peer_id, "banned": true }),
+                &format!("banned {peer_id}"),
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn car_command(action: CarAction, json: bool) -> anyhow::Result<()> {
     match action {
         CarAction::Export { cid, file, api } => {
@@ -532,13 +646,16 @@ async fn car_command(action: CarAction, json: bool) -> anyhow::Result<()> {
                 .car_export(admin::CarExportRequest { cid: cid.clone() })
                 .await?
                 .into_inner();
+            let bar = progress::bar(&cid, None, false);
             let written = write_atomically(&file, async |out| {
                 while let Some(chunk) = stream.message().await? {
                     out.write_all(&chunk.data).await?;
+                    bar.inc(chunk.data.len() as u64);
                 }
                 Ok(())
             })
             .await?;
+            bar.finish_and_clear();
             report(
                 json,
                 json!({ "cid": cid, "file": file, "bytes": written }),
@@ -551,11 +668,15 @@ async fn car_command(action: CarAction, json: bool) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let (tx, rx) = tokio::sync::mpsc::channel::<admin::CarChunk>(4);
             let mut client = api.connect().await?;
+            let size = reader.metadata().await.ok().map(|m| m.len());
+            let bar = progress::bar(&file.display().to_string(), size, false);
             let feeder = tokio::spawn(async move {
                 loop {
                     let mut buf = vec![0u8; CHUNK_SIZE];
                     let n = reader.read(&mut buf).await?;
+                    bar.inc(n as u64);
                     if n == 0 {
+                        bar.finish_and_clear();
                         return Ok::<_, std::io::Error>(());
                     }
                     buf.truncate(n);
@@ -701,6 +822,7 @@ fn read_for_upload(
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata()?.len();
+    let bar = progress::bar(&path.display().to_string(), Some(size), false);
     let mut encryptor = match encrypt {
         true => {
             let name = path
@@ -729,7 +851,9 @@ fn read_for_upload(
         if !upload.send(data) {
             return Ok(None);
         }
+        bar.inc(n as u64);
     }
+    bar.finish_and_clear();
     let key = match encryptor {
         Some(e) => {
             let key = e.key();
@@ -806,8 +930,10 @@ async fn cat(
         Some(cap) => cap.root.to_string(),
         None => target,
     };
+    let cid_label = cid.clone();
     let mut stream = client.cat(admin::CatRequest { cid }).await?.into_inner();
     let mut decryptor = capability.as_ref().map(Decryptor::new);
+    let bar = progress::bar(&cid_label, None, output.is_none());
     // Ciphertext is authenticated segment by segment: only checked plaintext is written, and a
     // bad or short ciphertext ends in an error.
     let mut copy =
@@ -817,6 +943,7 @@ async fn cat(
                     Some(d) => out.write_all(&d.push(&piece.data)?).await?,
                     None => out.write_all(&piece.data).await?,
                 }
+                bar.inc(piece.data.len() as u64);
             }
             if let Some(d) = decryptor.as_mut() {
                 out.write_all(&d.finish()?).await?;
@@ -826,6 +953,7 @@ async fn cat(
     match output {
         Some(path) => {
             write_atomically(&path, async |out| copy(out).await).await?;
+            bar.finish_and_clear();
         }
         None => {
             let mut out = tokio::io::stdout();

@@ -29,8 +29,17 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
-    pub fn new(store: Arc<RocksBlockstore>, rate_limited: Arc<AtomicU64>) -> Self {
-        let mut registry = Registry::with_prefix("cairn");
+    /// A registry with the `cairn` prefix, for the parts that register their own metrics (the
+    /// swarm) before [`NodeMetrics::new`] takes it over.
+    pub fn registry() -> Registry {
+        Registry::with_prefix("cairn")
+    }
+
+    pub fn new(
+        mut registry: Registry,
+        store: Arc<RocksBlockstore>,
+        rate_limited: Arc<AtomicU64>,
+    ) -> Self {
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
             "api_requests",

@@ -1,6 +1,7 @@
-//! The daemon's life: `Node::spawn` opens the store, binds the admin API, starts serving and
-//! starts the background workers; `NodeHandle::shutdown` and `join` stop it in order — API first
-//! (calls in flight finish), then the workers, then the store is flushed — logging each step.
+//! The daemon's life: `Node::spawn` opens the store, starts the swarm and waits for the bootstrap
+//! peers, announces its pins, binds the admin API, starts serving and starts the background
+//! workers; `NodeHandle::shutdown` and `join` stop it in order — API first (calls in flight
+//! finish), then the workers, then the swarm, then the store is flushed — logging each step.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,13 +11,15 @@ use cairn_config::ValidConfig;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use cairn_p2p::{Multiaddr, NetworkSettings, SwarmKey};
+
 use crate::api::limit::ClientLimit;
 use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
 use crate::metrics::{self, NodeMetrics};
-use crate::scrub_worker;
 use crate::secrets::read_secret;
+use crate::{block_service, scrub_worker};
 
 /// Where the block store lives inside the data directory.
 pub const BLOCKS_DIR: &str = "blocks";
@@ -35,6 +38,9 @@ pub struct NodeHandle {
     api: JoinHandle<Result<()>>,
     stop_workers: CancellationToken,
     workers: Vec<JoinHandle<()>>,
+    stop_swarm: CancellationToken,
+    swarm: JoinHandle<()>,
+    network: cairn_p2p::Client,
     store: Arc<RocksBlockstore>,
 }
 
@@ -42,14 +48,7 @@ impl Node {
     /// Opens everything the node needs and starts serving. Fails before serving anything when a
     /// secret is missing or readable by others, or the store cannot open.
     pub async fn spawn(config: ValidConfig) -> Result<NodeHandle> {
-        if config.tls_enabled() {
-            // Serving plaintext when the operator asked for TLS would be a silent downgrade.
-            return Err(Error::BadRequest(
-                "admin.tls_cert_file/tls_key_file are set, but this build does not serve TLS yet; \
-                 unset them and keep admin.listen on loopback"
-                    .into(),
-            ));
-        }
+        let tls = admin_tls(&config)?;
         let identity = load_identity(&config)?;
         let admin = config.raw().admin.clone();
         let per_second = std::num::NonZeroU32::new(admin.requests_per_second)
@@ -67,26 +66,48 @@ impl Node {
             .await
             .map_err(|e| Error::BadRequest(format!("opening the store failed: {e}")))??;
         let store = Arc::new(store);
-        let endpoint = AdminEndpoint::bind(config.admin_listen).await?;
+
+        let swarm_key = read_swarm_key(&config)?;
+        let mut registry = NodeMetrics::registry();
+        let settings = NetworkSettings::from_config(&config, swarm_key);
+        let (network, network_events, event_loop) =
+            cairn_p2p::new(&identity, settings, &mut registry)?;
+        let stop_swarm = CancellationToken::new();
+        let swarm = tokio::spawn(event_loop.run(stop_swarm.clone()));
+        let stop_workers = CancellationToken::new();
+        let mut workers = vec![tokio::spawn(block_service::run(
+            Arc::clone(&store),
+            network.clone(),
+            network_events,
+            stop_workers.clone(),
+        ))];
+        let started = start_network(&config, &network, &store).await;
+        if let Err(e) = started {
+            stop_workers.cancel();
+            stop_swarm.cancel();
+            return Err(e);
+        }
+
+        let endpoint = AdminEndpoint::bind(config.admin_listen, tls).await?;
         let admin_addr = endpoint.addr;
         let peer_id = identity.peer_id().to_string();
         let stop = CancellationToken::new();
         let service = AdminService {
             store: Arc::clone(&store),
+            network: network.clone(),
             tokens,
             peer_id: peer_id.clone(),
             scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
         };
-        let metrics = Arc::new(NodeMetrics::new(Arc::clone(&store), rate_limited));
+        let metrics = Arc::new(NodeMetrics::new(registry, Arc::clone(&store), rate_limited));
         let api = tokio::spawn(endpoint.serve(service, Arc::clone(&metrics), stop.clone()));
-        let stop_workers = CancellationToken::new();
         let scrub = &config.raw().scrub;
-        let mut workers = vec![tokio::spawn(scrub_worker::run(
+        workers.push(tokio::spawn(scrub_worker::run(
             Arc::clone(&store),
             scrub.interval.get(),
             scrub.bytes_per_second.bytes(),
             stop_workers.clone(),
-        ))];
+        )));
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
                 let (bound, task) = metrics::serve(addr, metrics, stop_workers.clone()).await?;
@@ -104,10 +125,88 @@ impl Node {
             api,
             stop_workers,
             workers,
+            stop_swarm,
+            swarm,
+            network,
             store,
         })
     }
 }
+
+/// The admin API's TLS identity, when `admin.tls_cert_file` and `tls_key_file` are set. The key is
+/// a secret (refused when others can read it); a certificate or key that does not parse stops the
+/// start rather than falling back to plaintext.
+fn admin_tls(config: &ValidConfig) -> Result<Option<tonic::transport::ServerTlsConfig>> {
+    if !config.tls_enabled() {
+        return Ok(None);
+    }
+    let admin = &config.raw().admin;
+    let cert_path = config.resolve(&admin.tls_cert_file);
+    let cert = std::fs::read(&cert_path).map_err(|source| Error::Io {
+        what: "reading admin.tls_cert_file",
+        source,
+    })?;
+    let key = read_secret(&config.resolve(&admin.tls_key_file))?;
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    tonic::transport::Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|e| {
+            Error::BadRequest(format!(
+                "admin.tls_cert_file/tls_key_file do not hold a PEM certificate and its key: {e}"
+            ))
+        })?;
+    Ok(Some(tls))
+}
+
+/// The swarm key, when `p2p.swarm_key_file` names one (a secret: refused when others can read it).
+fn read_swarm_key(config: &ValidConfig) -> Result<Option<SwarmKey>> {
+    let file = &config.raw().p2p.swarm_key_file;
+    if file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let path = config.resolve(file);
+    let text = String::from_utf8(read_secret(&path)?).unwrap_or_default();
+    SwarmKey::parse(&text).map(Some).map_err(|e| Error::Secret {
+        path,
+        problem: e.to_string(),
+        fix: "copy the cluster's swarm.key here unchanged".into(),
+    })
+}
+
+/// Waits for the bootstrap peers (when any are configured), then announces every pinned root.
+async fn start_network(
+    config: &ValidConfig,
+    network: &cairn_p2p::Client,
+    store: &Arc<RocksBlockstore>,
+) -> Result<()> {
+    let addrs = network.wait_listening(LISTEN_TIMEOUT).await?;
+    tracing::info!(addrs = ?addrs.iter().map(ToString::to_string).collect::<Vec<_>>(), "P2P listening");
+    if !config.bootstrap.is_empty() {
+        let wanted = config.raw().p2p.min_bootstrap_peers as usize;
+        let timeout = config.raw().p2p.bootstrap_timeout.get();
+        tracing::info!(
+            wanted,
+            of = config.bootstrap.len(),
+            "waiting for bootstrap peers"
+        );
+        network.wait_bootstrapped(wanted, timeout).await?;
+    }
+    let store = Arc::clone(store);
+    let pins = tokio::task::spawn_blocking(move || store.pins())
+        .await
+        .map_err(|e| Error::BadRequest(format!("reading pins failed: {e}")))??;
+    for (root, _) in &pins {
+        network.start_providing(*root).await?;
+    }
+    if !pins.is_empty() {
+        tracing::info!(pins = pins.len(), "announced pinned roots");
+    }
+    Ok(())
+}
+
+/// Binding listeners is local and quick; longer means something is wrong with the addresses.
+const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn read_token(path: &std::path::Path) -> Result<String> {
     let raw = read_secret(path)?;
@@ -136,6 +235,11 @@ impl NodeHandle {
         &self.peer_id
     }
 
+    /// The P2P addresses the swarm listens on (with the ports actually bound).
+    pub fn p2p_addrs(&self) -> Vec<Multiaddr> {
+        self.network.listen_addrs()
+    }
+
     /// Asks the node to stop; `join` waits for it.
     pub fn shutdown(&self) {
         self.stop.cancel();
@@ -156,6 +260,10 @@ impl NodeHandle {
             }
         }
         tracing::info!("workers stopped");
+        self.stop_swarm.cancel();
+        if let Err(e) = self.swarm.await {
+            tracing::error!(error = %e, "the swarm task failed");
+        }
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.flush())
             .await

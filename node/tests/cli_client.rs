@@ -7,16 +7,13 @@
 use std::path::Path;
 use std::process::Output;
 
-use cairn_config::Config;
 use cairn_node::{Node, NodeHandle};
+
+mod common;
 
 async fn start(dir: &Path) -> NodeHandle {
     cairn_node::init::init(dir, false).unwrap();
-    let path = dir.join("config.toml");
-    let mut config = Config::from_toml(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-    config.admin.listen = "127.0.0.1:0".into();
-    config.metrics.listen = String::new();
-    Node::spawn(config.validate().unwrap()).await.unwrap()
+    Node::spawn(common::loopback_config(dir)).await.unwrap()
 }
 
 /// Runs `cairn ARGS --api … --token-file …` against `node`.
@@ -200,16 +197,9 @@ async fn encrypted_files_stay_secret_from_the_node() {
     );
 
     // Tampered or cut ciphertext, stored as new files: the capability's key refuses them.
-    let node = cairn_node::Node::spawn({
-        let path = dir.join("config.toml");
-        let mut config =
-            Config::from_toml(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
-        config.admin.listen = "127.0.0.1:0".into();
-        config.metrics.listen = String::new();
-        config.validate().unwrap()
-    })
-    .await
-    .unwrap();
+    let node = cairn_node::Node::spawn(common::loopback_config(&dir))
+        .await
+        .unwrap();
     let mut tampered = ciphertext.clone();
     tampered[200_000] ^= 1;
     let cut = ciphertext[..ciphertext.len() - 100].to_vec();
@@ -235,6 +225,46 @@ async fn encrypted_files_stay_secret_from_the_node() {
         );
         assert!(!target.exists(), "{what}: no partial plaintext file");
     }
+    node.shutdown();
+    node.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_tls_when_the_data_directory_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    cairn_node::init::init(&dir, false).unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    std::fs::write(dir.join("admin.crt"), certified.cert.pem()).unwrap();
+    cairn_node::secrets::write_secret(
+        &dir.join("admin.key"),
+        certified.key_pair.serialize_pem().as_bytes(),
+        false,
+    )
+    .unwrap();
+    let tls = |c: &mut cairn_config::Config| {
+        c.admin.tls_cert_file = "admin.crt".into();
+        c.admin.tls_key_file = "admin.key".into();
+    };
+    common::rewrite_config(&dir, tls);
+    let node = Node::spawn(common::loopback_config(&dir)).await.unwrap();
+    // The CLI finds the address, the scheme and the certificate to trust in config.toml.
+    let port = node.admin_addr().port();
+    common::rewrite_config(&dir, |c| {
+        tls(c);
+        c.admin.listen = format!("127.0.0.1:{port}");
+    });
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["status", "--json", "--data-dir", dir.to_str().unwrap()])
+        .env_remove("CAIRN_DATA_DIR")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(json(&out)["peer_id"], node.peer_id());
+    // Plain http to the same port is refused, with a one-line reason and a non-zero exit.
+    let out = cairn(&node, &dir, &["status"]).await;
+    assert!(!out.status.success());
     node.shutdown();
     node.join().await.unwrap();
 }

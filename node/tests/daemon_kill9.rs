@@ -12,6 +12,8 @@ use cairn_proto::admin;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod common;
+
 /// Starts `cairn daemon` on `dir` and waits (with a deadline) for the address it logs.
 async fn start_daemon(dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
@@ -78,13 +80,7 @@ async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     cairn_node::init::init(&dir, false).unwrap();
-    let config = dir.join("config.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("listen = \"127.0.0.1:4102\"", "listen = \"127.0.0.1:0\"")
-        .replace("listen = \"127.0.0.1:4103\"", "listen = \"\"")
-        .replace("format = \"text\"", "format = \"json\"");
-    std::fs::write(&config, text).unwrap();
+    common::rewrite_config(&dir, |c| c.log.format = cairn_config::LogFormat::Json);
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
 
     let (mut daemon, url) = start_daemon(&dir).await;

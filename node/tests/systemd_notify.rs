@@ -8,6 +8,8 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 fn next_message(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 512];
     let n = socket
@@ -21,12 +23,7 @@ fn the_daemon_reports_ready_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     cairn_node::init::init(&dir, false).unwrap();
-    let config = dir.join("config.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("listen = \"127.0.0.1:4102\"", "listen = \"127.0.0.1:0\"")
-        .replace("listen = \"127.0.0.1:4103\"", "listen = \"\"");
-    std::fs::write(&config, text).unwrap();
+    common::rewrite_config(&dir, |_| {});
     let socket_path = tmp.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket

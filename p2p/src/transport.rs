@@ -13,6 +13,10 @@ use libp2p_identity::{Keypair, PeerId};
 
 pub type CairnTransport = Boxed<(PeerId, StreamMuxerBox)>;
 
+/// A connection that has not finished its handshakes (swarm key, Noise, Yamux) by then is
+/// dropped: a peer with the wrong swarm key, or one that stalls on purpose, holds a slot no longer.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Builds the transport. `psk` closes the network to nodes without the same key.
 pub fn build(key: &Keypair, psk: Option<PreSharedKey>) -> io::Result<CairnTransport> {
     let closed = psk.is_some();
@@ -26,11 +30,13 @@ pub fn build(key: &Keypair, psk: Option<PreSharedKey>) -> io::Result<CairnTransp
             .upgrade(Version::V1)
             .authenticate(noise)
             .multiplex(yamux::Config::default())
+            .timeout(HANDSHAKE_TIMEOUT)
             .boxed(),
         None => tcp
             .upgrade(Version::V1)
             .authenticate(noise)
             .multiplex(yamux::Config::default())
+            .timeout(HANDSHAKE_TIMEOUT)
             .boxed(),
     };
     if closed {

@@ -2,7 +2,10 @@
 //! content, and real nodes in this process on 127.0.0.1 port 0 in temporary folders, driven
 //! through the real gRPC client.
 
+pub mod hostile;
+
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use cairn_config::Config;
@@ -61,6 +64,12 @@ impl TestNode {
         let raw = std::fs::read_to_string(self.dir.join(file))
             .with_context(|| format!("reading {file}"))?;
         Ok(raw.trim().to_owned())
+    }
+
+    /// The node's P2P address with its peer ID, as a bootstrap entry names it.
+    pub fn p2p_addr(&self) -> String {
+        let addr = self.handle.p2p_addrs().first().map(ToString::to_string);
+        format!("{}/p2p/{}", addr.unwrap_or_default(), self.handle.peer_id())
     }
 
     pub fn url(&self) -> String {
@@ -158,4 +167,79 @@ pub async fn cat(client: &mut Client, cid: &str) -> Result<Vec<u8>, tonic::Statu
         out.extend_from_slice(&piece.data);
     }
     Ok(out)
+}
+
+/// `GET /metrics` over a plain TCP connection.
+pub async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await?;
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await?;
+    anyhow::ensure!(response.starts_with("HTTP/1.1 200"), "{response}");
+    Ok(response)
+}
+
+/// The value of the sample line that starts with `series` (name and labels).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// How long a test waits for a cluster to settle before it fails.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it holds; fails naming `what` after `deadline`.
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < give_up,
+            "timed out after {} s waiting for {what}",
+            deadline.as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A cluster of `n` nodes in this process: the first starts alone, the others bootstrap from it
+/// (pinned to its peer ID). `edit` changes every node's config (it gets the node's index).
+pub async fn start_cluster(
+    n: usize,
+    edit: impl Fn(usize, &mut Config),
+) -> anyhow::Result<Vec<TestNode>> {
+    let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
+    for index in 0..n {
+        let (tmp, dir) = initialised_dir()?;
+        let hub = nodes.first().map(TestNode::p2p_addr);
+        let mut node = TestNode::start_with(&dir, |c| {
+            if let Some(hub) = hub {
+                c.p2p.bootstrap = vec![hub];
+                c.p2p.min_bootstrap_peers = 1;
+            }
+            edit(index, c);
+        })
+        .await?;
+        node._tmp = Some(tmp);
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// Stops every node in order.
+pub async fn stop_all(nodes: Vec<TestNode>) -> anyhow::Result<()> {
+    for node in nodes {
+        node.stop().await?;
+    }
+    Ok(())
 }

@@ -8,7 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 
 use cairn_blockstore::{Block, HashAlg, RAW};
 use cairn_proto::admin;
-use cairn_tests::{TestNode, add, cat, initialised_dir, open_store, pattern, raw_leaf};
+use cairn_tests::{
+    TestNode, add, cat, initialised_dir, open_store, pattern, raw_leaf, sample, scrape,
+};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
@@ -509,27 +511,6 @@ async fn a_dag_moves_between_nodes_as_a_car_file() {
     b.stop().await.unwrap();
 }
 
-/// `GET /metrics` over a plain TCP connection.
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
-/// The value of the sample line that starts with `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_blocks_requests_and_verification_failures() {
     let node = TestNode::start().await.unwrap();
@@ -559,7 +540,7 @@ async fn metrics_count_blocks_requests_and_verification_failures() {
     assert!(wrong.status(admin::StatusRequest {}).await.is_err());
     client.status(admin::StatusRequest {}).await.unwrap();
 
-    let text = scrape(addr).await;
+    let text = scrape(addr).await.unwrap();
     assert_eq!(sample(&text, "cairn_blocks"), Some(3.0), "{text}");
     assert_eq!(sample(&text, "cairn_quarantined_blocks"), Some(1.0));
     assert_eq!(
@@ -622,7 +603,7 @@ async fn a_flooding_client_is_slowed_with_a_retry_delay() {
     }
     assert!(served >= 5, "the burst is served: {served}");
     assert!(refused >= 100, "the flood is refused: {refused} of 200");
-    let text = scrape(node.handle.metrics_addr().unwrap()).await;
+    let text = scrape(node.handle.metrics_addr().unwrap()).await.unwrap();
     assert_eq!(
         sample(&text, "cairn_api_rate_limited_total"),
         Some(f64::from(refused))

@@ -20,10 +20,15 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Role, Tokens};
 use crate::car;
 use crate::error::Error;
+use crate::fetch::fetch_dag;
 use crate::unixfs::{CidVersion, FileImporter, FileReader, ImportOptions};
 
 /// Chunks in flight between a client stream and the importer.
 const ADD_QUEUE: usize = 8;
+/// `peers ban` without a duration: one hour.
+const DEFAULT_BAN_SECONDS: u64 = 3600;
+/// Longer bans are what the allowlist is for.
+const MAX_BAN_SECONDS: u64 = 30 * 24 * 3600;
 /// Pieces read ahead of a slow `cat` client.
 const CAT_QUEUE: usize = 4;
 
@@ -31,10 +36,21 @@ const CAT_QUEUE: usize = 4;
 #[derive(Debug)]
 pub struct AdminService {
     pub store: Arc<RocksBlockstore>,
+    pub network: cairn_p2p::Client,
     pub tokens: Tokens,
     pub peer_id: String,
     /// `scrub.bytes_per_second`, for scrubs run on request.
     pub scrub_bytes_per_second: u64,
+}
+
+impl AdminService {
+    /// Tells the network this node holds a newly pinned root. A failure here does not undo the
+    /// pin: the root is announced again at the next start.
+    async fn announce(&self, root: Cid) {
+        if let Err(e) = self.network.start_providing(root).await {
+            tracing::warn!(%root, error = %e, "could not announce a pinned root");
+        }
+    }
 }
 
 fn parse_cid(text: &str) -> Result<Cid, Status> {
@@ -85,6 +101,7 @@ impl Admin for AdminService {
         self.tokens.authorize(&request, Role::ReadOnly)?;
         let store = Arc::clone(&self.store);
         let (stats, pins) = blocking(move || Ok((store.stats()?, store.pins()?.len()))).await?;
+        let peers = self.network.peers().await.map_err(Error::from)?;
         Ok(Response::new(admin::StatusResponse {
             peer_id: self.peer_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -92,6 +109,13 @@ impl Admin for AdminService {
             bytes: stats.bytes,
             pins: pins as u64,
             quarantined_blocks: stats.quarantined,
+            connected_peers: peers.len() as u64,
+            listen_addrs: self
+                .network
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }))
     }
 
@@ -152,6 +176,7 @@ impl Admin for AdminService {
         fed?;
         let done = imported?;
         tracing::info!(cid = %done.root, size = done.size, "file added");
+        self.announce(done.root).await;
         Ok(Response::new(admin::AddFileResponse {
             cid: done.root.to_string(),
             size: done.size,
@@ -167,6 +192,8 @@ impl Admin for AdminService {
     ) -> Result<Response<Self::CatStream>, Status> {
         self.tokens.authorize(&request, Role::ReadOnly)?;
         let root = parse_cid(&request.get_ref().cid)?;
+        // Content this node lacks comes from its peers first, verified block by block.
+        fetch_dag(&self.store, &self.network, root).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, Status>>(CAT_QUEUE);
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || {
@@ -230,8 +257,12 @@ impl Admin for AdminService {
         } else {
             PinMode::Recursive
         };
+        if mode == PinMode::Recursive {
+            fetch_dag(&self.store, &self.network, root).await?;
+        }
         let store = Arc::clone(&self.store);
         blocking(move || Ok(store.pin(&root, mode)?)).await?;
+        self.announce(root).await;
         Ok(Response::new(admin::PinAddResponse {}))
     }
 
@@ -433,10 +464,80 @@ impl Admin for AdminService {
             Ok(())
         })
         .await?;
+        for root in &imported.roots {
+            self.announce(*root).await;
+        }
         Ok(Response::new(admin::CarImportResponse {
             roots: imported.roots.iter().map(ToString::to_string).collect(),
             blocks: imported.blocks,
             bytes: imported.bytes,
         }))
+    }
+
+    async fn peers_ls(
+        &self,
+        request: Request<admin::PeersLsRequest>,
+    ) -> Result<Response<admin::PeersLsResponse>, Status> {
+        self.tokens.authorize(&request, Role::ReadOnly)?;
+        let mut peers: Vec<admin::PeerEntry> = self
+            .network
+            .peers()
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|p| admin::PeerEntry {
+                peer_id: p.peer_id.to_string(),
+                addrs: p.addrs.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let mut routing_table: Vec<String> = self
+            .network
+            .routing_table()
+            .await
+            .map_err(Error::from)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        routing_table.sort();
+        Ok(Response::new(admin::PeersLsResponse {
+            peers,
+            routing_table,
+        }))
+    }
+
+    async fn peers_connect(
+        &self,
+        request: Request<admin::PeersConnectRequest>,
+    ) -> Result<Response<admin::PeersConnectResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let text = request.get_ref().addr.trim();
+        let addr: cairn_p2p::Multiaddr = text
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{text:?} is not a multiaddr: {e}")))?;
+        let peer = self.network.dial(addr).await.map_err(Error::from)?;
+        Ok(Response::new(admin::PeersConnectResponse {
+            peer_id: peer.to_string(),
+        }))
+    }
+
+    async fn peers_ban(
+        &self,
+        request: Request<admin::PeersBanRequest>,
+    ) -> Result<Response<admin::PeersBanResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let text = request.get_ref().peer_id.trim();
+        let peer: cairn_p2p::PeerId = text
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{text:?} is not a peer ID: {e}")))?;
+        let seconds = match request.get_ref().seconds {
+            0 => DEFAULT_BAN_SECONDS,
+            n => n.min(MAX_BAN_SECONDS),
+        };
+        self.network
+            .ban(peer, std::time::Duration::from_secs(seconds))
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(admin::PeersBanResponse {}))
     }
 }

@@ -1,6 +1,7 @@
 //! The one place where errors become gRPC status codes (DESIGN.md §7).
 
 use cairn_blockstore::Error as StoreError;
+use cairn_p2p::Error as P2pError;
 use tonic::Status;
 
 use crate::error::Error;
@@ -23,6 +24,16 @@ impl From<Error> for Status {
                 _ => Status::internal(message),
             },
             Error::Pinned(_) => Status::failed_precondition(message),
+            Error::NotOnNetwork { .. } => Status::not_found(message),
+            Error::P2p(p2p) => match p2p {
+                P2pError::Dial { .. }
+                | P2pError::Request { .. }
+                | P2pError::SlowDown { .. }
+                | P2pError::Lookup(_)
+                | P2pError::BootstrapTimeout { .. }
+                | P2pError::Stopped => Status::unavailable(message),
+                _ => Status::internal(message),
+            },
             Error::NotPinned(_) => Status::not_found(message),
             Error::NotAFile { .. }
             | Error::MalformedDag { .. }

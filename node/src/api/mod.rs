@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::ServerTlsConfig;
 
 pub use admin::AdminService;
 pub use auth::{Role, Tokens};
@@ -27,11 +28,13 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 #[derive(Debug)]
 pub struct AdminEndpoint {
     listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
     pub addr: SocketAddr,
 }
 
 impl AdminEndpoint {
-    pub async fn bind(addr: SocketAddr) -> Result<Self> {
+    /// Binds `addr`; with `tls`, every connection must complete a TLS handshake first.
+    pub async fn bind(addr: SocketAddr, tls: Option<ServerTlsConfig>) -> Result<Self> {
         let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
             what: "binding the admin API address (admin.listen)",
             source,
@@ -40,7 +43,11 @@ impl AdminEndpoint {
             what: "reading the admin API address",
             source,
         })?;
-        Ok(Self { listener, addr })
+        Ok(Self {
+            listener,
+            tls,
+            addr,
+        })
     }
 
     /// Serves until `stop` is cancelled, then finishes the calls in flight.
@@ -59,7 +66,13 @@ impl AdminEndpoint {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| Error::BadRequest(format!("reflection: {e}")))?;
-        tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            server = server
+                .tls_config(tls)
+                .map_err(|e| Error::BadRequest(format!("admin TLS: {e}")))?;
+        }
+        server
             .layer(CountRequests(metrics))
             .add_service(health)
             .add_service(reflection)

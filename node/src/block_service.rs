@@ -1,0 +1,79 @@
+//! Answers peers' block requests from the store. Every block is read through the store's
+//! verifying `get`, so a block that rotted on disk is quarantined and reported missing — never
+//! sent. Reads run on blocking threads, at most `CONCURRENT_READS` requests at once; the swarm
+//! task answers "slow down" by itself when this worker falls behind.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_blockstore::RocksBlockstore;
+use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_BYTES, NetworkEvent};
+use cid::Cid;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// Requests read from the store at once.
+const CONCURRENT_READS: usize = 16;
+/// Stop adding blocks to a response this far below the response limit (room for CIDs and
+/// framing).
+const RESPONSE_HEADROOM: usize = 64 * 1024;
+
+pub async fn run(
+    store: Arc<RocksBlockstore>,
+    network: Network,
+    mut events: mpsc::Receiver<NetworkEvent>,
+    stop: CancellationToken,
+) {
+    let reads = Arc::new(Semaphore::new(CONCURRENT_READS));
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+        };
+        let NetworkEvent::BlockRequest { id, cids, .. } = event else {
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&reads).acquire_owned().await else {
+            break;
+        };
+        let store = Arc::clone(&store);
+        let network = network.clone();
+        tokio::spawn(async move {
+            let read = tokio::task::spawn_blocking(move || read_blocks(&store, cids)).await;
+            drop(permit);
+            if let Ok((found, missing)) = read {
+                let _ = network.respond_blocks(id, found, missing).await;
+            }
+        });
+    }
+}
+
+/// The blocks this node holds (verified) and the CIDs it does not; CIDs past the response size
+/// are in neither, and the peer asks again.
+fn read_blocks(store: &RocksBlockstore, cids: Vec<Cid>) -> (Vec<(Cid, Bytes)>, Vec<Cid>) {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    let mut size = 0usize;
+    for cid in cids {
+        if size >= MAX_BLOCK_RESPONSE_BYTES - RESPONSE_HEADROOM {
+            break;
+        }
+        match store.get(&cid) {
+            Ok(data) if size + data.len() <= MAX_BLOCK_RESPONSE_BYTES - RESPONSE_HEADROOM => {
+                size += data.len();
+                found.push((cid, data));
+            }
+            Ok(_) => break,
+            Err(cairn_blockstore::Error::NotFound(_)) => missing.push(cid),
+            Err(e) => {
+                // Corrupt (now quarantined) or unreadable: we cannot vouch for it.
+                tracing::warn!(%cid, error = %e, "cannot serve a requested block");
+                missing.push(cid);
+            }
+        }
+    }
+    (found, missing)
+}
