@@ -44,8 +44,10 @@ pub fn build(key: &Keypair, psk: Option<PreSharedKey>) -> io::Result<CairnTransp
     }
     let quic = quic::tokio::Transport::new(quic::Config::new(key))
         .map(|(peer, connection), _| (peer, StreamMuxerBox::new(connection)));
-    Ok(tcp
-        .or_transport(quic)
+    // QUIC first: it declines TCP addresses cleanly, while the DNS wrapper around TCP reports a
+    // QUIC address as a failed dial rather than as "not mine", which would stop the fallback.
+    Ok(quic
+        .or_transport(tcp)
         .map(|either, _| match either {
             Either::Left(output) => output,
             Either::Right(output) => output,

@@ -447,3 +447,91 @@ async fn malformed_and_oversize_requests_get_errors_not_panics() {
         .unwrap();
     assert_eq!(reply.blocks.len(), 1);
 }
+
+fn quic() -> Multiaddr {
+    "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()
+}
+
+#[tokio::test]
+async fn quic_works_without_a_swarm_key_and_the_allowlist_holds_over_it() {
+    let mut s = settings();
+    s.listen = vec![quic()];
+    let open = Peer::start(s.clone(), Answers::Honest).await;
+    assert!(open.addr.to_string().contains("quic-v1"), "{}", open.addr);
+    let cid = open.hold(b"over quic").await;
+    let client = Peer::start(settings(), Answers::Honest).await;
+    assert_eq!(
+        client.client.dial(open.pinned_addr()).await.unwrap(),
+        open.id()
+    );
+    let reply = client
+        .client
+        .request_blocks(open.id(), vec![cid])
+        .await
+        .unwrap();
+    assert_eq!(reply.blocks.len(), 1);
+
+    s.allowlist = vec![client.id()];
+    let guarded = Peer::start(s, Answers::Honest).await;
+    let stranger = Peer::start(settings(), Answers::Honest).await;
+    let _ = stranger.client.dial(guarded.pinned_addr()).await;
+    eventually("the QUIC stranger to be refused", || async {
+        guarded.metric("p2p_dials_refused_total{reason=\"not_allowlisted\"}") >= 1.0
+    })
+    .await;
+    assert!(!connected(&guarded, &stranger).await);
+    assert!(
+        !guarded
+            .client
+            .routing_table()
+            .await
+            .unwrap()
+            .contains(&stranger.id())
+    );
+}
+
+#[tokio::test]
+async fn with_a_swarm_key_quic_is_neither_listened_on_nor_dialled() {
+    let key = SwarmKey::generate().unwrap();
+    let mut s = settings();
+    s.swarm_key = Some(key);
+    s.listen = vec![quic(), "/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    let keyed = Peer::start(s, Answers::Honest).await;
+    assert!(
+        keyed
+            .client
+            .listen_addrs()
+            .iter()
+            .all(|a| !a.to_string().contains("quic")),
+        "{:?}",
+        keyed.client.listen_addrs()
+    );
+    let mut s = settings();
+    s.listen = vec![quic()];
+    let quic_only = Peer::start(s, Answers::Honest).await;
+    let err = keyed
+        .client
+        .dial(quic_only.pinned_addr())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("dialling"), "{err}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let mut s = settings();
+    s.max_connections = 2;
+    s.max_connections_per_peer = 1;
+    let server = Peer::start(s, Answers::Honest).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let peer = Peer::start(settings(), Answers::Honest).await;
+        let _ = peer.client.dial(server.pinned_addr()).await;
+        clients.push(peer);
+    }
+    eventually("the third connection to be refused", || async {
+        server.metric("p2p_dials_refused_total{reason=\"connection_limit\"}") >= 1.0
+    })
+    .await;
+    assert_eq!(server.client.peers().await.unwrap().len(), 2);
+}
