@@ -610,15 +610,3 @@ async fn a_flooding_client_is_slowed_with_a_retry_delay() {
     );
     node.stop().await.unwrap();
 }
-
-#[tokio::test]
-async fn asking_for_tls_is_refused_rather_than_served_in_plaintext() {
-    let (_tmp, dir) = initialised_dir().unwrap();
-    let err = TestNode::start_with(&dir, |c| {
-        c.admin.tls_cert_file = "cert.pem".into();
-        c.admin.tls_key_file = "key.pem".into();
-    })
-    .await
-    .unwrap_err();
-    assert!(err.to_string().contains("does not serve TLS yet"), "{err}");
-}

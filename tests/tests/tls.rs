@@ -94,3 +94,13 @@ async fn a_readable_key_or_files_that_are_not_pem_stop_the_start() {
         .to_string();
     assert!(err.contains("PEM certificate"), "{err}");
 }
+
+#[tokio::test]
+async fn missing_tls_files_stop_the_start_rather_than_fall_back_to_plaintext() {
+    let (_tmp, dir) = initialised_dir().unwrap();
+    let err = TestNode::start_with(&dir, with_tls)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("admin.tls_cert_file"), "{err}");
+}

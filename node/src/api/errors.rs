@@ -25,15 +25,14 @@ impl From<Error> for Status {
             },
             Error::Pinned(_) => Status::failed_precondition(message),
             Error::NotOnNetwork { .. } => Status::not_found(message),
-            Error::P2p(p2p) => match p2p {
+            Error::P2p(
                 P2pError::Dial { .. }
                 | P2pError::Request { .. }
                 | P2pError::SlowDown { .. }
                 | P2pError::Lookup(_)
                 | P2pError::BootstrapTimeout { .. }
-                | P2pError::Stopped => Status::unavailable(message),
-                _ => Status::internal(message),
-            },
+                | P2pError::Stopped,
+            ) => Status::unavailable(message),
             Error::NotPinned(_) => Status::not_found(message),
             Error::NotAFile { .. }
             | Error::MalformedDag { .. }
