@@ -8,7 +8,7 @@ SHELL := bash
 
 CARGO ?= cargo
 ROCKSDB_SYS_VERSION := $(shell awk '/^name = "librocksdb-sys"/ { getline; gsub(/"/, "", $$3); print $$3 }' Cargo.lock)
-ROCKSDB_CACHE ?= $(HOME)/.cache/cairn/librocksdb-sys-$(ROCKSDB_SYS_VERSION)-lz4-zstd
+ROCKSDB_CACHE ?= $(HOME)/.cache/cairn/librocksdb-sys-$(ROCKSDB_SYS_VERSION)-lz4-zstd-sse42
 # Where `make run` keeps its node.
 RUN_DIR ?= $(CURDIR)/.cairn
 
@@ -65,6 +65,7 @@ test-cluster:
 
 bench: rocksdb
 	$(CARGO) bench --locked -p cairn-node --bench foundation
+	$(CARGO) bench --locked -p cairn-node --bench api
 
 FUZZ_SECONDS ?= 60
 fuzz: rocksdb

@@ -38,8 +38,16 @@ debug = false
 TOML
 echo "" >"$build_dir/src/lib.rs"
 cp "$lockfile" "$build_dir/Cargo.lock"
+# SSE 4.2 and PCLMUL give RocksDB hardware CRC32C: without them every WAL record, blob record and
+# table block is checksummed in software, which a profile of `cairn add` showed as a third of its
+# time. Every x86-64 server since 2010 has both. The flags apply to this throwaway build only; the
+# workspace links the archive and never compiles RocksDB's C++ itself.
+rustflags=""
+if [[ "$(uname -m)" == "x86_64" ]]; then
+  rustflags="-C target-feature=+sse4.2,+pclmulqdq"
+fi
 (cd "$build_dir" && env -u ROCKSDB_LIB_DIR -u ROCKSDB_STATIC CARGO_TARGET_DIR="$build_dir/target" \
-  cargo build --release)
+  RUSTFLAGS="$rustflags" cargo build --release)
 archive=$(find "$build_dir/target/release/build" -path '*librocksdb-sys-*/out/librocksdb.a' | head -n 1)
 if [[ -z "$archive" ]]; then
   echo "error: librocksdb.a not found under $build_dir" >&2

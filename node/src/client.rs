@@ -7,7 +7,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-use crate::api::MAX_MESSAGE_BYTES;
+use crate::api::{CONNECTION_WINDOW, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use crate::error::{Error, Result};
 
 /// Adds `authorization: Bearer <token>` to every request.
@@ -43,7 +43,9 @@ pub async fn connect_with(url: &str, token: &str, ca_pem: Option<&[u8]>) -> Resu
             Error::BadRequest("the token holds characters a header cannot carry".into())
         })?;
     let mut endpoint = Channel::from_shared(url.to_owned())
-        .map_err(|e| Error::BadRequest(format!("{url:?} is not an API address: {e}")))?;
+        .map_err(|e| Error::BadRequest(format!("{url:?} is not an API address: {e}")))?
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if url.starts_with("https://") {
         let ca = ca_pem.ok_or_else(|| {
             Error::BadRequest(format!(

@@ -79,6 +79,16 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Save a file's bytes to disk (decrypted, for a capability); -o names the file
+    /// [default: the root CID, in the current folder].
+    Get {
+        /// A CID, or a capability from `add --encrypt`.
+        cid: String,
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// The node at a glance.
     Status {
         #[command(flatten)]
@@ -333,6 +343,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cat { cid, output, api } => {
             let mut client = api.connect().await?;
             cat(&mut client, cid, output).await?;
+        }
+        Command::Get { cid, output, api } => {
+            let output = match output {
+                Some(path) => path,
+                None => PathBuf::from(match cid.parse::<Capability>() {
+                    Ok(cap) => cap.root.to_string(),
+                    Err(_) => cid.trim().to_owned(),
+                }),
+            };
+            let mut client = api.connect().await?;
+            cat(&mut client, cid, Some(output.clone())).await?;
+            report(
+                cli.json,
+                json!({ "file": output }),
+                &format!("saved {}", output.display()),
+            );
         }
         Command::Status { api } => {
             let mut client = api.connect().await?;

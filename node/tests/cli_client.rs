@@ -268,3 +268,55 @@ async fn the_cli_speaks_tls_when_the_data_directory_says_so() {
     node.shutdown();
     node.join().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_saves_a_file_under_its_cid_or_the_name_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let node = start(&dir).await;
+    let file = tmp.path().join("in.bin");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let added = json(&cairn(&node, &dir, &["add", "--json", file.to_str().unwrap()]).await);
+    let cid = added["cid"].as_str().unwrap();
+
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let api = format!("http://{}", node.admin_addr());
+    let token = dir.join("admin.token");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["get", cid, "--json", "--api", &api, "--token-file"])
+        .arg(&token)
+        .current_dir(&work)
+        .env_remove("CAIRN_DATA_DIR")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(json(&out)["file"], cid);
+    assert_eq!(std::fs::read(work.join(cid)).unwrap(), data);
+
+    let named = tmp.path().join("named.bin");
+    let out = cairn(&node, &dir, &["get", cid, "-o", named.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&named).unwrap(), data);
+
+    // A malformed CID fails before anything is written.
+    let out = cairn(
+        &node,
+        &dir,
+        &["get", "../not-a-cid", "-o", named.to_str().unwrap()],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read(&named).unwrap(),
+        data,
+        "the earlier copy is untouched"
+    );
+    node.shutdown();
+    node.join().await.unwrap();
+}

@@ -322,7 +322,12 @@ async fn the_allowlist_and_the_swarm_key_keep_outsiders_out_of_a_cluster() {
     })
     .await
     .unwrap();
-    assert_eq!(connected_peers(&a).await.unwrap(), vec![id_b.clone()]);
+    // `b` started once it reached `a`; `a` sees the connection a moment later.
+    eventually("a to see b", SETTLE, || async {
+        Ok(connected_peers(&a).await? == vec![id_b.clone()])
+    })
+    .await
+    .unwrap();
 
     // Two outsiders: one with the key but not on the allowlist, one without the key. Neither gets
     // in, in either direction.
@@ -400,10 +405,11 @@ async fn a_bootstrap_entry_pinned_to_the_wrong_identity_stops_the_start_and_says
 async fn peers_ban_by_hand_disconnects_and_refuses_a_peer() {
     let nodes = start_cluster(2, |_, _| {}).await.unwrap();
     let other = nodes[1].handle.peer_id().to_owned();
-    assert_eq!(
-        connected_peers(&nodes[0]).await.unwrap(),
-        vec![other.clone()]
-    );
+    eventually("the hub to see the other node", SETTLE, || async {
+        Ok(connected_peers(&nodes[0]).await? == vec![other.clone()])
+    })
+    .await
+    .unwrap();
     let mut admin = nodes[0].admin().await.unwrap();
     admin
         .peers_ban(admin::PeersBanRequest {

@@ -29,6 +29,11 @@ impl std::fmt::Debug for RocksBackend {
     }
 }
 
+/// Memtables of all column families together.
+const MEMTABLE_BUDGET: usize = 48 << 20;
+/// One memtable of the blocks column family.
+const BLOCKS_MEMTABLE: usize = 16 << 20;
+
 impl RocksBackend {
     /// Opens (creating when missing) the database at `path`. With `sync_writes`, every batch's WAL
     /// entry is fsynced before `write` returns, so an acknowledged write survives power loss;
@@ -39,6 +44,9 @@ impl RocksBackend {
         db_opts.create_missing_column_families(true);
         db_opts.set_keep_log_file_num(4);
         db_opts.increase_parallelism(2);
+        // One budget for every column family's memtables, so a bulk import cannot grow the
+        // daemon's memory past it (RocksDB flushes early instead).
+        db_opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
 
         let descriptors = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf)));
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
@@ -106,6 +114,11 @@ fn cf_options(cf: Cf) -> Options {
         let mut table = BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&table);
+        // Values are separated into blob files only when a memtable is flushed, so each memtable
+        // holds whole blocks: small ones keep an import's memory low at the price of more,
+        // smaller flushes.
+        opts.set_write_buffer_size(BLOCKS_MEMTABLE);
+        opts.set_max_write_buffer_number(3);
         opts.set_enable_blob_files(true);
         opts.set_min_blob_size(MIN_BLOB_SIZE);
         opts.set_blob_file_size(BLOB_FILE_SIZE);

@@ -24,6 +24,12 @@ use crate::metrics::{CountRequests, NodeMetrics};
 /// exhaust memory.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
+/// HTTP/2 flow-control windows. The default 64 KiB stream window stalls a 256 KiB upload message
+/// every few packets; a few messages' worth keeps the pipe full while still bounding what a client
+/// can have in flight.
+pub const STREAM_WINDOW: u32 = 2 << 20;
+pub const CONNECTION_WINDOW: u32 = 4 << 20;
+
 /// A bound admin endpoint, not yet serving.
 #[derive(Debug)]
 pub struct AdminEndpoint {
@@ -66,7 +72,9 @@ impl AdminEndpoint {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| Error::BadRequest(format!("reflection: {e}")))?;
-        let mut server = tonic::transport::Server::builder();
+        let mut server = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW));
         if let Some(tls) = self.tls {
             server = server
                 .tls_config(tls)

@@ -1,0 +1,214 @@
+//! `make bench`, second part: the daemon as operators run it — the `cairn` binary as its own
+//! process, driven over its gRPC API from this one.
+//!
+//! - add and cat of 256 MiB through the API, against single-core SHA-256 of the same bytes in this
+//!   process (goal: add ≥ 0.25×);
+//! - the daemon's resident memory when idle (goal ≤ 40 MB) and its peak during a 1 GiB add (goal
+//!   ≤ 150 MB), read from /proc.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic
+)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cairn_proto::admin;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const MIB: usize = 1 << 20;
+const THROUGHPUT_BYTES: usize = 256 * MIB;
+const RSS_ADD_BYTES: usize = 1024 * MIB;
+const MESSAGE: usize = 256 * 1024;
+const ROUNDS: usize = 3;
+
+/// Starts the daemon with JSON logs and returns it with its admin URL.
+async fn start_daemon(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["daemon", "--data-dir", dir.to_str().unwrap()])
+        .env_remove("CAIRN_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = event["fields"]["admin_addr"].as_str()
+            {
+                return addr.to_owned();
+            }
+        }
+        panic!("the daemon exited before it was ready");
+    })
+    .await
+    .expect("the daemon did not start within a minute");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
+
+/// Resident set size of `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// `len` bytes where no two 256 KiB chunks are alike (no deduplication to flatter the figure),
+/// made from `seed` so each round adds a different file.
+fn content(len: usize, seed: u64) -> Bytes {
+    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out.into()
+}
+
+async fn add(client: &mut cairn_node::client::Client, data: &Bytes) -> String {
+    let messages: Vec<admin::AddFileRequest> = (0..data.len())
+        .step_by(MESSAGE)
+        .map(|at| admin::AddFileRequest {
+            options: None,
+            data: data.slice(at..(at + MESSAGE).min(data.len())),
+        })
+        .collect();
+    client
+        .add_file(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner()
+        .cid
+}
+
+async fn cat(client: &mut cairn_node::client::Client, cid: &str) -> usize {
+    let mut stream = client
+        .cat(admin::CatRequest { cid: cid.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut total = 0;
+    while let Some(piece) = stream.message().await.unwrap() {
+        total += piece.data.len();
+    }
+    total
+}
+
+fn mib_per_s(bytes: usize, took: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / took.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    cairn_node::init::init(&dir, false).unwrap();
+    common::rewrite_config(&dir, |c| c.log.format = cairn_config::LogFormat::Json);
+    let (daemon, url) = start_daemon(&dir).await;
+    let pid = daemon.id().unwrap();
+    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
+    client.status(admin::StatusRequest {}).await.unwrap();
+    let idle = rss(pid);
+
+    println!(
+        "adding and reading {} MiB through the API …",
+        THROUGHPUT_BYTES / MIB
+    );
+    let (mut add_best, mut cat_best, mut sha_best) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for round in 0..ROUNDS {
+        let data = content(THROUGHPUT_BYTES, round as u64);
+        let started = Instant::now();
+        let digest = Sha256::digest(&data);
+        sha_best = sha_best.min(started.elapsed());
+        assert_eq!(digest.len(), 32);
+        let started = Instant::now();
+        let cid = add(&mut client, &data).await;
+        add_best = add_best.min(started.elapsed());
+        let started = Instant::now();
+        assert_eq!(cat(&mut client, &cid).await, data.len());
+        cat_best = cat_best.min(started.elapsed());
+    }
+
+    println!(
+        "adding {} MiB while sampling the daemon's memory …",
+        RSS_ADD_BYTES / MIB
+    );
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampling = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let big = content(RSS_ADD_BYTES, 99);
+    add(&mut client, &big).await;
+    sampling.abort();
+    let peak = peak.load(Ordering::Relaxed).max(rss(pid));
+    drop(client);
+    drop(daemon);
+
+    let sha = mib_per_s(THROUGHPUT_BYTES, sha_best);
+    println!();
+    println!(
+        "{:<60} {:>12} {:>12} {:>7} {:>6}",
+        "benchmark", "cairn", "baseline", "ratio", "goal"
+    );
+    for (name, ours, goal) in [
+        (
+            "add 256 MiB over gRPC / SHA-256 of the bytes (MiB/s)",
+            mib_per_s(THROUGHPUT_BYTES, add_best),
+            Some(0.25),
+        ),
+        (
+            "cat 256 MiB over gRPC / SHA-256 of the bytes (MiB/s)",
+            mib_per_s(THROUGHPUT_BYTES, cat_best),
+            None,
+        ),
+    ] {
+        let ratio = ours / sha;
+        let verdict = match goal {
+            Some(g) if ratio >= g => format!(">={g} ok"),
+            Some(g) => format!(">={g} MISSED"),
+            None => "report".to_owned(),
+        };
+        println!("{name:<60} {ours:>12.0} {sha:>12.0} {ratio:>7.2} {verdict:>6}");
+    }
+    for (name, bytes, limit) in [
+        ("daemon RSS idle (MB)", idle, 40_000_000u64),
+        ("daemon RSS peak during a 1 GiB add (MB)", peak, 150_000_000),
+    ] {
+        let verdict = if bytes <= limit { "ok" } else { "MISSED" };
+        println!(
+            "{name:<60} {:>12.1} {:>12.0} {:>7} {verdict:>6}",
+            bytes as f64 / 1e6,
+            limit as f64 / 1e6,
+            "<="
+        );
+    }
+}
