@@ -35,6 +35,8 @@ pub enum Error {
         timeout: Duration,
         problems: String,
     },
+    #[error("refused a signed record: {0}")]
+    BadRecord(String),
     #[error("the P2P task has stopped")]
     Stopped,
 }

@@ -44,6 +44,8 @@ const MAX_PENDING_OUTBOUND: usize = 1024;
 const DOMINATION_SHARE: f64 = 2.0 / 3.0;
 /// ...once the table has at least this many entries (smaller tables are dominated by nature).
 const DOMINATION_MIN_TABLE: usize = 4;
+/// Routing-table entries whose source is remembered; beyond this, new ones are not attributed.
+const MAX_ROUTING_SOURCES: usize = 16_384;
 /// Room for a block's CID and framing in a response, beyond its data.
 const BLOCK_OVERHEAD: usize = 128;
 
@@ -166,6 +168,7 @@ impl EventLoop {
         }
         self.limits.prune();
         self.dial_bootstrap_peers(now);
+        self.check_routing_domination();
     }
 
     fn dial_bootstrap_peers(&mut self, now: Instant) {
@@ -728,11 +731,10 @@ impl EventLoop {
         }
     }
 
-    /// Attributes a new routing-table entry to the bootstrap peer it must have come through (when
-    /// exactly one bootstrap peer is connected), and warns once when one bootstrap peer supplied
-    /// most of the table: a poisoned bootstrap peer would do exactly that.
+    /// Notes which bootstrap peer a new routing-table entry came through: the only one connected
+    /// when it arrived, if only one was.
     fn note_routing_source(&mut self, peer: PeerId) {
-        if self.is_bootstrap_peer(&peer) {
+        if self.is_bootstrap_peer(&peer) || self.learnt_via.len() >= MAX_ROUTING_SOURCES {
             return;
         }
         let connected: Vec<PeerId> = self
@@ -742,9 +744,13 @@ impl EventLoop {
             .map(|e| e.peer.peer_id)
             .collect();
         let source = (connected.len() == 1).then(|| connected[0]);
-        if self.learnt_via.len() < 4 * crate::scores::MAX_TRACKED_PEERS {
-            self.learnt_via.insert(peer, source);
-        }
+        self.learnt_via.insert(peer, source);
+    }
+
+    /// Warns once when most of the routing table came through one bootstrap peer while the other
+    /// bootstrap peers fail to answer: a poisoned bootstrap peer would look exactly like this.
+    /// While the others are still being dialled, the order of arrival means nothing.
+    fn check_routing_domination(&mut self) {
         if self.domination_warned || self.bootstrap.len() < 2 {
             return;
         }
@@ -756,14 +762,21 @@ impl EventLoop {
         for via in self.learnt_via.values().flatten() {
             *by_source.entry(*via).or_default() += 1;
         }
-        if let Some((via, count)) = by_source.into_iter().max_by_key(|(_, n)| *n)
-            && count as f64 > DOMINATION_SHARE * total as f64
-        {
+        let Some((via, count)) = by_source.into_iter().max_by_key(|(_, n)| *n) else {
+            return;
+        };
+        let others_failing = self
+            .bootstrap
+            .iter()
+            .filter(|e| e.peer.peer_id != via)
+            .all(|e| !e.answered && e.failures > 0);
+        if others_failing && count as f64 > DOMINATION_SHARE * total as f64 {
             self.domination_warned = true;
+            self.metrics.routing_dominated.inc();
             tracing::warn!(
                 bootstrap_peer = %via, learnt = count, table = total,
-                "most of the routing table was learnt through a single bootstrap peer; if it is \
-                 poisoned, so is the view of the network. Check that the other bootstrap peers answer"
+                "most of the routing table was learnt through a single bootstrap peer while the \
+                 others do not answer; if it is poisoned, so is this node's view of the network"
             );
         }
     }

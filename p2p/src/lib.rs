@@ -15,6 +15,7 @@ pub mod identity;
 mod metrics;
 mod network;
 mod peer_limits;
+pub mod records;
 mod scores;
 mod settings;
 mod transport;

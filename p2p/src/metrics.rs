@@ -18,6 +18,7 @@ pub struct P2pMetrics {
     pub rate_limited: Family<Labels, Counter>,
     pub block_requests_served: Counter,
     pub blocks_sent: Counter,
+    pub routing_dominated: Counter,
 }
 
 impl P2pMetrics {
@@ -55,6 +56,12 @@ impl P2pMetrics {
             "blocks_sent",
             "Blocks sent to peers",
             metrics.blocks_sent.clone(),
+        );
+        p2p.register(
+            "routing_dominated_by_one_bootstrap_peer",
+            "Times most of the routing table was found to come through a single bootstrap peer \
+             (a poisoned bootstrap peer would look like this)",
+            metrics.routing_dominated.clone(),
         );
         metrics
     }

@@ -535,3 +535,64 @@ async fn connections_beyond_the_limit_are_refused() {
     .await;
     assert_eq!(server.client.peers().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_routing_table_learnt_through_one_bootstrap_peer_is_reported() {
+    let hub = Peer::start(settings(), Answers::Honest).await;
+    let mut leaves = Vec::new();
+    for _ in 0..5 {
+        let leaf = Peer::start(settings(), Answers::Honest).await;
+        leaf.client.dial(hub.pinned_addr()).await.unwrap();
+        leaves.push(leaf);
+    }
+    // Two bootstrap entries, but only the hub answers: everything the node learns comes through it.
+    let silent = PeerId::random();
+    let mut s = settings();
+    s.bootstrap = vec![
+        BootstrapPeer {
+            addr: hub.pinned_addr(),
+            peer_id: hub.id(),
+        },
+        BootstrapPeer {
+            addr: format!("/ip4/127.0.0.1/tcp/9/p2p/{silent}")
+                .parse()
+                .unwrap(),
+            peer_id: silent,
+        },
+    ];
+    s.min_bootstrap_peers = 1;
+    let node = Peer::start(s, Answers::Honest).await;
+    node.client.wait_bootstrapped(1, DEADLINE).await.unwrap();
+    eventually("the domination to be reported", || async {
+        node.metric("p2p_routing_dominated_by_one_bootstrap_peer_total") >= 1.0
+    })
+    .await;
+    // A node whose table comes from two answering bootstrap peers is not flagged.
+    let mut s = settings();
+    s.bootstrap = vec![
+        BootstrapPeer {
+            addr: hub.pinned_addr(),
+            peer_id: hub.id(),
+        },
+        BootstrapPeer {
+            addr: leaves[0].pinned_addr(),
+            peer_id: leaves[0].id(),
+        },
+    ];
+    s.min_bootstrap_peers = 2;
+    let balanced = Peer::start(s, Answers::Honest).await;
+    balanced
+        .client
+        .wait_bootstrapped(2, DEADLINE)
+        .await
+        .unwrap();
+    eventually("the balanced node to learn the leaves", || async {
+        let table = balanced.client.routing_table().await.unwrap();
+        leaves.iter().skip(1).all(|l| table.contains(&l.id()))
+    })
+    .await;
+    assert_eq!(
+        balanced.metric("p2p_routing_dominated_by_one_bootstrap_peer_total"),
+        0.0
+    );
+}
