@@ -15,6 +15,7 @@ mod dag;
 mod error;
 mod metrics;
 mod pins;
+mod replicas;
 mod scrub;
 mod store;
 #[cfg(feature = "testing")]

@@ -1,4 +1,5 @@
-//! Answers peers' block requests from the store. Every block is read through the store's
+//! Answers peers' requests: block requests from the store, and requests to hold a replica
+//! (see [`crate::replication::hold`]), at most `CONCURRENT_REPLICAS` at once. Every block is read through the store's
 //! verifying `get`, so a block that rotted on disk is quarantined and reported missing — never
 //! sent. Reads run on blocking threads, at most `CONCURRENT_READS` requests at once; the swarm
 //! task answers "slow down" by itself when this worker falls behind.
@@ -7,13 +8,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_blockstore::RocksBlockstore;
-use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_BYTES, NetworkEvent};
+use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_BYTES, NetworkEvent, NodeIdentity};
 use cid::Cid;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Requests read from the store at once.
 const CONCURRENT_READS: usize = 16;
+/// Replicas fetched at once; each runs a whole DAG fetch.
+const CONCURRENT_REPLICAS: usize = 4;
 /// Stop adding blocks to a response this far below the response limit (room for CIDs and
 /// framing).
 const RESPONSE_HEADROOM: usize = 64 * 1024;
@@ -21,10 +24,12 @@ const RESPONSE_HEADROOM: usize = 64 * 1024;
 pub async fn run(
     store: Arc<RocksBlockstore>,
     network: Network,
+    identity: NodeIdentity,
     mut events: mpsc::Receiver<NetworkEvent>,
     stop: CancellationToken,
 ) {
     let reads = Arc::new(Semaphore::new(CONCURRENT_READS));
+    let replicas = Arc::new(Semaphore::new(CONCURRENT_REPLICAS));
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => break,
@@ -33,8 +38,23 @@ pub async fn run(
                 None => break,
             },
         };
-        let NetworkEvent::BlockRequest { id, cids, .. } = event else {
-            continue;
+        let (id, cids) = match event {
+            NetworkEvent::BlockRequest { id, cids, .. } => (id, cids),
+            NetworkEvent::Replicate {
+                id, root, nonce, ..
+            } => {
+                let Ok(permit) = Arc::clone(&replicas).acquire_owned().await else {
+                    break;
+                };
+                let (store, network, identity) =
+                    (Arc::clone(&store), network.clone(), identity.clone());
+                tokio::spawn(async move {
+                    crate::replication::hold(&store, &network, &identity, id, root, nonce).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            _ => continue,
         };
         let Ok(permit) = Arc::clone(&reads).acquire_owned().await else {
             break;

@@ -14,6 +14,7 @@ pub mod init;
 pub mod metrics;
 mod node;
 pub mod progress;
+pub mod replication;
 mod scrub_worker;
 pub mod secrets;
 pub mod unixfs;

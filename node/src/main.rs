@@ -67,6 +67,12 @@ enum Command {
         /// The daemon never sees the key: keep the capability safe.
         #[arg(long)]
         encrypt: bool,
+        /// Copies to keep on the cluster [default: the daemon's replication.factor]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        replication: Option<u32>,
+        /// Return once stored here, without waiting for the replicas' receipts.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -322,21 +328,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             paths,
             cid_version,
             encrypt,
+            replication,
+            no_wait,
             api,
         } => {
             let mut client = api.connect().await?;
+            let options = admin::AddOptions {
+                cid_version: Some(cid_version),
+                replication,
+                no_wait,
+            };
             for path in paths {
                 let (added, capability) =
-                    add_file(&mut client, &path, cid_version, encrypt).await?;
+                    add_file(&mut client, &path, options, encrypt).await?;
                 let capability = capability.map(|c| c.to_string());
                 if cli.json {
                     let out = json!({
                         "cid": added.cid, "size": added.size, "blocks": added.blocks,
                         "name": path.display().to_string(), "capability": capability,
+                        "replication_factor": added.replication_factor,
+                        "holders": added.holders, "under_replicated": added.under_replicated,
                     });
                     println!("{out}");
                 } else {
-                    println!("{}", capability.unwrap_or(added.cid));
+                    println!("{}", capability.unwrap_or(added.cid.clone()));
+                    if added.under_replicated {
+                        eprintln!(
+                            "{}: under-replicated for now: {} of {} copies confirmed",
+                            added.cid,
+                            added.holders.len(),
+                            added.replication_factor
+                        );
+                    }
                 }
             }
         }
@@ -897,15 +920,13 @@ fn read_for_upload(
 async fn add_file(
     client: &mut client::Client,
     path: &std::path::Path,
-    cid_version: u32,
+    options: admin::AddOptions,
     encrypt: bool,
 ) -> anyhow::Result<(admin::AddFileResponse, Option<Capability>)> {
     let (tx, rx) = tokio::sync::mpsc::channel::<admin::AddFileRequest>(4);
     let upload = Upload {
         tx,
-        options: Some(admin::AddOptions {
-            cid_version: Some(cid_version),
-        }),
+        options: Some(options),
     };
     let source = path.to_owned();
     let mut reader = tokio::task::spawn_blocking(move || read_for_upload(&source, upload, encrypt));

@@ -78,6 +78,7 @@ impl Node {
         let mut workers = vec![tokio::spawn(block_service::run(
             Arc::clone(&store),
             network.clone(),
+            identity.clone(),
             network_events,
             stop_workers.clone(),
         ))];
@@ -98,6 +99,8 @@ impl Node {
             tokens,
             peer_id: peer_id.clone(),
             scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
+            replication_factor: config.replication_factor.get(),
+            write_quorum: config.write_quorum.get(),
         };
         let metrics = Arc::new(NodeMetrics::new(registry, Arc::clone(&store), rate_limited));
         let api = tokio::spawn(endpoint.serve(service, Arc::clone(&metrics), stop.clone()));

@@ -67,6 +67,7 @@ async fn add(
         .collect();
     messages[0].options = Some(admin::AddOptions {
         cid_version: Some(1),
+        ..Default::default()
     });
     Ok(client
         .add_file(tokio_stream::iter(messages))

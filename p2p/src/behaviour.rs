@@ -6,7 +6,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use cairn_proto::wire::{BlockRequest, BlockResponse};
+use cairn_proto::wire::{BlockRequest, BlockResponse, ReplicateRequest, ReplicateResponse};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
@@ -22,6 +22,12 @@ use crate::settings::NetworkSettings;
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/kad/1.0.0");
 /// The block exchange protocol.
 pub const BLOCK_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/block/1");
+/// The replication protocol: "hold this root", answered with a signed receipt.
+pub const REPLICATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/replicate/1");
+/// A replicate request and its answer are a CID, a nonce and a signed receipt: small.
+pub const MAX_REPLICATE_BYTES: usize = 4096;
+/// A target fetches the whole DAG before it answers; a large file over a slow link takes a while.
+pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(600);
 /// What Identify announces; peers running anything else are not Cairn nodes.
 pub const AGENT_PROTOCOL: &str = "/cairn/id/1.0.0";
 
@@ -42,6 +48,7 @@ pub const BLOCK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_CONCURRENT_BLOCK_STREAMS: usize = 64;
 
 pub type BlockCodec = ProstCodec<BlockRequest, BlockResponse>;
+pub type ReplicateCodec = ProstCodec<ReplicateRequest, ReplicateResponse>;
 
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
@@ -54,6 +61,7 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub blocks: request_response::Behaviour<BlockCodec>,
+    pub replicate: request_response::Behaviour<ReplicateCodec>,
 }
 
 impl Behaviour {
@@ -93,6 +101,16 @@ impl Behaviour {
                 [(BLOCK_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
                     .with_request_timeout(BLOCK_REQUEST_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
+            ),
+            replicate: request_response::Behaviour::with_codec(
+                ProstCodec::new(FrameLimits {
+                    max_request_bytes: MAX_REPLICATE_BYTES,
+                    max_response_bytes: MAX_REPLICATE_BYTES,
+                }),
+                [(REPLICATE_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(REPLICATE_TIMEOUT)
                     .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
             ),
         }

@@ -36,6 +36,10 @@ pub struct BlockReply {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct InboundId(pub(crate) InboundRequestId);
 
+/// Identifies an inbound replicate request until it is answered with [`Client::respond_replicate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplicateId(pub(crate) InboundRequestId);
+
 /// Requests from peers that need the node (disk reads); the swarm task answers nothing itself
 /// that needs the store.
 #[derive(Debug)]
@@ -46,6 +50,14 @@ pub enum NetworkEvent {
         id: InboundId,
         peer: PeerId,
         cids: Vec<Cid>,
+    },
+    /// A peer asks this node to hold `root`; answer with [`Client::respond_replicate`].
+    Replicate {
+        id: ReplicateId,
+        peer: PeerId,
+        root: Cid,
+        replication_factor: u32,
+        nonce: Vec<u8>,
     },
 }
 
@@ -88,6 +100,22 @@ pub(crate) enum Command {
         id: InboundId,
         blocks: Vec<(Cid, Bytes)>,
         missing: Vec<Cid>,
+    },
+    Replicate {
+        peer: PeerId,
+        root: Cid,
+        replication_factor: u32,
+        nonce: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, Error>>,
+    },
+    RespondReplicate {
+        id: ReplicateId,
+        outcome: Result<Vec<u8>, String>,
+    },
+    Placement {
+        cid: Cid,
+        count: usize,
+        reply: oneshot::Sender<Vec<PeerId>>,
     },
     StartProviding {
         cid: Cid,
@@ -194,6 +222,44 @@ impl Client {
             })
             .await
             .map_err(|_| Error::Stopped)
+    }
+
+    /// Asks `peer` to hold `root`; returns its signed receipt (not yet verified: see
+    /// [`crate::records::Receipt::verify`]).
+    pub async fn replicate(
+        &self,
+        peer: PeerId,
+        root: Cid,
+        replication_factor: u32,
+        nonce: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        self.call(|reply| Command::Replicate {
+            peer,
+            root,
+            replication_factor,
+            nonce,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound replicate request with a signed receipt, or the reason it failed.
+    pub async fn respond_replicate(
+        &self,
+        id: ReplicateId,
+        outcome: Result<Vec<u8>, String>,
+    ) -> Result<(), Error> {
+        self.commands
+            .send(Command::RespondReplicate { id, outcome })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// The `count` peers closest to `cid` in Kademlia's XOR space among this node and the peers
+    /// it is connected to, closest first: where replicas of `cid` belong.
+    pub async fn placement(&self, cid: Cid, count: usize) -> Result<Vec<PeerId>, Error> {
+        self.call(|reply| Command::Placement { cid, count, reply })
+            .await
     }
 
     /// Announces in the DHT that this node holds `cid` (re-announced before the record expires).

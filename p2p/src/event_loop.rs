@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_config::BootstrapPeer;
-use cairn_proto::wire::{BlockRequest, BlockResponse, WireBlock};
+use cairn_proto::wire::{
+    BlockRequest, BlockResponse, ReplicateRequest, ReplicateResponse, WireBlock,
+};
 use cid::Cid;
 use futures::StreamExt;
 use libp2p::kad::{self, QueryId};
@@ -26,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use crate::behaviour::{
     Behaviour, BehaviourEvent, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST,
 };
-use crate::client::{BlockReply, BootstrapProgress, Command, InboundId, NetworkEvent, PeerInfo};
+use crate::client::{
+    BlockReply, BootstrapProgress, Command, InboundId, NetworkEvent, PeerInfo, ReplicateId,
+};
 use crate::error::Error;
 use crate::metrics::P2pMetrics;
 use crate::peer_limits::{ByteBudget, PeerLimits};
@@ -78,6 +82,8 @@ pub struct EventLoop {
     pending_requests: HashMap<OutboundRequestId, (PeerId, Replier<BlockReply>)>,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, Replier<Vec<PeerId>>)>,
     inbound: HashMap<InboundId, (PeerId, ResponseChannel<BlockResponse>)>,
+    pending_replicates: HashMap<OutboundRequestId, Replier<Vec<u8>>>,
+    inbound_replicates: HashMap<ReplicateId, ResponseChannel<ReplicateResponse>>,
     /// Which bootstrap peer (if exactly one was connected) each routing-table entry came through.
     learnt_via: HashMap<PeerId, Option<PeerId>>,
     domination_warned: bool,
@@ -133,6 +139,8 @@ impl EventLoop {
             pending_requests: HashMap::new(),
             pending_providers: HashMap::new(),
             inbound: HashMap::new(),
+            pending_replicates: HashMap::new(),
+            inbound_replicates: HashMap::new(),
             learnt_via: HashMap::new(),
             domination_warned: false,
         }
@@ -279,6 +287,59 @@ impl EventLoop {
                 blocks,
                 missing,
             } => self.respond_blocks(id, blocks, missing),
+            Command::Replicate {
+                peer,
+                root,
+                replication_factor,
+                nonce,
+                reply,
+            } => {
+                if self.pending_replicates.len() >= MAX_PENDING_OUTBOUND {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: "too many replications in flight".into(),
+                    }));
+                    return;
+                }
+                let request = ReplicateRequest {
+                    root: root.to_bytes().into(),
+                    replication_factor,
+                    nonce: nonce.into(),
+                };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .replicate
+                    .send_request(&peer, request);
+                self.pending_replicates.insert(id, reply);
+            }
+            Command::RespondReplicate { id, outcome } => {
+                if let Some(channel) = self.inbound_replicates.remove(&id) {
+                    let response = match outcome {
+                        Ok(receipt) => ReplicateResponse {
+                            receipt: receipt.into(),
+                            error: String::new(),
+                        },
+                        Err(error) => ReplicateResponse {
+                            receipt: Bytes::new(),
+                            error,
+                        },
+                    };
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .replicate
+                        .send_response(channel, response);
+                }
+            }
+            Command::Placement { cid, count, reply } => {
+                let target = kad::KBucketKey::new(cid.hash().to_bytes());
+                let mut candidates: Vec<PeerId> = self.connected.keys().copied().collect();
+                candidates.push(*self.swarm.local_peer_id());
+                candidates.sort_by_key(|peer| kad::KBucketKey::from(*peer).distance(&target));
+                candidates.truncate(count);
+                let _ = reply.send(candidates);
+            }
             Command::StartProviding { cid, reply } => {
                 let key = kad::RecordKey::new(&cid.hash().to_bytes());
                 let result = self
@@ -398,6 +459,9 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Blocks(event)) => self.on_block_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Replicate(event)) => {
+                self.on_replicate_event(event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -646,6 +710,108 @@ impl EventLoop {
                 self.metrics.limited("queue");
                 self.answer_now(channel, slow_down(Duration::from_millis(50)));
             }
+        }
+    }
+
+    fn on_replicate_event(
+        &mut self,
+        event: request_response::Event<ReplicateRequest, ReplicateResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request_id,
+                        request,
+                        channel,
+                    },
+                ..
+            } => {
+                let refuse = |error: String| ReplicateResponse {
+                    receipt: Bytes::new(),
+                    error,
+                };
+                if let Err(wait) = self.limits.check_request(&peer) {
+                    self.metrics.limited("requests");
+                    let response = refuse(format!("slow down; retry in {} ms", millis(wait)));
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .replicate
+                        .send_response(channel, response);
+                    self.penalise(peer, Offence::OverLimit);
+                    return;
+                }
+                let Ok(root) = Cid::try_from(request.root.as_ref()) else {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .replicate
+                        .send_response(channel, refuse("malformed root CID".into()));
+                    self.penalise(peer, Offence::Malformed);
+                    return;
+                };
+                let id = ReplicateId(request_id);
+                let event = NetworkEvent::Replicate {
+                    id,
+                    peer,
+                    root,
+                    replication_factor: request.replication_factor,
+                    nonce: request.nonce.to_vec(),
+                };
+                if self.inbound_replicates.len() >= self.settings.inbound_queue
+                    || self.events.try_send(event).is_err()
+                {
+                    self.metrics.limited("queue");
+                    let response = refuse("busy; retry later".into());
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .replicate
+                        .send_response(channel, response);
+                    return;
+                }
+                self.inbound_replicates.insert(id, channel);
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_replicates.remove(&request_id) {
+                    let outcome = if response.error.is_empty() {
+                        Ok(response.receipt.to_vec())
+                    } else {
+                        Err(Error::Request {
+                            peer,
+                            reason: response.error.chars().take(200).collect(),
+                        })
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_replicates.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { request_id, .. } => {
+                self.inbound_replicates.remove(&ReplicateId(request_id));
+            }
+            request_response::Event::ResponseSent { .. } => {}
         }
     }
 

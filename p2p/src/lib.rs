@@ -20,8 +20,13 @@ mod scores;
 mod settings;
 mod transport;
 
-pub use behaviour::{BLOCK_PROTOCOL, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST};
-pub use client::{BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent, PeerInfo};
+pub use behaviour::{
+    BLOCK_PROTOCOL, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST,
+    REPLICATE_PROTOCOL,
+};
+pub use client::{
+    BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent, PeerInfo, ReplicateId,
+};
 pub use error::Error;
 pub use event_loop::EventLoop;
 pub use identity::NodeIdentity;

@@ -147,6 +147,7 @@ pub async fn add(
     }
     messages[0].options = Some(admin::AddOptions {
         cid_version: Some(cid_version),
+        ..Default::default()
     });
     Ok(client
         .add_file(tokio_stream::iter(messages))

@@ -461,3 +461,94 @@ async fn peers_ban_by_hand_disconnects_and_refuses_a_peer() {
     drop(admin);
     stop_all(nodes).await.unwrap();
 }
+
+/// Which of `nodes` pin `cid`.
+async fn pinners(nodes: &[TestNode], cid: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let pins = node
+            .readonly()
+            .await
+            .unwrap()
+            .pin_ls(admin::PinLsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .pins;
+        if pins.iter().any(|p| p.cid == cid) {
+            out.push(node.handle.peer_id().to_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_add_with_replication_3_lands_on_its_placement_with_signed_receipts() {
+    let nodes = start_cluster(5, |_, c| {
+        c.replication.factor = 3;
+        c.replication.write_quorum = 2;
+    })
+    .await
+    .unwrap();
+    // Every node must know every other before placement means the same thing everywhere.
+    for node in &nodes {
+        eventually("a full view of the cluster", SETTLE, || async {
+            Ok(connected_peers(node).await?.len() == 4)
+        })
+        .await
+        .unwrap();
+    }
+    let data = pattern(1024 * 1024 + 17);
+    let added = add(&mut nodes[2].admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap();
+    assert_eq!(added.replication_factor, 3);
+    assert!(!added.under_replicated, "{added:?}");
+    // The adder and at least the write quorum of receipts when add returned.
+    assert!(added.holders.len() >= 3, "{added:?}");
+    assert_eq!(added.holders[0], nodes[2].handle.peer_id());
+    // Every holder it names really pinned the file; nobody else did.
+    eventually("every confirmed holder to pin", SETTLE, || async {
+        let mut pinned = pinners(&nodes, &added.cid).await;
+        pinned.sort();
+        let mut named = added.holders.clone();
+        named.sort();
+        Ok(pinned == named)
+    })
+    .await
+    .unwrap();
+    // A holder serves it after the adder is gone.
+    let mut nodes = nodes;
+    let adder = nodes.remove(2);
+    adder.stop().await.unwrap();
+    let reader = nodes
+        .iter()
+        .find(|n| !added.holders.contains(&n.handle.peer_id().to_owned()))
+        .unwrap_or(&nodes[0]);
+    assert!(
+        cat(&mut reader.readonly().await.unwrap(), &added.cid)
+            .await
+            .unwrap()
+            == data
+    );
+    stop_all(nodes).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn too_few_peers_for_the_factor_is_reported_not_failed() {
+    let nodes = start_cluster(2, |_, c| c.replication.factor = 5)
+        .await
+        .unwrap();
+    eventually("the two nodes to connect", SETTLE, || async {
+        Ok(connected_peers(&nodes[0]).await?.len() == 1)
+    })
+    .await
+    .unwrap();
+    let added = add(&mut nodes[0].admin().await.unwrap(), &pattern(5000), 1)
+        .await
+        .unwrap();
+    assert_eq!(added.replication_factor, 5);
+    assert!(added.under_replicated);
+    assert_eq!(added.holders.len(), 2, "{added:?}");
+    stop_all(nodes).await.unwrap();
+}

@@ -21,6 +21,7 @@ use super::auth::{Role, Tokens};
 use crate::car;
 use crate::error::Error;
 use crate::fetch::fetch_dag;
+use crate::replication::replicate;
 use crate::unixfs::{CidVersion, FileImporter, FileReader, ImportOptions};
 
 /// Chunks in flight between a client stream and the importer.
@@ -41,6 +42,10 @@ pub struct AdminService {
     pub peer_id: String,
     /// `scrub.bytes_per_second`, for scrubs run on request.
     pub scrub_bytes_per_second: u64,
+    /// `replication.factor`: copies of a pin unless the call asks otherwise.
+    pub replication_factor: u32,
+    /// `replication.write_quorum`: receipts an add waits for.
+    pub write_quorum: u32,
 }
 
 impl AdminService {
@@ -126,7 +131,18 @@ impl Admin for AdminService {
         self.tokens.authorize(&request, Role::Admin)?;
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.unwrap_or_default();
-        let cid_version = match first.options.and_then(|o| o.cid_version).unwrap_or(1) {
+        let options = first.options.unwrap_or_default();
+        let factor = match options.replication {
+            None => self.replication_factor,
+            Some(n) if (1..=cairn_config::MAX_REPLICATION_FACTOR).contains(&n) => n,
+            Some(n) => {
+                return Err(Status::invalid_argument(format!(
+                    "replication {n} is not between 1 and {}",
+                    cairn_config::MAX_REPLICATION_FACTOR
+                )));
+            }
+        };
+        let cid_version = match options.cid_version.unwrap_or(1) {
             0 => CidVersion::V0,
             1 => CidVersion::V1,
             other => {
@@ -177,10 +193,19 @@ impl Admin for AdminService {
         let done = imported?;
         tracing::info!(cid = %done.root, size = done.size, "file added");
         self.announce(done.root).await;
+        let quorum = if options.no_wait {
+            0
+        } else {
+            self.write_quorum
+        };
+        let replicated = replicate(&self.store, &self.network, done.root, factor, quorum).await?;
         Ok(Response::new(admin::AddFileResponse {
             cid: done.root.to_string(),
             size: done.size,
             blocks: done.blocks,
+            replication_factor: replicated.factor,
+            holders: replicated.holders.iter().map(ToString::to_string).collect(),
+            under_replicated: replicated.under_replicated,
         }))
     }
 
