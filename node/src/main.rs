@@ -339,8 +339,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_wait,
             };
             for path in paths {
-                let (added, capability) =
-                    add_file(&mut client, &path, options, encrypt).await?;
+                let (added, capability) = add_file(&mut client, &path, options, encrypt).await?;
                 let capability = capability.map(|c| c.to_string());
                 if cli.json {
                     let out = json!({

@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 use crate::error::{Error, Result};
 use crate::fetch::fetch_dag;
 
+/// How long an add waits for its write quorum before it reports the pin as it stands.
+const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How a replication went by the time the caller stopped waiting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replication {
@@ -57,13 +60,20 @@ pub async fn replicate(
     let mut holders = vec![me];
     let wanted = (quorum as usize).min(targets.len());
     let mut answered = 0;
+    let deadline = tokio::time::Instant::now() + QUORUM_WAIT;
     while holders.len() - 1 < wanted && answered < targets.len() {
-        match results.recv().await {
-            Some(confirmed) => {
+        match tokio::time::timeout_at(deadline, results.recv()).await {
+            Ok(Some(confirmed)) => {
                 answered += 1;
                 holders.extend(confirmed);
             }
-            None => break,
+            Ok(None) => break,
+            Err(_) => {
+                // A target that never answers must not hold the caller; its request goes on in
+                // the background and the pin is reported as it stands.
+                tracing::warn!(%root, "write quorum not reached in time");
+                break;
+            }
         }
     }
     let under_replicated = holders.len() < factor as usize;

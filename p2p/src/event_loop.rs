@@ -333,12 +333,9 @@ impl EventLoop {
                 }
             }
             Command::Placement { cid, count, reply } => {
-                let target = kad::KBucketKey::new(cid.hash().to_bytes());
                 let mut candidates: Vec<PeerId> = self.connected.keys().copied().collect();
                 candidates.push(*self.swarm.local_peer_id());
-                candidates.sort_by_key(|peer| kad::KBucketKey::from(*peer).distance(&target));
-                candidates.truncate(count);
-                let _ = reply.send(candidates);
+                let _ = reply.send(crate::closest(&cid, candidates, count));
             }
             Command::StartProviding { cid, reply } => {
                 let key = kad::RecordKey::new(&cid.hash().to_bytes());

@@ -35,3 +35,18 @@ pub use libp2p_identity::PeerId;
 pub use network::new;
 pub use scores::Offence;
 pub use settings::{NetworkSettings, SwarmKey};
+
+/// The `count` peers of `peers` closest to `cid` in Kademlia's XOR space, closest first: where
+/// the replicas of `cid` belong. Every node computes the same order from the same peers.
+pub fn closest(
+    cid: &cid::Cid,
+    peers: impl IntoIterator<Item = PeerId>,
+    count: usize,
+) -> Vec<PeerId> {
+    let target = libp2p::kad::KBucketKey::new(cid.hash().to_bytes());
+    let mut peers: Vec<PeerId> = peers.into_iter().collect();
+    peers.sort_by_key(|peer| libp2p::kad::KBucketKey::from(*peer).distance(&target));
+    peers.dedup();
+    peers.truncate(count);
+    peers
+}

@@ -52,8 +52,25 @@ impl HostilePeer {
         let responder = client.clone();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                let NetworkEvent::BlockRequest { id, cids, .. } = event else {
-                    continue;
+                let (id, cids) = match event {
+                    NetworkEvent::BlockRequest { id, cids, .. } => (id, cids),
+                    NetworkEvent::Replicate { id, root, .. } => {
+                        // The liar claims the replica with a receipt for some other request; the
+                        // empty peer declines.
+                        let outcome = match behaviour {
+                            Behaviour::Lie => cairn_p2p::records::Receipt::sign(
+                                &identity,
+                                root,
+                                b"not your nonce",
+                                0,
+                            )
+                            .map_err(|e| e.to_string()),
+                            Behaviour::Empty => Err("not holding anything".to_owned()),
+                        };
+                        let _ = responder.respond_replicate(id, outcome).await;
+                        continue;
+                    }
+                    _ => continue,
                 };
                 let (blocks, missing) = match behaviour {
                     Behaviour::Lie => (

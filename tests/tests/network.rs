@@ -507,16 +507,34 @@ async fn an_add_with_replication_3_lands_on_its_placement_with_signed_receipts()
     // The adder and at least the write quorum of receipts when add returned.
     assert!(added.holders.len() >= 3, "{added:?}");
     assert_eq!(added.holders[0], nodes[2].handle.peer_id());
-    // Every holder it names really pinned the file; nobody else did.
-    eventually("every confirmed holder to pin", SETTLE, || async {
+    // The three peers closest to the root hold it (the adder keeps its copy too, until repair
+    // releases surplus copies); nobody else does.
+    let root: cid::Cid = added.cid.parse().unwrap();
+    let all: Vec<cairn_p2p::PeerId> = nodes
+        .iter()
+        .map(|n| n.handle.peer_id().parse().unwrap())
+        .collect();
+    let mut expected: Vec<String> = cairn_p2p::closest(&root, all, 3)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !expected.contains(&added.holders[0]) {
+        expected.push(added.holders[0].clone());
+    }
+    expected.sort();
+    eventually("the placement to pin the file", SETTLE, || async {
         let mut pinned = pinners(&nodes, &added.cid).await;
         pinned.sort();
-        let mut named = added.holders.clone();
-        named.sort();
-        Ok(pinned == named)
+        Ok(pinned == expected)
     })
     .await
     .unwrap();
+    for holder in &added.holders {
+        assert!(
+            expected.contains(holder),
+            "{holder} is not in the placement"
+        );
+    }
     // A holder serves it after the adder is gone.
     let mut nodes = nodes;
     let adder = nodes.remove(2);
