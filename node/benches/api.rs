@@ -16,8 +16,6 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,47 +23,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_proto::admin;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const MIB: usize = 1 << 20;
 const THROUGHPUT_BYTES: usize = 256 * MIB;
 const RSS_ADD_BYTES: usize = 1024 * MIB;
 const MESSAGE: usize = 256 * 1024;
 const ROUNDS: usize = 3;
-/// See [`start_daemon`].
+/// glibc malloc arenas for the daemon, as `make run` sets them.
 const MALLOC_ARENA_MAX: &str = "2";
-
-/// Starts the daemon with JSON logs and returns it with its admin URL.
-async fn start_daemon(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["daemon", "--data-dir", dir.to_str().unwrap()])
-        .env_remove("CAIRN_DATA_DIR")
-        // As deployed (scripts/run-node.sh; the systemd unit and image to come): glibc's default of
-        // 8 arenas per core keeps freed gRPC buffers in per-thread heaps; measured here, a 1 GiB
-        // add peaks at 135 MB with 2 arenas and at 190–220 MB without the setting.
-        .env("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = event["fields"]["admin_addr"].as_str()
-            {
-                return addr.to_owned();
-            }
-        }
-        panic!("the daemon exited before it was ready");
-    })
-    .await
-    .expect("the daemon did not start within a minute");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
-}
 
 /// Resident set size of `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
@@ -132,7 +97,9 @@ async fn main() {
     let dir = tmp.path().join("node");
     cairn_node::init::init(&dir, false).unwrap();
     common::rewrite_config(&dir, |c| c.log.format = cairn_config::LogFormat::Json);
-    let (daemon, url) = start_daemon(&dir).await;
+    // As deployed (scripts/run-node.sh; the systemd unit and image to come): glibc's default of 8
+    // arenas per core keeps freed gRPC buffers in per-thread heaps.
+    let (daemon, url) = common::start_daemon(&dir, &[("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)]).await;
     let pid = daemon.id().unwrap();
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
     let mut client = cairn_node::client::connect(&url, &token).await.unwrap();

@@ -4,44 +4,11 @@
 // Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use cairn_proto::admin;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 mod common;
-
-/// Starts `cairn daemon` on `dir` and waits (with a deadline) for the address it logs.
-async fn start_daemon(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["daemon", "--data-dir", dir.to_str().unwrap()])
-        .env_remove("CAIRN_DATA_DIR")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if let Some(addr) = event["fields"]["admin_addr"].as_str() {
-                return addr.to_owned();
-            }
-        }
-        panic!("the daemon exited before it was ready");
-    })
-    .await
-    .expect("the daemon did not start within a minute");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
-}
 
 fn content(i: u32) -> Vec<u8> {
     let len = 100_000 + (i as usize * 37_123) % 600_000;
@@ -84,7 +51,7 @@ async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
     common::rewrite_config(&dir, |c| c.log.format = cairn_config::LogFormat::Json);
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
 
-    let (mut daemon, url) = start_daemon(&dir).await;
+    let (mut daemon, url) = common::start_daemon(&dir, &[]).await;
     let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
     let mut acknowledged = Vec::new();
     for i in 0..20 {
@@ -116,7 +83,7 @@ async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
     }
     assert!(acknowledged.len() > 20);
 
-    let (mut daemon, url) = start_daemon(&dir).await;
+    let (mut daemon, url) = common::start_daemon(&dir, &[]).await;
     let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
     let pins = client
         .pin_ls(admin::PinLsRequest {})

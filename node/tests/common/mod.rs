@@ -1,9 +1,13 @@
 //! Helpers shared by the node's own integration tests.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic)]
 
 use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 use cairn_config::{Config, ValidConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 
 /// Every listener on loopback port 0 (admin API, swarm) and metrics off: tests never collide on
 /// fixed ports nor listen beyond the machine.
@@ -29,4 +33,36 @@ pub fn loopback_config(dir: &Path) -> ValidConfig {
     let mut config = Config::from_toml(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
     loopback(&mut config);
     config.validate().unwrap()
+}
+
+/// Starts `cairn daemon` on `dir` (its config logging JSON) with `env` set, and waits, with a
+/// deadline, for the admin address it logs; returns the process and the admin URL. The log keeps
+/// being drained so the daemon never blocks on a full pipe.
+pub async fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["daemon", "--data-dir", dir.to_str().unwrap()])
+        .env_remove("CAIRN_DATA_DIR")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = event["fields"]["admin_addr"].as_str()
+            {
+                return Some(addr.to_owned());
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("the daemon did not report its address within a minute"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
 }
