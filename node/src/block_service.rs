@@ -43,8 +43,12 @@ pub async fn run(
             NetworkEvent::Replicate {
                 id, root, nonce, ..
             } => {
-                let Ok(permit) = Arc::clone(&replicas).acquire_owned().await else {
-                    break;
+                // Never wait here: block requests queue behind this loop, and a replica being
+                // fetched may need this very node to serve blocks.
+                let Ok(permit) = Arc::clone(&replicas).try_acquire_owned() else {
+                    let busy = Err("busy with other replicas; ask again later".to_owned());
+                    let _ = network.respond_replicate(id, busy).await;
+                    continue;
                 };
                 let (store, network, identity) =
                     (Arc::clone(&store), network.clone(), identity.clone());
