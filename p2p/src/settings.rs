@@ -71,12 +71,33 @@ pub struct NetworkSettings {
 }
 
 impl NetworkSettings {
+    /// The documented defaults (those of an empty config file), listening on `listen`, with no
+    /// bootstrap peers, allowlist or swarm key.
+    pub fn new(listen: Vec<Multiaddr>) -> Self {
+        let limits = cairn_config::P2pLimits::default();
+        Self {
+            listen,
+            bootstrap: Vec::new(),
+            min_bootstrap_peers: 0,
+            allowlist: Vec::new(),
+            swarm_key: None,
+            max_connections: limits.max_connections,
+            max_connections_per_peer: limits.max_connections_per_peer,
+            max_pending_connections: limits.max_connections.min(MAX_PENDING_CONNECTIONS),
+            max_memory_fraction: MAX_MEMORY_FRACTION,
+            requests_per_second: limits.requests_per_second,
+            bytes_per_second: limits.bytes_per_second.bytes(),
+            ban_score: BAN_SCORE,
+            ban_duration: BAN_DURATION,
+            inbound_queue: INBOUND_QUEUE,
+        }
+    }
+
     /// Settings from a validated config; the swarm key, when configured, is read by the caller
     /// (it is a secret file with its own permission checks).
     pub fn from_config(config: &ValidConfig, swarm_key: Option<SwarmKey>) -> Self {
         let p2p = &config.raw().p2p;
         Self {
-            listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
             min_bootstrap_peers: p2p.min_bootstrap_peers as usize,
             allowlist: config.allowlist.clone(),
@@ -84,12 +105,9 @@ impl NetworkSettings {
             max_connections: p2p.limits.max_connections,
             max_connections_per_peer: p2p.limits.max_connections_per_peer,
             max_pending_connections: p2p.limits.max_connections.min(MAX_PENDING_CONNECTIONS),
-            max_memory_fraction: MAX_MEMORY_FRACTION,
             requests_per_second: p2p.limits.requests_per_second,
             bytes_per_second: p2p.limits.bytes_per_second.bytes(),
-            ban_score: BAN_SCORE,
-            ban_duration: BAN_DURATION,
-            inbound_queue: INBOUND_QUEUE,
+            ..Self::new(config.listen.clone())
         }
     }
 }

@@ -29,22 +29,12 @@ pub struct HostilePeer {
 impl HostilePeer {
     pub async fn start(behaviour: Behaviour) -> anyhow::Result<Self> {
         let identity = NodeIdentity::generate();
-        let settings = NetworkSettings {
-            listen: vec!["/ip4/127.0.0.1/tcp/0".parse()?],
-            bootstrap: Vec::new(),
-            min_bootstrap_peers: 0,
-            allowlist: Vec::new(),
-            swarm_key: None,
-            max_connections: 64,
-            max_connections_per_peer: 2,
-            max_pending_connections: 16,
-            max_memory_fraction: 0.99,
-            requests_per_second: 10_000,
-            bytes_per_second: 1 << 30,
-            ban_score: i64::MIN,
-            ban_duration: Duration::from_secs(1),
-            inbound_queue: 256,
-        };
+        let mut settings = NetworkSettings::new(vec!["/ip4/127.0.0.1/tcp/0".parse()?]);
+        // A hostile peer takes whatever it is sent and never bans anyone.
+        settings.max_memory_fraction = 0.99;
+        settings.requests_per_second = 10_000;
+        settings.bytes_per_second = 1 << 30;
+        settings.ban_score = i64::MIN;
         let (client, mut events, event_loop) =
             cairn_p2p::new(&identity, settings, &mut Registry::default())?;
         let stop = CancellationToken::new();
