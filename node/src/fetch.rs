@@ -109,6 +109,21 @@ pub async fn fetch_dag(
         provider.in_flight -= 1;
         let peer = provider.peer;
         let reply = match reply {
+            // An answer that sends nothing, names nothing missing and asks for no pause is no
+            // answer: a peer doing that on purpose would otherwise keep the fetch spinning.
+            Ok(reply)
+                if reply.blocks.is_empty()
+                    && reply.missing.is_empty()
+                    && reply.retry_after.is_none() =>
+            {
+                provider.failures += 1;
+                if provider.failures >= MAX_FAILURES {
+                    tracing::debug!(%peer, "provider dropped from the fetch: empty answers");
+                    provider.dropped = true;
+                }
+                requeue(&mut wanted, asked);
+                continue;
+            }
             Ok(reply) => {
                 provider.failures = 0;
                 reply

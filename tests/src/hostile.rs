@@ -16,6 +16,8 @@ pub enum Behaviour {
     Lie,
     /// Answers that it holds nothing.
     Empty,
+    /// Answers every block request with nothing at all: no blocks, nothing missing, no pause.
+    Mute,
 }
 
 /// A hostile peer running in this process; stops when dropped.
@@ -55,7 +57,9 @@ impl HostilePeer {
                                 0,
                             )
                             .map_err(|e| e.to_string()),
-                            Behaviour::Empty => Err("not holding anything".to_owned()),
+                            Behaviour::Empty | Behaviour::Mute => {
+                                Err("not holding anything".to_owned())
+                            }
                         };
                         let _ = responder.respond_replicate(id, outcome).await;
                         continue;
@@ -70,6 +74,7 @@ impl HostilePeer {
                         Vec::new(),
                     ),
                     Behaviour::Empty => (Vec::new(), cids),
+                    Behaviour::Mute => (Vec::new(), Vec::new()),
                 };
                 let _ = responder.respond_blocks(id, blocks, missing).await;
             }

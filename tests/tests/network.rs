@@ -570,3 +570,27 @@ async fn too_few_peers_for_the_factor_is_reported_not_failed() {
     assert_eq!(added.holders.len(), 2, "{added:?}");
     stop_all(nodes).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_answers_with_nothing_cannot_stall_a_fetch() {
+    let nodes = start_cluster(1, |_, _| {}).await.unwrap();
+    let mute = HostilePeer::start(Behaviour::Mute).await.unwrap();
+    nodes[0]
+        .admin()
+        .await
+        .unwrap()
+        .peers_connect(admin::PeersConnectRequest {
+            addr: mute.p2p_addr(),
+        })
+        .await
+        .unwrap();
+    let nowhere = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy";
+    let mut reader = nodes[0].readonly().await.unwrap();
+    let outcome = tokio::time::timeout(SETTLE, cat(&mut reader, nowhere))
+        .await
+        .expect("the fetch kept asking a peer that answers nothing");
+    let err = outcome.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    assert!(err.message().contains("every provider failed"), "{err}");
+    stop_all(nodes).await.unwrap();
+}
