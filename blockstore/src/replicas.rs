@@ -1,21 +1,38 @@
-//! Replication receipts this node holds for its pins: per root, one signed receipt per holder,
-//! kept as opaque bytes (the P2P layer signs and verifies them; the store only keeps them). Keys
-//! are the root's multihash followed by the holder's peer-ID bytes, so one prefix scan lists a
-//! root's holders.
+//! Replication state this node keeps for its pins, as opaque bytes (the P2P layer signs and
+//! verifies them; the store only keeps them):
+//!
+//! - `receipt/<root multihash><holder peer-ID bytes>` → a holder's signed receipt, so one prefix
+//!   scan lists a root's holders;
+//! - `record/<root CID>` → the newest signed pin record this node knows for the root (pinned with
+//!   its replication factor, or an unpin's tombstone, kept so a stale record never wins again).
 
 use cid::Cid;
 
 use crate::backend::{Backend, Batch, Cf};
-use crate::error::Result;
-use crate::store::Store;
+use crate::error::{Error, Result};
+use crate::store::{PAGE, Store};
 
 /// More holders than this for one root is not a replication factor anyone configures.
 const MAX_HOLDERS: usize = 1024;
+const RECEIPT: &[u8] = b"receipt/";
+const RECORD: &[u8] = b"record/";
+
+fn receipt_prefix(root: &Cid) -> Vec<u8> {
+    let mut key = RECEIPT.to_vec();
+    key.extend_from_slice(&root.hash().to_bytes());
+    key
+}
+
+fn record_key(root: &Cid) -> Vec<u8> {
+    let mut key = RECORD.to_vec();
+    key.extend_from_slice(&root.to_bytes());
+    key
+}
 
 impl<B: Backend> Store<B> {
     /// Keeps `receipt` from `holder` (peer-ID bytes) for `root`, replacing an older one.
     pub fn put_receipt(&self, root: &Cid, holder: &[u8], receipt: &[u8]) -> Result<()> {
-        let mut key = root.hash().to_bytes();
+        let mut key = receipt_prefix(root);
         key.extend_from_slice(holder);
         let mut batch = Batch::default();
         batch.put(Cf::Replicas, key, receipt.to_vec());
@@ -24,7 +41,7 @@ impl<B: Backend> Store<B> {
 
     /// Every receipt kept for `root`: (holder peer-ID bytes, receipt bytes).
     pub fn receipts(&self, root: &Cid) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let prefix = root.hash().to_bytes();
+        let prefix = receipt_prefix(root);
         Ok(self
             .backend()
             .scan(Cf::Replicas, &prefix, None, MAX_HOLDERS)?
@@ -35,11 +52,44 @@ impl<B: Backend> Store<B> {
 
     /// Forgets `holder`'s receipt for `root` (it let the copy go, or lost it).
     pub fn drop_receipt(&self, root: &Cid, holder: &[u8]) -> Result<()> {
-        let mut key = root.hash().to_bytes();
+        let mut key = receipt_prefix(root);
         key.extend_from_slice(holder);
         let mut batch = Batch::default();
         batch.delete(Cf::Replicas, key);
         self.backend().write(batch)
+    }
+
+    /// Keeps `record` as the pin record of `root` (the caller checked it is the newest).
+    pub fn put_pin_record(&self, root: &Cid, record: &[u8]) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.put(Cf::Replicas, record_key(root), record.to_vec());
+        self.backend().write(batch)
+    }
+
+    /// The pin record kept for `root`.
+    pub fn pin_record(&self, root: &Cid) -> Result<Option<Vec<u8>>> {
+        self.backend().get(Cf::Replicas, &record_key(root))
+    }
+
+    /// Every pin record kept, in key order.
+    pub fn pin_records(&self) -> Result<Vec<(Cid, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .backend()
+                .scan(Cf::Replicas, RECORD, after.as_deref(), PAGE)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (key, value) in page {
+                let root = Cid::try_from(&key[RECORD.len()..])
+                    .map_err(|e| Error::Corrupt(format!("pin record key is not a CID: {e}")))?;
+                out.push((root, value));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -58,6 +108,7 @@ mod tests {
         store
             .put_receipt(&other, b"holder-a", b"elsewhere")
             .unwrap();
+        store.put_pin_record(&root, b"a record").unwrap();
         let mut kept = store.receipts(&root).unwrap();
         kept.sort();
         assert_eq!(
@@ -70,5 +121,32 @@ mod tests {
         store.drop_receipt(&root, b"holder-a").unwrap();
         assert_eq!(store.receipts(&root).unwrap().len(), 1);
         assert_eq!(store.receipts(&other).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pin_records_are_kept_per_root_and_listed_apart_from_receipts() {
+        let store = MemBlockstore::new(StoreOptions::default());
+        let roots: Vec<_> = (0..3u8)
+            .map(|i| Block::build(RAW, HashAlg::Sha2_256, vec![i]).cid)
+            .collect();
+        store.put_receipt(&roots[0], b"holder", b"receipt").unwrap();
+        assert_eq!(store.pin_record(&roots[0]).unwrap(), None);
+        for (i, root) in roots.iter().enumerate() {
+            store.put_pin_record(root, &[i as u8]).unwrap();
+        }
+        store.put_pin_record(&roots[1], b"newer").unwrap();
+        assert_eq!(
+            store.pin_record(&roots[1]).unwrap().as_deref(),
+            Some(&b"newer"[..])
+        );
+        let mut listed = store.pin_records().unwrap();
+        listed.sort();
+        let mut expected = vec![
+            (roots[0], vec![0]),
+            (roots[1], b"newer".to_vec()),
+            (roots[2], vec![2]),
+        ];
+        expected.sort();
+        assert_eq!(listed, expected);
     }
 }

@@ -1,5 +1,6 @@
-//! Answers peers' requests: block requests from the store, and requests to hold a replica
-//! (see [`crate::replication::hold`]), at most `CONCURRENT_REPLICAS` at once. Every block is read through the store's
+//! Answers peers' requests: block requests from the store; requests to hold a replica (see
+//! [`Replicator::hold`]), at most `CONCURRENT_REPLICAS` at once; audits; and newer pin records
+//! peers stored here (an unpin is acted on at once). Every block is read through the store's
 //! verifying `get`, so a block that rotted on disk is quarantined and reported missing — never
 //! sent. Reads run on blocking threads, at most `CONCURRENT_READS` requests at once; the swarm
 //! task answers "slow down" by itself when this worker falls behind.
@@ -8,15 +9,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_blockstore::RocksBlockstore;
-use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_BYTES, NetworkEvent, NodeIdentity};
+use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_BYTES, NetworkEvent};
 use cid::Cid;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+
+use crate::replication::Replicator;
 
 /// Requests read from the store at once.
 const CONCURRENT_READS: usize = 16;
 /// Replicas fetched at once; each runs a whole DAG fetch.
 const CONCURRENT_REPLICAS: usize = 4;
+/// Audits answered at once; each reads one block.
+const CONCURRENT_AUDITS: usize = 8;
+/// Pin records acted on at once.
+const CONCURRENT_RECORDS: usize = 4;
 /// Stop adding blocks to a response this far below the response limit (room for CIDs and
 /// framing).
 const RESPONSE_HEADROOM: usize = 64 * 1024;
@@ -24,12 +31,14 @@ const RESPONSE_HEADROOM: usize = 64 * 1024;
 pub async fn run(
     store: Arc<RocksBlockstore>,
     network: Network,
-    identity: NodeIdentity,
+    replicator: Replicator,
     mut events: mpsc::Receiver<NetworkEvent>,
     stop: CancellationToken,
 ) {
     let reads = Arc::new(Semaphore::new(CONCURRENT_READS));
     let replicas = Arc::new(Semaphore::new(CONCURRENT_REPLICAS));
+    let audits = Arc::new(Semaphore::new(CONCURRENT_AUDITS));
+    let records = Arc::new(Semaphore::new(CONCURRENT_RECORDS));
     loop {
         let event = tokio::select! {
             () = stop.cancelled() => break,
@@ -41,7 +50,11 @@ pub async fn run(
         let (id, cids) = match event {
             NetworkEvent::BlockRequest { id, cids, .. } => (id, cids),
             NetworkEvent::Replicate {
-                id, root, nonce, ..
+                id,
+                root,
+                nonce,
+                repair,
+                ..
             } => {
                 // Never wait here: block requests queue behind this loop, and a replica being
                 // fetched may need this very node to serve blocks.
@@ -50,10 +63,41 @@ pub async fn run(
                     let _ = network.respond_replicate(id, busy).await;
                     continue;
                 };
-                let (store, network, identity) =
-                    (Arc::clone(&store), network.clone(), identity.clone());
+                let replicator = replicator.clone();
                 tokio::spawn(async move {
-                    crate::replication::hold(&store, &network, &identity, id, root, nonce).await;
+                    replicator.hold(id, root, nonce, repair).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            NetworkEvent::Audit {
+                id,
+                root,
+                block,
+                nonce,
+                ..
+            } => {
+                let Ok(permit) = Arc::clone(&audits).acquire_owned().await else {
+                    break;
+                };
+                let replicator = replicator.clone();
+                tokio::spawn(async move {
+                    replicator.serve_audit(id, root, block, nonce).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            NetworkEvent::PinRecord { record } => {
+                // Over the cap the record is skipped here: it is in the DHT store, and the
+                // reconciliation worker reads it on its next round.
+                let Ok(permit) = Arc::clone(&records).try_acquire_owned() else {
+                    continue;
+                };
+                let replicator = replicator.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = replicator.adopt(record).await {
+                        tracing::warn!(error = %e, "could not act on a pin record");
+                    }
                     drop(permit);
                 });
                 continue;

@@ -21,6 +21,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::pace::ByteRate;
 
 /// Requests in flight at once, over all providers.
 const WINDOW: usize = 16;
@@ -64,6 +65,16 @@ pub async fn fetch_dag(
     store: &Arc<RocksBlockstore>,
     network: &Network,
     root: Cid,
+) -> Result<FetchReport> {
+    fetch_dag_paced(store, network, root, None).await
+}
+
+/// [`fetch_dag`], moving at most `pace` bytes per second on average when given (repairs).
+pub async fn fetch_dag_paced(
+    store: &Arc<RocksBlockstore>,
+    network: &Network,
+    root: Cid,
+    pace: Option<&ByteRate>,
 ) -> Result<FetchReport> {
     let mut wanted: VecDeque<Cid> = missing_below(store, vec![root]).await?.into();
     let mut report = FetchReport::default();
@@ -162,8 +173,12 @@ pub async fn fetch_dag(
         if good.is_empty() {
             continue;
         }
+        let bytes = good.iter().map(|b| b.data.len() as u64).sum::<u64>();
         report.blocks += good.len() as u64;
-        report.bytes += good.iter().map(|b| b.data.len() as u64).sum::<u64>();
+        report.bytes += bytes;
+        if let Some(pace) = pace {
+            pace.spend(bytes).await;
+        }
         for block in &good {
             lacking.remove(&block.cid);
         }

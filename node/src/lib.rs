@@ -1,7 +1,7 @@
 //! cairn-node: the Cairn daemon's library — the content model (UnixFS files and CAR archives over
 //! the verified blockstore), the node's life (`Node::spawn`), its gRPC admin API and the client
 //! the CLI uses, and the node's side of the network (answering peers' block requests, fetching
-//! DAGs it lacks). Replication lands in a later issue.
+//! DAGs it lacks) and replication: pin records, receipts, audits and repair.
 
 pub mod api;
 mod block_service;
@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod init;
 pub mod metrics;
 mod node;
+pub mod pace;
 pub mod progress;
 pub mod replication;
 mod scrub_worker;

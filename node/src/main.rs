@@ -175,15 +175,28 @@ enum CarAction {
 
 #[derive(Subcommand, Debug)]
 enum PinAction {
-    /// Pin a stored DAG (recursively unless --direct).
+    /// Pin a DAG (fetched from peers when missing), recursively and replicated unless --direct.
     Add {
         cid: String,
+        /// Pin this block alone, on this node only.
         #[arg(long)]
         direct: bool,
+        /// Copies to keep on the cluster [default: the daemon's replication.factor]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        replication: Option<u32>,
+        /// Return once pinned here, without waiting for the replicas' receipts.
+        #[arg(long)]
+        no_wait: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Remove a pin (its blocks stay until `repo gc`).
+    /// A pin's replication now: holders (audited), live copies, failure budget.
+    Status {
+        cid: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a pin, cluster-wide for a recursive pin (blocks stay until `repo gc`).
     Rm {
         cid: String,
         #[command(flatten)]
@@ -390,6 +403,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "peer_id": s.peer_id, "version": s.version, "blocks": s.blocks,
                     "bytes": s.bytes, "pins": s.pins, "quarantined_blocks": s.quarantined_blocks,
                     "connected_peers": s.connected_peers, "listen_addrs": s.listen_addrs,
+                    "under_replicated_pins": s.under_replicated_pins,
+                    "min_failure_budget": s.min_failure_budget,
                 });
                 println!("{out}");
             } else {
@@ -400,6 +415,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("blocks       {} ({} bytes)", s.blocks, s.bytes);
                 println!("pins         {}", s.pins);
                 println!("quarantined  {}", s.quarantined_blocks);
+                println!("under-replicated pins  {}", s.under_replicated_pins);
+                if let Some(budget) = s.min_failure_budget {
+                    println!("min failure budget     {budget}");
+                }
             }
         }
         Command::Init { data_dir, force } => {
@@ -469,19 +488,77 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn pin_command(action: PinAction, json: bool) -> anyhow::Result<()> {
     match action {
-        PinAction::Add { cid, direct, api } => {
+        PinAction::Add {
+            cid,
+            direct,
+            replication,
+            no_wait,
+            api,
+        } => {
             let mut client = api.connect().await?;
-            client
+            let pinned = client
                 .pin_add(admin::PinAddRequest {
                     cid: cid.clone(),
                     direct,
+                    replication,
+                    no_wait,
                 })
-                .await?;
+                .await?
+                .into_inner();
             report(
                 json,
-                json!({ "cid": cid, "pinned": true }),
+                json!({
+                    "cid": cid, "pinned": true,
+                    "replication_factor": pinned.replication_factor,
+                    "holders": pinned.holders, "under_replicated": pinned.under_replicated,
+                }),
                 &format!("pinned {cid}"),
             );
+            if pinned.under_replicated && !json {
+                eprintln!(
+                    "{cid}: under-replicated for now: {} of {} copies confirmed",
+                    pinned.holders.len(),
+                    pinned.replication_factor
+                );
+            }
+        }
+        PinAction::Status { cid, api } => {
+            let mut client = api.connect().await?;
+            let s = client
+                .pin_status(admin::PinStatusRequest { cid })
+                .await?
+                .into_inner();
+            if json {
+                let holders: Vec<_> = s
+                    .holders
+                    .iter()
+                    .map(|h| {
+                        json!({
+                            "peer_id": h.peer_id, "state": h.state,
+                            "audited": h.audited, "detail": h.detail,
+                        })
+                    })
+                    .collect();
+                let out = json!({
+                    "cid": s.cid, "state": s.state, "replication_factor": s.replication_factor,
+                    "live_replicas": s.live_replicas, "failure_budget": s.failure_budget,
+                    "holders": holders, "record_version": s.record_version,
+                    "record_signer": s.record_signer,
+                });
+                println!("{out}");
+            } else {
+                println!("cid             {}", s.cid);
+                println!("state           {}", s.state);
+                println!(
+                    "live replicas   {} of {}",
+                    s.live_replicas, s.replication_factor
+                );
+                println!("failure budget  {}", s.failure_budget);
+                for h in &s.holders {
+                    let audited = if h.audited { "audited" } else { "" };
+                    println!("  {} {} {} {}", h.peer_id, h.state, audited, h.detail);
+                }
+            }
         }
         PinAction::Rm { cid, api } => {
             let mut client = api.connect().await?;

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::init::load_identity;
 use crate::metrics::{self, NodeMetrics};
 use crate::secrets::read_secret;
+use crate::replication::{Policy, ReplicationMetrics, Replicator, run_reconciler};
 use crate::{block_service, scrub_worker};
 
 /// Where the block store lives inside the data directory.
@@ -74,11 +75,26 @@ impl Node {
             cairn_p2p::new(&identity, settings, &mut registry)?;
         let stop_swarm = CancellationToken::new();
         let swarm = tokio::spawn(event_loop.run(stop_swarm.clone()));
+        let replication = &config.raw().replication;
+        let policy = Policy {
+            factor: config.replication_factor.get(),
+            write_quorum: config.write_quorum.get(),
+            audit_interval: replication.audit_interval.get(),
+            repair_grace: replication.repair_grace.get(),
+            repair_bytes_per_second: replication.repair_bytes_per_second.bytes(),
+        };
+        let replicator = Replicator::new(
+            Arc::clone(&store),
+            network.clone(),
+            identity.clone(),
+            policy,
+            ReplicationMetrics::register(&mut registry),
+        );
         let stop_workers = CancellationToken::new();
         let mut workers = vec![tokio::spawn(block_service::run(
             Arc::clone(&store),
             network.clone(),
-            identity.clone(),
+            replicator.clone(),
             network_events,
             stop_workers.clone(),
         ))];
@@ -99,8 +115,7 @@ impl Node {
             tokens,
             peer_id: peer_id.clone(),
             scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
-            replication_factor: config.replication_factor.get(),
-            write_quorum: config.write_quorum.get(),
+            replicator: replicator.clone(),
         };
         let metrics = Arc::new(NodeMetrics::new(registry, Arc::clone(&store), rate_limited));
         let api = tokio::spawn(endpoint.serve(service, Arc::clone(&metrics), stop.clone()));
@@ -109,6 +124,10 @@ impl Node {
             Arc::clone(&store),
             scrub.interval.get(),
             scrub.bytes_per_second.bytes(),
+            stop_workers.clone(),
+        )));
+        workers.push(tokio::spawn(run_reconciler(
+            replicator,
             stop_workers.clone(),
         )));
         let metrics_addr = match config.metrics_listen {
@@ -236,6 +255,12 @@ impl NodeHandle {
 
     pub fn peer_id(&self) -> &str {
         &self.peer_id
+    }
+
+    /// The node's block store, for embedding programs and tests that inspect (or damage) it
+    /// while the node runs.
+    pub fn store(&self) -> &Arc<RocksBlockstore> {
+        &self.store
     }
 
     /// The P2P addresses the swarm listens on (with the ports actually bound).

@@ -1,148 +1,145 @@
-//! The write path of replication (DESIGN.md §6): after a root is stored and pinned here, ask the
-//! placement targets — the peers closest to the root in Kademlia's XOR space — to hold it, and
-//! collect their signed receipts. Each target fetches the DAG from any holder (verifying every
-//! block), pins it, announces itself as a provider and signs a receipt over the request's nonce.
+//! Replication (DESIGN.md §6): every recursive pin lives on R nodes, and the cluster notices and
+//! heals losses and lies by itself.
 //!
-//! The caller waits for `write_quorum` receipts; the remaining requests finish in the background
-//! and still record their receipts. With fewer peers than the factor, the pin is reported as
-//! under-replicated rather than failed.
+//! - [`write`]: `add` asks the placement targets (the R peers closest to the root in Kademlia's
+//!   XOR space) to hold the root and collects their signed receipts.
+//! - [`pinset`]: the signed pin record of each root in the DHT; an unpin is a newer record.
+//! - [`audit`]: `/cairn/audit/1`, proof of possession over a nonce and a random block.
+//! - [`survey`]: who holds a root right now, each holder audited; `pin status` shows it.
+//! - [`reconcile`]: the worker on every holder. The live holder closest to the root repairs
+//!   (after `repair_grace`, or at once after a failed audit); a holder beyond the R closest live
+//!   ones releases its own copy after the grace. Both steps follow from the same deterministic
+//!   order, so several holders acting at once pick the same targets and never go below R.
 
-use std::sync::Arc;
+mod audit;
+mod metrics;
+mod pinset;
+mod reconcile;
+mod survey;
+mod write;
 
-use cairn_blockstore::{PinMode, RocksBlockstore};
-use cairn_p2p::records::Receipt;
-use cairn_p2p::{Client as Network, NodeIdentity, PeerId, ReplicateId};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cairn_blockstore::RocksBlockstore;
+use cairn_p2p::{Client as Network, NodeIdentity};
 use cid::Cid;
-use tokio::sync::mpsc;
+
+pub use metrics::ReplicationMetrics;
+pub(crate) use reconcile::run as run_reconciler;
+pub use survey::{HolderState, HolderView, PinHealth, Survey};
+pub use write::WriteOutcome;
 
 use crate::error::{Error, Result};
-use crate::fetch::fetch_dag;
+use crate::pace::ByteRate;
 
-/// How long an add waits for its write quorum before it reports the pin as it stands.
-const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// How a replication went by the time the caller stopped waiting.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Replication {
+/// The `replication` section, as the workers use it.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
     pub factor: u32,
-    /// This node and every target whose receipt verified.
-    pub holders: Vec<PeerId>,
-    pub under_replicated: bool,
+    pub write_quorum: u32,
+    pub audit_interval: Duration,
+    pub repair_grace: Duration,
+    pub repair_bytes_per_second: u64,
 }
 
-/// Asks the placement targets of `root` to hold it; waits for `quorum` receipts (0: none).
-pub async fn replicate(
-    store: &Arc<RocksBlockstore>,
-    network: &Network,
-    root: Cid,
-    factor: u32,
-    quorum: u32,
-) -> Result<Replication> {
-    let me = network.local_peer_id();
-    let placement = network.placement(root, factor as usize).await?;
-    let targets: Vec<PeerId> = placement.into_iter().filter(|p| *p != me).collect();
-    let (done, mut results) = mpsc::channel::<Option<PeerId>>(targets.len().max(1));
-    for target in &targets {
-        let (store, network, done, target) =
-            (Arc::clone(store), network.clone(), done.clone(), *target);
-        tokio::spawn(async move {
-            let confirmed = match ask(&store, &network, target, root, factor).await {
-                Ok(()) => Some(target),
-                Err(e) => {
-                    tracing::warn!(%root, peer = %target, error = %e, "replica not confirmed");
-                    None
-                }
-            };
-            let _ = done.send(confirmed).await;
-        });
+/// Everything replication needs; cheap to clone.
+#[derive(Clone)]
+pub struct Replicator {
+    store: Arc<RocksBlockstore>,
+    network: Network,
+    identity: NodeIdentity,
+    policy: Policy,
+    repair_rate: Arc<ByteRate>,
+    metrics: Arc<ReplicationMetrics>,
+    /// The last survey's outcome per pin held here, for `status` and the gauges.
+    health: Arc<Mutex<HashMap<Cid, PinHealth>>>,
+    /// Roots this node is re-fetching because its own copy failed a check.
+    healing: Arc<Mutex<HashSet<Cid>>>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
-    drop(done);
-    let mut holders = vec![me];
-    let wanted = (quorum as usize).min(targets.len());
-    let mut answered = 0;
-    let deadline = tokio::time::Instant::now() + QUORUM_WAIT;
-    while holders.len() - 1 < wanted && answered < targets.len() {
-        match tokio::time::timeout_at(deadline, results.recv()).await {
-            Ok(Some(confirmed)) => {
-                answered += 1;
-                holders.extend(confirmed);
-            }
-            Ok(None) => break,
-            Err(_) => {
-                // A target that never answers must not hold the caller; its request goes on in
-                // the background and the pin is reported as it stands.
-                tracing::warn!(%root, "write quorum not reached in time");
-                break;
-            }
+}
+
+impl Replicator {
+    pub fn new(
+        store: Arc<RocksBlockstore>,
+        network: Network,
+        identity: NodeIdentity,
+        policy: Policy,
+        metrics: Arc<ReplicationMetrics>,
+    ) -> Self {
+        Self {
+            store,
+            network,
+            identity,
+            repair_rate: Arc::new(ByteRate::new(policy.repair_bytes_per_second)),
+            policy,
+            metrics,
+            health: Arc::default(),
+            healing: Arc::default(),
         }
     }
-    let under_replicated = holders.len() < factor as usize;
-    if under_replicated {
-        tracing::warn!(%root, holders = holders.len(), factor, "pin is under-replicated for now");
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
-    Ok(Replication {
-        factor,
-        holders,
-        under_replicated,
-    })
+
+    /// Under-replicated pins among those held here, and the smallest failure budget among them
+    /// (`None` when this node holds no replicated pin yet).
+    pub fn health_summary(&self) -> (u64, Option<i64>) {
+        let health = lock(&self.health);
+        let under = health.values().filter(|h| h.under_replicated()).count();
+        let min = health.values().map(PinHealth::failure_budget).min();
+        (under as u64, min)
+    }
+
+    fn record_health(&self, root: Cid, health: Option<PinHealth>) {
+        let mut all = lock(&self.health);
+        match health {
+            Some(health) => {
+                all.insert(root, health);
+            }
+            None => {
+                all.remove(&root);
+            }
+        }
+        let under = all.values().filter(|h| h.under_replicated()).count();
+        let min = all.values().map(PinHealth::failure_budget).min().unwrap_or(0);
+        self.metrics.set_health(under, min);
+    }
+
+    /// Runs a store call on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&RocksBlockstore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))?
+    }
 }
 
-/// One target: request, verify the receipt (signed by the target, for this root and nonce), keep
-/// it.
-async fn ask(
-    store: &Arc<RocksBlockstore>,
-    network: &Network,
-    target: PeerId,
-    root: Cid,
-    factor: u32,
-) -> Result<()> {
+/// A poisoned lock only means another task panicked mid-update of plain data; go on with it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn random_nonce() -> Result<Vec<u8>> {
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(|e| Error::BadRequest(format!("no randomness: {e}")))?;
-    let signed = network
-        .replicate(target, root, factor, nonce.to_vec())
-        .await?;
-    let receipt = Receipt::verify(&signed)?;
-    if receipt.holder != target || receipt.root != root || receipt.nonce != nonce {
-        return Err(Error::BadRequest(format!(
-            "{target} answered with a receipt for another request"
-        )));
-    }
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || store.put_receipt(&root, &target.to_bytes(), &signed))
-        .await
-        .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))??;
-    Ok(())
-}
-
-/// Serves a peer's request to hold `root`: fetch (verified), pin, announce, sign.
-pub async fn hold(
-    store: &Arc<RocksBlockstore>,
-    network: &Network,
-    identity: &NodeIdentity,
-    id: ReplicateId,
-    root: Cid,
-    nonce: Vec<u8>,
-) {
-    let outcome = async {
-        fetch_dag(store, network, root).await?;
-        let pinning = Arc::clone(store);
-        tokio::task::spawn_blocking(move || pinning.pin(&root, PinMode::Recursive))
-            .await
-            .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))??;
-        if let Err(e) = network.start_providing(root).await {
-            tracing::warn!(%root, error = %e, "could not announce a replica");
-        }
-        let issued_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Ok::<_, Error>(Receipt::sign(identity, root, &nonce, issued_at_ms)?)
-    }
-    .await;
-    match &outcome {
-        Ok(_) => tracing::info!(%root, "holding a replica"),
-        Err(e) => tracing::warn!(%root, error = %e, "could not take a replica"),
-    }
-    let _ = network
-        .respond_replicate(id, outcome.map_err(|e| e.to_string()))
-        .await;
+    Ok(nonce.to_vec())
 }

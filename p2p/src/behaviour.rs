@@ -6,7 +6,9 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use cairn_proto::wire::{BlockRequest, BlockResponse, ReplicateRequest, ReplicateResponse};
+use cairn_proto::wire::{
+    AuditRequest, AuditResponse, BlockRequest, BlockResponse, ReplicateRequest, ReplicateResponse,
+};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
@@ -28,6 +30,14 @@ pub const REPLICATE_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/repli
 pub const MAX_REPLICATE_BYTES: usize = 4096;
 /// A target fetches the whole DAG before it answers; a large file over a slow link takes a while.
 pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(600);
+/// The audit protocol: "prove you hold this root", answered with a hash over a nonce and a block.
+pub const AUDIT_PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/audit/1");
+/// An audit is two CIDs and a nonce; its answer a flag, a digest and a short reason.
+pub const MAX_AUDIT_BYTES: usize = 1024;
+/// A holder reads one block to answer; longer means it is not answering.
+pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pin records this node keeps in its part of the DHT. One is a few hundred bytes.
+pub const MAX_PIN_RECORDS: usize = 100_000;
 /// What Identify announces; peers running anything else are not Cairn nodes.
 pub const AGENT_PROTOCOL: &str = "/cairn/id/1.0.0";
 
@@ -49,6 +59,7 @@ pub const MAX_CONCURRENT_BLOCK_STREAMS: usize = 64;
 
 pub type BlockCodec = ProstCodec<BlockRequest, BlockResponse>;
 pub type ReplicateCodec = ProstCodec<ReplicateRequest, ReplicateResponse>;
+pub type AuditCodec = ProstCodec<AuditRequest, AuditResponse>;
 
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
@@ -62,6 +73,7 @@ pub struct Behaviour {
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
     pub blocks: request_response::Behaviour<BlockCodec>,
     pub replicate: request_response::Behaviour<ReplicateCodec>,
+    pub audit: request_response::Behaviour<AuditCodec>,
 }
 
 impl Behaviour {
@@ -113,6 +125,16 @@ impl Behaviour {
                     .with_request_timeout(REPLICATE_TIMEOUT)
                     .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
             ),
+            audit: request_response::Behaviour::with_codec(
+                ProstCodec::new(FrameLimits {
+                    max_request_bytes: MAX_AUDIT_BYTES,
+                    max_response_bytes: MAX_AUDIT_BYTES,
+                }),
+                [(AUDIT_PROTOCOL, request_response::ProtocolSupport::Full)],
+                request_response::Config::default()
+                    .with_request_timeout(AUDIT_TIMEOUT)
+                    .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
+            ),
         }
     }
 }
@@ -122,12 +144,19 @@ fn kademlia(local: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
         local,
         kad::store::MemoryStoreConfig {
             max_provided_keys: MAX_PROVIDED_KEYS,
+            max_records: MAX_PIN_RECORDS,
             ..Default::default()
         },
     );
     let mut config = kad::Config::new(KAD_PROTOCOL);
     config.set_query_timeout(Duration::from_secs(30));
     config.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
+    // Every record a peer offers is checked before it is kept (a signed pin record, newer than
+    // the one held; providers as announced); see `event_loop::records`.
+    config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    // A pin record (and an unpin's tombstone) holds until a newer one replaces it: expiring it
+    // would let an old pinned record come back.
+    config.set_record_ttl(None);
     // Small private clusters: a provider lookup should not wait for 20 answers that cannot come.
     if let Some(parallelism) = NonZeroUsize::new(3) {
         config.set_parallelism(parallelism);

@@ -40,6 +40,22 @@ pub struct InboundId(pub(crate) InboundRequestId);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReplicateId(pub(crate) InboundRequestId);
 
+/// Identifies an inbound audit until it is answered with [`Client::respond_audit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AuditId(pub(crate) InboundRequestId);
+
+/// A holder's answer to an audit. The proof is NOT checked here: the auditor compares it with
+/// SHA-256(nonce || block) computed from its own copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditAnswer {
+    /// The holder has the root pinned.
+    pub holding: bool,
+    /// SHA-256(nonce || block bytes), when a block was asked for and is held.
+    pub proof: Vec<u8>,
+    /// Why there is no proof.
+    pub error: String,
+}
+
 /// Requests from peers that need the node (disk reads); the swarm task answers nothing itself
 /// that needs the store.
 #[derive(Debug)]
@@ -58,7 +74,20 @@ pub enum NetworkEvent {
         root: Cid,
         replication_factor: u32,
         nonce: Vec<u8>,
+        /// A repair: fetch at the repair bandwidth cap.
+        repair: bool,
     },
+    /// A peer audits this node's copy of `root`; answer with [`Client::respond_audit`].
+    Audit {
+        id: AuditId,
+        peer: PeerId,
+        root: Cid,
+        block: Option<Cid>,
+        nonce: Vec<u8>,
+    },
+    /// A peer stored a pin record here that is newer than the one held (already verified: see
+    /// [`crate::records::PinRecord::verify`]); the node may need to act on it (an unpin).
+    PinRecord { record: Vec<u8> },
 }
 
 /// How far bootstrap has come.
@@ -106,7 +135,30 @@ pub(crate) enum Command {
         root: Cid,
         replication_factor: u32,
         nonce: Vec<u8>,
+        repair: bool,
         reply: oneshot::Sender<Result<Vec<u8>, Error>>,
+    },
+    Audit {
+        peer: PeerId,
+        root: Cid,
+        block: Option<Cid>,
+        nonce: Vec<u8>,
+        reply: oneshot::Sender<Result<AuditAnswer, Error>>,
+    },
+    RespondAudit {
+        id: AuditId,
+        answer: AuditAnswer,
+    },
+    PutPinRecord {
+        record: Vec<u8>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    GetPinRecord {
+        root: Cid,
+        reply: oneshot::Sender<Result<Option<Vec<u8>>, Error>>,
+    },
+    StopProviding {
+        cid: Cid,
     },
     RespondReplicate {
         id: ReplicateId,
@@ -232,15 +284,64 @@ impl Client {
         root: Cid,
         replication_factor: u32,
         nonce: Vec<u8>,
+        repair: bool,
     ) -> Result<Vec<u8>, Error> {
         self.call(|reply| Command::Replicate {
             peer,
             root,
             replication_factor,
             nonce,
+            repair,
             reply,
         })
         .await?
+    }
+
+    /// Audits `peer`'s copy of `root`: with `block`, it must answer with a proof over `nonce`.
+    pub async fn audit(
+        &self,
+        peer: PeerId,
+        root: Cid,
+        block: Option<Cid>,
+        nonce: Vec<u8>,
+    ) -> Result<AuditAnswer, Error> {
+        self.call(|reply| Command::Audit {
+            peer,
+            root,
+            block,
+            nonce,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers an inbound audit.
+    pub async fn respond_audit(&self, id: AuditId, answer: AuditAnswer) -> Result<(), Error> {
+        self.commands
+            .send(Command::RespondAudit { id, answer })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Stores a signed pin record in the DHT (here at once, at the closest peers in the
+    /// background). Refused when this node holds a newer record for the root.
+    pub async fn put_pin_record(&self, record: Vec<u8>) -> Result<(), Error> {
+        self.call(|reply| Command::PutPinRecord { record, reply })
+            .await?
+    }
+
+    /// The newest valid pin record for `root` that this node or the DHT holds.
+    pub async fn get_pin_record(&self, root: Cid) -> Result<Option<Vec<u8>>, Error> {
+        self.call(|reply| Command::GetPinRecord { root, reply })
+            .await?
+    }
+
+    /// Stops announcing `cid` (records already at peers expire on their own).
+    pub async fn stop_providing(&self, cid: Cid) -> Result<(), Error> {
+        self.commands
+            .send(Command::StopProviding { cid })
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// Answers an inbound replicate request with a signed receipt, or the reason it failed.

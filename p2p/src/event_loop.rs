@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_config::BootstrapPeer;
 use cairn_proto::wire::{
-    BlockRequest, BlockResponse, ReplicateRequest, ReplicateResponse, WireBlock,
+    AuditResponse, BlockRequest, BlockResponse, ReplicateRequest, ReplicateResponse, WireBlock,
 };
 use cid::Cid;
 use futures::StreamExt;
@@ -29,13 +29,17 @@ use crate::behaviour::{
     Behaviour, BehaviourEvent, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST,
 };
 use crate::client::{
-    BlockReply, BootstrapProgress, Command, InboundId, NetworkEvent, PeerInfo, ReplicateId,
+    AuditAnswer, AuditId, BlockReply, BootstrapProgress, Command, InboundId, NetworkEvent,
+    PeerInfo, ReplicateId,
 };
 use crate::error::Error;
 use crate::metrics::P2pMetrics;
 use crate::peer_limits::{ByteBudget, PeerLimits};
 use crate::scores::{Offence, Scores};
 use crate::settings::NetworkSettings;
+
+mod audit;
+mod records;
 
 /// Housekeeping: ban expiry, bootstrap retries, pruning idle rate-limit buckets.
 const TICK: Duration = Duration::from_millis(500);
@@ -84,6 +88,9 @@ pub struct EventLoop {
     inbound: HashMap<InboundId, (PeerId, ResponseChannel<BlockResponse>)>,
     pending_replicates: HashMap<OutboundRequestId, Replier<Vec<u8>>>,
     inbound_replicates: HashMap<ReplicateId, ResponseChannel<ReplicateResponse>>,
+    pending_audits: HashMap<OutboundRequestId, Replier<AuditAnswer>>,
+    inbound_audits: HashMap<AuditId, ResponseChannel<AuditResponse>>,
+    pending_records: HashMap<QueryId, records::PendingLookup>,
     /// Which bootstrap peer (if exactly one was connected) each routing-table entry came through.
     learnt_via: HashMap<PeerId, Option<PeerId>>,
     domination_warned: bool,
@@ -141,6 +148,9 @@ impl EventLoop {
             inbound: HashMap::new(),
             pending_replicates: HashMap::new(),
             inbound_replicates: HashMap::new(),
+            pending_audits: HashMap::new(),
+            inbound_audits: HashMap::new(),
+            pending_records: HashMap::new(),
             learnt_via: HashMap::new(),
             domination_warned: false,
         }
@@ -292,6 +302,7 @@ impl EventLoop {
                 root,
                 replication_factor,
                 nonce,
+                repair,
                 reply,
             } => {
                 if self.pending_replicates.len() >= MAX_PENDING_OUTBOUND {
@@ -305,6 +316,7 @@ impl EventLoop {
                     root: root.to_bytes().into(),
                     replication_factor,
                     nonce: nonce.into(),
+                    repair,
                 };
                 let id = self
                     .swarm
@@ -331,6 +343,22 @@ impl EventLoop {
                         .replicate
                         .send_response(channel, response);
                 }
+            }
+            Command::Audit {
+                peer,
+                root,
+                block,
+                nonce,
+                reply,
+            } => self.send_audit(peer, root, block, nonce, reply),
+            Command::RespondAudit { id, answer } => self.respond_audit(id, answer),
+            Command::PutPinRecord { record, reply } => {
+                let _ = reply.send(self.put_pin_record(record));
+            }
+            Command::GetPinRecord { root, reply } => self.get_pin_record(root, reply),
+            Command::StopProviding { cid } => {
+                let key = kad::RecordKey::new(&cid.hash().to_bytes());
+                self.swarm.behaviour_mut().kad.stop_providing(&key);
             }
             Command::Placement { cid, count, reply } => {
                 let mut candidates: Vec<PeerId> = self.connected.keys().copied().collect();
@@ -459,6 +487,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Replicate(event)) => {
                 self.on_replicate_event(event)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Audit(event)) => self.on_audit_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -756,6 +785,7 @@ impl EventLoop {
                     root,
                     replication_factor: request.replication_factor,
                     nonce: request.nonce.to_vec(),
+                    repair: request.repair,
                 };
                 if self.inbound_replicates.len() >= self.settings.inbound_queue
                     || self.events.try_send(event).is_err()
@@ -883,6 +913,24 @@ impl EventLoop {
                 };
                 if finished && let Some((found, reply)) = self.pending_providers.remove(&id) {
                     let _ = reply.send(Ok(found.into_iter().collect()));
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetRecord(result),
+                step,
+                ..
+            } => self.on_record_found(id, result, step.last),
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+            } => self.on_record_offered(source, record),
+            kad::Event::InboundRequest {
+                request: kad::InboundRequest::AddProvider { record: Some(record) },
+            } => {
+                // Kademlia checked that the provider is the peer that sent it.
+                let store = self.swarm.behaviour_mut().kad.store_mut();
+                if let Err(e) = kad::store::RecordStore::add_provider(store, record) {
+                    tracing::debug!(error = %e, "provider record not kept");
                 }
             }
             kad::Event::RoutingUpdated {

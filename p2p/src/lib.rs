@@ -21,11 +21,12 @@ mod settings;
 mod transport;
 
 pub use behaviour::{
-    BLOCK_PROTOCOL, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST,
+    AUDIT_PROTOCOL, BLOCK_PROTOCOL, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST,
     REPLICATE_PROTOCOL,
 };
 pub use client::{
-    BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent, PeerInfo, ReplicateId,
+    AuditAnswer, AuditId, BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent,
+    PeerInfo, ReplicateId,
 };
 pub use error::Error;
 pub use event_loop::EventLoop;

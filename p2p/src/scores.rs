@@ -17,6 +17,10 @@ pub enum Offence {
     OverLimit,
     /// Sent a request the protocol forbids (malformed, too many CIDs).
     Malformed,
+    /// Claimed a pinned root but could not prove it holds a block of it. An honest node whose
+    /// disk lost data does this too, so it costs less than a wrong block: a lost copy is
+    /// repaired, a peer that keeps claiming what it cannot prove is banned in the end.
+    FailedAudit,
 }
 
 impl Offence {
@@ -25,6 +29,7 @@ impl Offence {
             Self::BadBlock => 50,
             Self::OverLimit => 1,
             Self::Malformed => 20,
+            Self::FailedAudit => 10,
         }
     }
 }

@@ -60,6 +60,17 @@ impl TestNode {
         Ok(self._tmp)
     }
 
+    /// Stops the node in order and keeps its folder, to start it again with
+    /// [`StoppedNode::start_with`].
+    pub async fn stop_keeping(self) -> anyhow::Result<StoppedNode> {
+        self.handle.shutdown();
+        self.handle.join().await?;
+        Ok(StoppedNode {
+            dir: self.dir,
+            _tmp: self._tmp,
+        })
+    }
+
     pub fn token(&self, file: &str) -> anyhow::Result<String> {
         let raw = std::fs::read_to_string(self.dir.join(file))
             .with_context(|| format!("reading {file}"))?;
@@ -91,6 +102,22 @@ impl TestNode {
     /// A client with the read-only token.
     pub async fn readonly(&self) -> anyhow::Result<Client> {
         Ok(client::connect(&self.url(), &self.token("readonly.token")?).await?)
+    }
+}
+
+/// A stopped node's folder (its identity, store and tokens), kept alive for a restart.
+#[derive(Debug)]
+pub struct StoppedNode {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl StoppedNode {
+    /// Starts the node again on its folder, with `edit` applied to the config as before.
+    pub async fn start_with(self, edit: impl FnOnce(&mut Config)) -> anyhow::Result<TestNode> {
+        let mut node = TestNode::start_with(&self.dir, edit).await?;
+        node._tmp = self._tmp;
+        Ok(node)
     }
 }
 
@@ -221,20 +248,79 @@ pub async fn start_cluster(
 ) -> anyhow::Result<Vec<TestNode>> {
     let mut nodes: Vec<TestNode> = Vec::with_capacity(n);
     for index in 0..n {
-        let (tmp, dir) = initialised_dir()?;
-        let hub = nodes.first().map(TestNode::p2p_addr);
-        let mut node = TestNode::start_with(&dir, |c| {
-            if let Some(hub) = hub {
-                c.p2p.bootstrap = vec![hub];
-                c.p2p.min_bootstrap_peers = 1;
+        let node = match nodes.first() {
+            None => {
+                let (tmp, dir) = initialised_dir()?;
+                let mut node = TestNode::start_with(&dir, |c| edit(index, c)).await?;
+                node._tmp = Some(tmp);
+                node
             }
-            edit(index, c);
-        })
-        .await?;
-        node._tmp = Some(tmp);
+            Some(hub) => join_cluster(hub, |c| edit(index, c)).await?,
+        };
         nodes.push(node);
     }
     Ok(nodes)
+}
+
+/// A new node that bootstraps from `hub` (pinned to its peer ID), with `edit` applied.
+pub async fn join_cluster(hub: &TestNode, edit: impl FnOnce(&mut Config)) -> anyhow::Result<TestNode> {
+    let (tmp, dir) = initialised_dir()?;
+    let mut node = TestNode::start_with(&dir, bootstrap_from(hub, edit)).await?;
+    node._tmp = Some(tmp);
+    Ok(node)
+}
+
+/// A config edit that bootstraps from `hub`, then applies `edit`.
+pub fn bootstrap_from(hub: &TestNode, edit: impl FnOnce(&mut Config)) -> impl FnOnce(&mut Config) {
+    let hub = hub.p2p_addr();
+    move |c| {
+        c.p2p.bootstrap = vec![hub];
+        c.p2p.min_bootstrap_peers = 1;
+        edit(c);
+    }
+}
+
+/// The peer IDs `node` is connected to.
+pub async fn connected_peers(node: &TestNode) -> anyhow::Result<Vec<String>> {
+    let mut client = node.readonly().await?;
+    Ok(client
+        .peers_ls(admin::PeersLsRequest {})
+        .await?
+        .into_inner()
+        .peers
+        .into_iter()
+        .map(|p| p.peer_id)
+        .collect())
+}
+
+/// Waits until every node is connected to every other.
+pub async fn full_view(nodes: &[TestNode]) -> anyhow::Result<()> {
+    for node in nodes {
+        eventually("a full view of the cluster", SETTLE, || async {
+            Ok(connected_peers(node).await?.len() == nodes.len() - 1)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The peer IDs of those of `nodes` that pin `cid`, sorted.
+pub async fn pinners(nodes: &[TestNode], cid: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let pins = node
+            .readonly()
+            .await?
+            .pin_ls(admin::PinLsRequest {})
+            .await?
+            .into_inner()
+            .pins;
+        if pins.iter().any(|p| p.cid == cid) {
+            out.push(node.handle.peer_id().to_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Stops every node in order.

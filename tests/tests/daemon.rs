@@ -328,6 +328,7 @@ async fn pins_blocks_and_gc_through_the_api() {
         .pin_add(admin::PinAddRequest {
             cid: file.clone(),
             direct: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -6,8 +6,8 @@
 use cairn_proto::admin;
 use cairn_tests::hostile::{Behaviour, HostilePeer};
 use cairn_tests::{
-    SETTLE, TestNode, add, cat, eventually, initialised_dir, pattern, sample, scrape,
-    start_cluster, stop_all,
+    SETTLE, TestNode, add, cat, connected_peers, eventually, full_view, initialised_dir, pattern,
+    pinners, sample, scrape, start_cluster, stop_all,
 };
 use tonic::Code;
 
@@ -18,18 +18,6 @@ async fn routing_table(node: &TestNode) -> anyhow::Result<Vec<String>> {
         .await?
         .into_inner()
         .routing_table)
-}
-
-async fn connected_peers(node: &TestNode) -> anyhow::Result<Vec<String>> {
-    let mut client = node.readonly().await?;
-    Ok(client
-        .peers_ls(admin::PeersLsRequest {})
-        .await?
-        .into_inner()
-        .peers
-        .into_iter()
-        .map(|p| p.peer_id)
-        .collect())
 }
 
 async fn metric(node: &TestNode, series: &str) -> f64 {
@@ -104,6 +92,7 @@ async fn content_nobody_holds_is_not_found_and_the_node_keeps_serving() {
         .pin_add(admin::PinAddRequest {
             cid: nowhere.into(),
             direct: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -135,6 +124,7 @@ async fn pin_add_of_remote_content_fetches_verifies_and_announces_it() {
         .pin_add(admin::PinAddRequest {
             cid: added.cid.clone(),
             direct: false,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -462,26 +452,6 @@ async fn peers_ban_by_hand_disconnects_and_refuses_a_peer() {
     stop_all(nodes).await.unwrap();
 }
 
-/// Which of `nodes` pin `cid`.
-async fn pinners(nodes: &[TestNode], cid: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for node in nodes {
-        let pins = node
-            .readonly()
-            .await
-            .unwrap()
-            .pin_ls(admin::PinLsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .pins;
-        if pins.iter().any(|p| p.cid == cid) {
-            out.push(node.handle.peer_id().to_owned());
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_add_with_replication_3_lands_on_its_placement_with_signed_receipts() {
     let nodes = start_cluster(5, |_, c| {
@@ -491,13 +461,7 @@ async fn an_add_with_replication_3_lands_on_its_placement_with_signed_receipts()
     .await
     .unwrap();
     // Every node must know every other before placement means the same thing everywhere.
-    for node in &nodes {
-        eventually("a full view of the cluster", SETTLE, || async {
-            Ok(connected_peers(node).await?.len() == 4)
-        })
-        .await
-        .unwrap();
-    }
+    full_view(&nodes).await.unwrap();
     let data = pattern(1024 * 1024 + 17);
     let added = add(&mut nodes[2].admin().await.unwrap(), &data, 1)
         .await
@@ -523,9 +487,7 @@ async fn an_add_with_replication_3_lands_on_its_placement_with_signed_receipts()
     }
     expected.sort();
     eventually("the placement to pin the file", SETTLE, || async {
-        let mut pinned = pinners(&nodes, &added.cid).await;
-        pinned.sort();
-        Ok(pinned == expected)
+        Ok(pinners(&nodes, &added.cid).await? == expected)
     })
     .await
     .unwrap();

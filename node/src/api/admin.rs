@@ -21,7 +21,7 @@ use super::auth::{Role, Tokens};
 use crate::car;
 use crate::error::Error;
 use crate::fetch::fetch_dag;
-use crate::replication::replicate;
+use crate::replication::{HolderState, Replicator, WriteOutcome};
 use crate::unixfs::{CidVersion, FileImporter, FileReader, ImportOptions};
 
 /// Chunks in flight between a client stream and the importer.
@@ -42,10 +42,7 @@ pub struct AdminService {
     pub peer_id: String,
     /// `scrub.bytes_per_second`, for scrubs run on request.
     pub scrub_bytes_per_second: u64,
-    /// `replication.factor`: copies of a pin unless the call asks otherwise.
-    pub replication_factor: u32,
-    /// `replication.write_quorum`: receipts an add waits for.
-    pub write_quorum: u32,
+    pub replicator: Replicator,
 }
 
 impl AdminService {
@@ -55,6 +52,34 @@ impl AdminService {
         if let Err(e) = self.network.start_providing(root).await {
             tracing::warn!(%root, error = %e, "could not announce a pinned root");
         }
+    }
+
+    /// The replication factor a call asked for, or the configured one.
+    fn factor(&self, replication: Option<u32>) -> Result<u32, Status> {
+        match replication {
+            None => Ok(self.replicator.policy().factor),
+            Some(n) if (1..=cairn_config::MAX_REPLICATION_FACTOR).contains(&n) => Ok(n),
+            Some(n) => Err(Status::invalid_argument(format!(
+                "replication {n} is not between 1 and {}",
+                cairn_config::MAX_REPLICATION_FACTOR
+            ))),
+        }
+    }
+
+    /// Replicates a root pinned here to `factor` copies, waiting for the write quorum unless
+    /// `no_wait`.
+    async fn replicate(
+        &self,
+        root: Cid,
+        factor: u32,
+        no_wait: bool,
+    ) -> Result<WriteOutcome, Status> {
+        let quorum = if no_wait {
+            0
+        } else {
+            self.replicator.policy().write_quorum.min(factor)
+        };
+        Ok(self.replicator.replicate(root, factor, quorum).await?)
     }
 }
 
@@ -107,7 +132,10 @@ impl Admin for AdminService {
         let store = Arc::clone(&self.store);
         let (stats, pins) = blocking(move || Ok((store.stats()?, store.pins()?.len()))).await?;
         let peers = self.network.peers().await.map_err(Error::from)?;
+        let (under_replicated_pins, min_failure_budget) = self.replicator.health_summary();
         Ok(Response::new(admin::StatusResponse {
+            under_replicated_pins,
+            min_failure_budget,
             peer_id: self.peer_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             blocks: stats.blocks,
@@ -132,16 +160,7 @@ impl Admin for AdminService {
         let mut incoming = request.into_inner();
         let first = incoming.message().await?.unwrap_or_default();
         let options = first.options.unwrap_or_default();
-        let factor = match options.replication {
-            None => self.replication_factor,
-            Some(n) if (1..=cairn_config::MAX_REPLICATION_FACTOR).contains(&n) => n,
-            Some(n) => {
-                return Err(Status::invalid_argument(format!(
-                    "replication {n} is not between 1 and {}",
-                    cairn_config::MAX_REPLICATION_FACTOR
-                )));
-            }
-        };
+        let factor = self.factor(options.replication)?;
         let cid_version = match options.cid_version.unwrap_or(1) {
             0 => CidVersion::V0,
             1 => CidVersion::V1,
@@ -193,12 +212,7 @@ impl Admin for AdminService {
         let done = imported?;
         tracing::info!(cid = %done.root, size = done.size, "file added");
         self.announce(done.root).await;
-        let quorum = if options.no_wait {
-            0
-        } else {
-            self.write_quorum
-        };
-        let replicated = replicate(&self.store, &self.network, done.root, factor, quorum).await?;
+        let replicated = self.replicate(done.root, factor, options.no_wait).await?;
         Ok(Response::new(admin::AddFileResponse {
             cid: done.root.to_string(),
             size: done.size,
@@ -277,6 +291,7 @@ impl Admin for AdminService {
     ) -> Result<Response<admin::PinAddResponse>, Status> {
         self.tokens.authorize(&request, Role::Admin)?;
         let root = parse_cid(&request.get_ref().cid)?;
+        let factor = self.factor(request.get_ref().replication)?;
         let mode = if request.get_ref().direct {
             PinMode::Direct
         } else {
@@ -288,7 +303,17 @@ impl Admin for AdminService {
         let store = Arc::clone(&self.store);
         blocking(move || Ok(store.pin(&root, mode)?)).await?;
         self.announce(root).await;
-        Ok(Response::new(admin::PinAddResponse {}))
+        if mode == PinMode::Direct {
+            return Ok(Response::new(admin::PinAddResponse::default()));
+        }
+        let replicated = self
+            .replicate(root, factor, request.get_ref().no_wait)
+            .await?;
+        Ok(Response::new(admin::PinAddResponse {
+            replication_factor: replicated.factor,
+            holders: replicated.holders.iter().map(ToString::to_string).collect(),
+            under_replicated: replicated.under_replicated,
+        }))
     }
 
     async fn pin_rm(
@@ -297,13 +322,50 @@ impl Admin for AdminService {
     ) -> Result<Response<admin::PinRmResponse>, Status> {
         self.tokens.authorize(&request, Role::Admin)?;
         let root = parse_cid(&request.get_ref().cid)?;
-        let store = Arc::clone(&self.store);
-        blocking(move || match store.unpin(&root)? {
-            true => Ok(()),
-            false => Err(Error::NotPinned(root)),
-        })
-        .await?;
+        self.replicator.unpin(root).await?;
         Ok(Response::new(admin::PinRmResponse {}))
+    }
+
+    async fn pin_status(
+        &self,
+        request: Request<admin::PinStatusRequest>,
+    ) -> Result<Response<admin::PinStatusResponse>, Status> {
+        self.tokens.authorize(&request, Role::ReadOnly)?;
+        let root = parse_cid(&request.get_ref().cid)?;
+        let survey = self.replicator.survey(root, true).await?;
+        let health = survey.health();
+        let holders = survey
+            .holders
+            .iter()
+            .map(|h| {
+                let (state, detail) = match &h.state {
+                    HolderState::Live => ("live", String::new()),
+                    HolderState::Unreachable(why) => ("unreachable", why.clone()),
+                    HolderState::FailedAudit(why) => ("failed_audit", why.clone()),
+                    HolderState::Released => ("released", String::new()),
+                };
+                admin::HolderStatus {
+                    peer_id: h.peer.to_string(),
+                    state: state.to_owned(),
+                    audited: h.audited,
+                    detail,
+                }
+            })
+            .collect();
+        Ok(Response::new(admin::PinStatusResponse {
+            cid: root.to_string(),
+            replication_factor: survey.factor,
+            live_replicas: health.live,
+            holders,
+            failure_budget: health.failure_budget(),
+            state: survey.state().to_owned(),
+            record_version: survey.record.as_ref().map_or(0, |r| r.version),
+            record_signer: survey
+                .record
+                .as_ref()
+                .map(|r| r.signer.to_string())
+                .unwrap_or_default(),
+        }))
     }
 
     async fn block_put(
@@ -491,6 +553,9 @@ impl Admin for AdminService {
         .await?;
         for root in &imported.roots {
             self.announce(*root).await;
+            // Replicas are placed in the background; the import does not wait for receipts.
+            let factor = self.replicator.policy().factor;
+            self.replicate(*root, factor, true).await?;
         }
         Ok(Response::new(admin::CarImportResponse {
             roots: imported.roots.iter().map(ToString::to_string).collect(),

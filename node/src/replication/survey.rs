@@ -1,0 +1,201 @@
+//! Who holds a root right now. Candidates are the provider records, the receipts this node kept
+//! and this node itself; each is asked over `/cairn/audit/1` — with a proof of possession when
+//! this node holds a copy to check the proof against, a plain "do you hold it" otherwise. Stale
+//! provider records (a released copy) answer "not holding" and drop out.
+
+use bytes::Bytes;
+use cairn_blockstore::PinMode;
+use cairn_p2p::PeerId;
+use cairn_p2p::records::{PinIntent, PinRecord};
+use cid::Cid;
+use futures_util::future::join_all;
+
+use super::Replicator;
+use super::audit::{Verdict, sample_block};
+use crate::error::Result;
+
+/// Candidates asked per survey at most: far above any replication factor, far below a flood.
+const MAX_CANDIDATES: usize = 128;
+
+/// One holder's state in a survey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HolderState {
+    Live,
+    Unreachable(String),
+    Released,
+    FailedAudit(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HolderView {
+    pub peer: PeerId,
+    pub state: HolderState,
+    /// Proved possession of a random block in this survey.
+    pub audited: bool,
+}
+
+/// A root's replication as one node sees it.
+#[derive(Clone, Debug)]
+pub struct Survey {
+    pub root: Cid,
+    pub record: Option<PinRecord>,
+    pub factor: u32,
+    pub holders: Vec<HolderView>,
+}
+
+/// What `status` and the gauges keep of a survey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinHealth {
+    pub factor: u32,
+    pub live: u32,
+}
+
+impl PinHealth {
+    pub fn under_replicated(&self) -> bool {
+        self.live < self.factor
+    }
+
+    /// Node losses the pin survives: live replicas − 1 (−1: no live copy).
+    pub fn failure_budget(&self) -> i64 {
+        i64::from(self.live) - 1
+    }
+}
+
+impl Survey {
+    pub fn unpinned(&self) -> bool {
+        self.record
+            .as_ref()
+            .is_some_and(|r| r.intent == PinIntent::Unpinned)
+    }
+
+    pub fn live(&self) -> Vec<PeerId> {
+        self.holders
+            .iter()
+            .filter(|h| h.state == HolderState::Live)
+            .map(|h| h.peer)
+            .collect()
+    }
+
+    pub fn health(&self) -> PinHealth {
+        PinHealth {
+            factor: self.factor,
+            live: u32::try_from(self.live().len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// "ok", "under_replicated", "lost" (no live copy) or "unpinned".
+    pub fn state(&self) -> &'static str {
+        let health = self.health();
+        if self.unpinned() {
+            "unpinned"
+        } else if health.live == 0 {
+            "lost"
+        } else if health.under_replicated() {
+            "under_replicated"
+        } else {
+            "ok"
+        }
+    }
+}
+
+impl Replicator {
+    /// Surveys `root`'s holders; with `prove`, every holder must prove a random block (when this
+    /// node holds a copy to check against).
+    pub async fn survey(&self, root: Cid, prove: bool) -> Result<Survey> {
+        let record = match self.refresh(root).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::debug!(%root, error = %e, "pin record lookup failed; using the local one");
+                self.local_record(root).await?
+            }
+        };
+        let factor = match record.as_ref().map(|r| r.intent) {
+            Some(PinIntent::Pinned { replication_factor }) => replication_factor,
+            _ => self.policy.factor,
+        };
+        let me = self.network.local_peer_id();
+        let held_here = self
+            .blocking(move |store| Ok(store.pin_mode(&root)?))
+            .await?
+            == Some(PinMode::Recursive);
+        let sample: Option<(Cid, Bytes)> = if held_here && prove {
+            match self.blocking(move |store| sample_block(store, &root)).await {
+                Ok(sample) => Some(sample),
+                Err(e) => {
+                    tracing::warn!(%root, error = %e, "this node's own copy is damaged");
+                    self.heal(root);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut candidates = self.candidates(root).await;
+        candidates.retain(|p| *p != me);
+        candidates.truncate(MAX_CANDIDATES);
+        let verdicts = join_all(
+            candidates
+                .iter()
+                .map(|peer| self.challenge(*peer, root, sample.as_ref())),
+        )
+        .await;
+        let mut holders: Vec<HolderView> = candidates
+            .into_iter()
+            .zip(verdicts)
+            .map(|(peer, verdict)| HolderView {
+                peer,
+                audited: verdict == Verdict::Holds && sample.is_some(),
+                state: match verdict {
+                    Verdict::Holds => HolderState::Live,
+                    Verdict::Released => HolderState::Released,
+                    Verdict::Failed(why) => HolderState::FailedAudit(why),
+                    Verdict::Unreachable(why) => HolderState::Unreachable(why),
+                },
+            })
+            .collect();
+        if held_here {
+            let proved = sample.is_some();
+            holders.push(HolderView {
+                peer: me,
+                state: if proved || !prove {
+                    HolderState::Live
+                } else {
+                    HolderState::FailedAudit("own copy damaged; re-fetching".into())
+                },
+                audited: proved,
+            });
+        }
+        // Released candidates (stale provider records) are not holders.
+        holders.retain(|h| h.state != HolderState::Released);
+        holders.sort_by_key(|h| h.peer.to_bytes());
+        Ok(Survey {
+            root,
+            record,
+            factor,
+            holders,
+        })
+    }
+
+    /// Provider records and kept receipts: everyone who may hold `root`.
+    async fn candidates(&self, root: Cid) -> Vec<PeerId> {
+        let mut peers = match self.network.providers(root).await {
+            Ok(peers) => peers,
+            Err(e) => {
+                tracing::debug!(%root, error = %e, "provider lookup failed");
+                Vec::new()
+            }
+        };
+        let receipts = self
+            .blocking(move |store| Ok(store.receipts(&root)?))
+            .await
+            .unwrap_or_default();
+        peers.extend(
+            receipts
+                .into_iter()
+                .filter_map(|(holder, _)| PeerId::from_bytes(&holder).ok()),
+        );
+        peers.sort_by_key(|p| p.to_bytes());
+        peers.dedup();
+        peers
+    }
+}

@@ -1,0 +1,161 @@
+//! `/cairn/audit/1` on the swarm task: outbound audits wait for their answer here; inbound ones
+//! are rate-limited and checked like every other request, then handed to the node (which reads
+//! the block) as [`NetworkEvent::Audit`].
+
+use bytes::Bytes;
+use cairn_proto::wire::{AuditRequest, AuditResponse};
+use cid::Cid;
+use libp2p::request_response::{self, ResponseChannel};
+use libp2p_identity::PeerId;
+
+use super::{EventLoop, MAX_PENDING_OUTBOUND, Replier, millis};
+use crate::client::{AuditAnswer, AuditId, NetworkEvent};
+use crate::error::Error;
+use crate::scores::Offence;
+
+/// Longest reason a peer's answer may carry into our logs.
+const MAX_REASON_CHARS: usize = 200;
+
+impl EventLoop {
+    pub(super) fn send_audit(
+        &mut self,
+        peer: PeerId,
+        root: Cid,
+        block: Option<Cid>,
+        nonce: Vec<u8>,
+        reply: Replier<AuditAnswer>,
+    ) {
+        if self.pending_audits.len() >= MAX_PENDING_OUTBOUND {
+            let _ = reply.send(Err(Error::Request {
+                peer,
+                reason: "too many audits in flight".into(),
+            }));
+            return;
+        }
+        let request = AuditRequest {
+            root: root.to_bytes().into(),
+            block: block.map(|c| Bytes::from(c.to_bytes())).unwrap_or_default(),
+            nonce: nonce.into(),
+        };
+        let id = self.swarm.behaviour_mut().audit.send_request(&peer, request);
+        self.pending_audits.insert(id, reply);
+    }
+
+    pub(super) fn respond_audit(&mut self, id: AuditId, answer: AuditAnswer) {
+        if let Some(channel) = self.inbound_audits.remove(&id) {
+            let response = AuditResponse {
+                holding: answer.holding,
+                proof: answer.proof.into(),
+                error: answer.error,
+            };
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .audit
+                .send_response(channel, response);
+        }
+    }
+
+    fn refuse_audit(&mut self, channel: ResponseChannel<AuditResponse>, error: String) {
+        let response = AuditResponse {
+            error,
+            ..Default::default()
+        };
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .audit
+            .send_response(channel, response);
+    }
+
+    pub(super) fn on_audit_event(
+        &mut self,
+        event: request_response::Event<AuditRequest, AuditResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request_id,
+                        request,
+                        channel,
+                    },
+                ..
+            } => self.on_audit_request(peer, AuditId(request_id), request, channel),
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_audits.remove(&request_id) {
+                    let _ = reply.send(Ok(AuditAnswer {
+                        holding: response.holding,
+                        proof: response.proof.to_vec(),
+                        error: response.error.chars().take(MAX_REASON_CHARS).collect(),
+                    }));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let Some(reply) = self.pending_audits.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { request_id, .. } => {
+                self.inbound_audits.remove(&AuditId(request_id));
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_audit_request(
+        &mut self,
+        peer: PeerId,
+        id: AuditId,
+        request: AuditRequest,
+        channel: ResponseChannel<AuditResponse>,
+    ) {
+        if let Err(wait) = self.limits.check_request(&peer) {
+            self.metrics.limited("requests");
+            self.refuse_audit(channel, format!("slow down; retry in {} ms", millis(wait)));
+            self.penalise(peer, Offence::OverLimit);
+            return;
+        }
+        let root = Cid::try_from(request.root.as_ref());
+        let block = match request.block.is_empty() {
+            true => Ok(None),
+            false => Cid::try_from(request.block.as_ref()).map(Some),
+        };
+        let (Ok(root), Ok(block)) = (root, block) else {
+            self.refuse_audit(channel, "malformed CID".into());
+            self.penalise(peer, Offence::Malformed);
+            return;
+        };
+        let event = NetworkEvent::Audit {
+            id,
+            peer,
+            root,
+            block,
+            nonce: request.nonce.to_vec(),
+        };
+        if self.inbound_audits.len() >= self.settings.inbound_queue
+            || self.events.try_send(event).is_err()
+        {
+            self.metrics.limited("queue");
+            self.refuse_audit(channel, "busy; retry later".into());
+            return;
+        }
+        self.inbound_audits.insert(id, channel);
+    }
+}

@@ -1,0 +1,322 @@
+//! Replication end to end, with real nodes on loopback and short timers (audits every second, a
+//! two-second grace): copies land on the placement, every node reports the same status, lost
+//! holders are replaced, a copy deleted behind a holder's back is caught by an audit and
+//! repaired, an unpin outlives a holder that was away, surplus copies are released, and a pin
+//! too large for its cluster heals when nodes join.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use cairn_config::{Config, HumanDuration};
+use cairn_proto::admin;
+use cairn_tests::{
+    SETTLE, TestNode, add, bootstrap_from, cat, eventually, full_view, join_cluster, pattern,
+    pinners, sample, scrape, start_cluster, stop_all,
+};
+use cid::Cid;
+
+/// Audits every second, repair after two seconds short, metrics on.
+fn fast_repair(factor: u32) -> impl Fn(&mut Config) + Copy {
+    move |c| {
+        c.replication.factor = factor;
+        c.replication.write_quorum = 2.min(factor);
+        c.replication.audit_interval = HumanDuration::secs(1);
+        c.replication.repair_grace = HumanDuration::secs(2);
+        c.metrics.listen = "127.0.0.1:0".into();
+    }
+}
+
+async fn pin_status(node: &TestNode, cid: &str) -> anyhow::Result<admin::PinStatusResponse> {
+    Ok(node
+        .readonly()
+        .await?
+        .pin_status(admin::PinStatusRequest { cid: cid.into() })
+        .await?
+        .into_inner())
+}
+
+fn live_holders(status: &admin::PinStatusResponse) -> Vec<String> {
+    let mut live: Vec<String> = status
+        .holders
+        .iter()
+        .filter(|h| h.state == "live")
+        .map(|h| h.peer_id.clone())
+        .collect();
+    live.sort();
+    live
+}
+
+/// Every node in `nodes` reports `holders` as the live holders of `cid`, in state "ok".
+async fn status_agrees(nodes: &[TestNode], cid: &str, holders: &[String]) -> anyhow::Result<bool> {
+    for node in nodes {
+        let status = pin_status(node, cid).await?;
+        let agrees = status.state == "ok"
+            && status.live_replicas as usize == holders.len()
+            && status.failure_budget == holders.len() as i64 - 1
+            && live_holders(&status) == holders;
+        if !agrees {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn peer_ids(nodes: &[TestNode]) -> Vec<cairn_p2p::PeerId> {
+    nodes
+        .iter()
+        .map(|n| n.handle.peer_id().parse().unwrap())
+        .collect()
+}
+
+fn sorted_ids(peers: Vec<cairn_p2p::PeerId>) -> Vec<String> {
+    let mut ids: Vec<String> = peers.iter().map(ToString::to_string).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_copies_survive_losing_two_holders_and_surplus_is_released_when_they_return() {
+    let mut nodes = start_cluster(5, |_, c| fast_repair(3)(c)).await.unwrap();
+    full_view(&nodes).await.unwrap();
+    let data = pattern(700 * 1024);
+    let added = add(&mut nodes[1].admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap();
+    let root: Cid = added.cid.parse().unwrap();
+    let placement = sorted_ids(cairn_p2p::closest(&root, peer_ids(&nodes), 3));
+
+    // Exactly the three closest hold it (a surplus adder lets its copy go after the grace), and
+    // every node reports the same three live holders.
+    eventually("exactly the placement to pin the file", SETTLE, || async {
+        Ok(pinners(&nodes, &added.cid).await? == placement)
+    })
+    .await
+    .unwrap();
+    eventually("every node to agree on the pin's status", SETTLE, || async {
+        status_agrees(&nodes, &added.cid, &placement).await
+    })
+    .await
+    .unwrap();
+
+    // Two holders die (never the bootstrap node, which the others restart against).
+    let hub = nodes[0].handle.peer_id().to_owned();
+    let victims: Vec<String> = placement.iter().filter(|p| **p != hub).take(2).cloned().collect();
+    let mut stopped = Vec::new();
+    for victim in &victims {
+        let at = nodes.iter().position(|n| n.handle.peer_id() == victim).unwrap();
+        stopped.push(nodes.remove(at).stop_keeping().await.unwrap());
+    }
+    let survivor = placement.iter().find(|p| !victims.contains(p)).unwrap().clone();
+    let survivor_node = nodes.iter().find(|n| n.handle.peer_id() == survivor).unwrap();
+    // One live copy left: the failure budget is 0, and every live node still reads the file.
+    eventually("the failure budget to drop to 0", SETTLE, || async {
+        let status = pin_status(survivor_node, &added.cid).await?;
+        Ok(status.live_replicas == 1 && status.failure_budget == 0)
+    })
+    .await
+    .unwrap();
+    for node in &nodes {
+        assert!(cat(&mut node.readonly().await.unwrap(), &added.cid).await.unwrap() == data);
+    }
+    // After the grace the three live nodes hold it again, budget back to 2.
+    let mut alive = sorted_ids(peer_ids(&nodes));
+    alive.sort();
+    eventually("repair back to three live holders", SETTLE, || async {
+        status_agrees(&nodes, &added.cid, &alive).await
+    })
+    .await
+    .unwrap();
+    let text = scrape(survivor_node.handle.metrics_addr().unwrap()).await.unwrap();
+    assert!(
+        sample(&text, "cairn_replication_repairs_total{outcome=\"placed\"}").unwrap_or(0.0) >= 1.0,
+        "the coordinator counted no repair:\n{text}"
+    );
+    eventually("the under-replicated gauge to clear", SETTLE, || async {
+        let status = survivor_node.readonly().await?.status(admin::StatusRequest {}).await?;
+        let status = status.into_inner();
+        Ok(status.under_replicated_pins == 0 && status.min_failure_budget == Some(2))
+    })
+    .await
+    .unwrap();
+
+    // The lost holders come back with their copies: the surplus goes, exactly three remain.
+    let mut restarted = Vec::new();
+    for node in stopped {
+        let edit = bootstrap_from(&nodes[0], fast_repair(3));
+        restarted.push(node.start_with(edit).await.unwrap());
+    }
+    nodes.extend(restarted);
+    full_view(&nodes).await.unwrap();
+    eventually("surplus copies to be released down to three", SETTLE, || async {
+        let pinned = pinners(&nodes, &added.cid).await?;
+        Ok(pinned.len() == 3 && status_agrees(&nodes, &added.cid, &pinned).await?)
+    })
+    .await
+    .unwrap();
+    for node in &nodes {
+        assert!(cat(&mut node.readonly().await.unwrap(), &added.cid).await.unwrap() == data);
+    }
+    stop_all(nodes).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_audit_catches_a_copy_deleted_behind_a_holders_back_and_the_pin_is_repaired() {
+    let nodes = start_cluster(4, |_, c| fast_repair(3)(c)).await.unwrap();
+    full_view(&nodes).await.unwrap();
+    let data = pattern(900 * 1024);
+    let added = add(&mut nodes[0].admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap();
+    let root: Cid = added.cid.parse().unwrap();
+    let placement = sorted_ids(cairn_p2p::closest(&root, peer_ids(&nodes), 3));
+    eventually("the placement to hold the file", SETTLE, || async {
+        Ok(pinners(&nodes, &added.cid).await? == placement
+            && status_agrees(&nodes, &added.cid, &placement).await?)
+    })
+    .await
+    .unwrap();
+
+    // A holder loses every block underneath the running node; its pin stays.
+    let victim = nodes
+        .iter()
+        .find(|n| placement.contains(&n.handle.peer_id().to_owned()))
+        .unwrap();
+    let store = victim.handle.store();
+    let mut blocks = Vec::new();
+    store.walk(&root, |cid| blocks.push(*cid)).unwrap();
+    assert!(blocks.len() > 1);
+    for cid in &blocks {
+        assert!(store.delete(cid).unwrap());
+    }
+
+    // An audit notices (a failed proof, counted by an auditor)...
+    eventually("an audit to fail", SETTLE, || async {
+        let mut failed = 0.0;
+        for node in &nodes {
+            let text = scrape(node.handle.metrics_addr().unwrap()).await?;
+            failed += sample(&text, "cairn_replication_audits_total{result=\"fail\"}").unwrap_or(0.0);
+        }
+        Ok(failed >= 1.0)
+    })
+    .await
+    .unwrap();
+    // ...and the pin ends with three live holders, each with a whole, verified copy.
+    eventually("three whole copies again", SETTLE, || async {
+        let pinned = pinners(&nodes, &added.cid).await?;
+        if pinned.len() != 3 || !status_agrees(&nodes, &added.cid, &pinned).await? {
+            return Ok(false);
+        }
+        for node in nodes.iter().filter(|n| pinned.contains(&n.handle.peer_id().to_owned())) {
+            if node.handle.store().walk(&root, |_| {}).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await
+    .unwrap();
+    for node in &nodes {
+        assert!(cat(&mut node.readonly().await.unwrap(), &added.cid).await.unwrap() == data);
+    }
+    stop_all(nodes).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unpin_made_while_a_holder_is_down_is_not_undone_when_it_returns() {
+    let mut nodes = start_cluster(3, |_, c| fast_repair(3)(c)).await.unwrap();
+    full_view(&nodes).await.unwrap();
+    let added = add(&mut nodes[0].admin().await.unwrap(), &pattern(600 * 1024), 1)
+        .await
+        .unwrap();
+    let everyone = sorted_ids(peer_ids(&nodes));
+    eventually("all three nodes to hold the file", SETTLE, || async {
+        Ok(pinners(&nodes, &added.cid).await? == everyone)
+    })
+    .await
+    .unwrap();
+
+    let away = nodes.remove(2).stop_keeping().await.unwrap();
+    nodes[1]
+        .admin()
+        .await
+        .unwrap()
+        .pin_rm(admin::PinRmRequest {
+            cid: added.cid.clone(),
+        })
+        .await
+        .unwrap();
+    eventually("the live holders to let it go", SETTLE, || async {
+        Ok(pinners(&nodes, &added.cid).await?.is_empty())
+    })
+    .await
+    .unwrap();
+
+    let back = away
+        .start_with(bootstrap_from(&nodes[0], fast_repair(3)))
+        .await
+        .unwrap();
+    nodes.push(back);
+    eventually("the returning holder to drop its pin", SETTLE, || async {
+        Ok(pinners(&nodes, &added.cid).await?.is_empty())
+    })
+    .await
+    .unwrap();
+    // Nobody brought it back, and the returning node's blocks are collectable.
+    for node in &nodes {
+        let status = pin_status(node, &added.cid).await.unwrap();
+        assert_eq!(status.state, "unpinned", "{status:?}");
+    }
+    let returning = &nodes[2];
+    let gc = returning
+        .admin()
+        .await
+        .unwrap()
+        .repo_gc(admin::RepoGcRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gc.removed_blocks >= 3, "{gc:?}");
+    let root: Cid = added.cid.parse().unwrap();
+    assert!(!returning.handle.store().has(&root).unwrap());
+    assert!(pinners(&nodes, &added.cid).await.unwrap().is_empty());
+    stop_all(nodes).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_factor_above_the_cluster_size_is_reported_honestly_and_healed_when_nodes_join() {
+    let mut nodes = start_cluster(3, |_, c| fast_repair(5)(c)).await.unwrap();
+    full_view(&nodes).await.unwrap();
+    let added = add(&mut nodes[0].admin().await.unwrap(), &pattern(300 * 1024), 1)
+        .await
+        .unwrap();
+    assert!(added.under_replicated, "{added:?}");
+    assert_eq!(added.replication_factor, 5);
+    eventually("three copies, reported as under-replicated", SETTLE, || async {
+        let status = pin_status(&nodes[0], &added.cid).await?;
+        let summary = nodes[0].readonly().await?.status(admin::StatusRequest {}).await?;
+        Ok(status.state == "under_replicated"
+            && status.live_replicas == 3
+            && status.failure_budget == 2
+            && summary.into_inner().under_replicated_pins == 1)
+    })
+    .await
+    .unwrap();
+
+    for _ in 0..2 {
+        let joined = join_cluster(&nodes[0], fast_repair(5)).await.unwrap();
+        nodes.push(joined);
+    }
+    full_view(&nodes).await.unwrap();
+    let everyone = sorted_ids(peer_ids(&nodes));
+    eventually("five copies once five nodes exist", SETTLE, || async {
+        Ok(pinners(&nodes, &added.cid).await? == everyone
+            && status_agrees(&nodes, &added.cid, &everyone).await?)
+    })
+    .await
+    .unwrap();
+    eventually("the under-replicated count to clear", SETTLE, || async {
+        let summary = nodes[0].readonly().await?.status(admin::StatusRequest {}).await?;
+        Ok(summary.into_inner().under_replicated_pins == 0)
+    })
+    .await
+    .unwrap();
+    stop_all(nodes).await.unwrap();
+}
