@@ -122,7 +122,9 @@ impl Replicator {
             match self.blocking(move |store| sample_block(store, &root)).await {
                 Ok(sample) => Some(sample),
                 Err(e) => {
-                    tracing::warn!(%root, error = %e, "this node's own copy is damaged");
+                    // This node audits its own copy too: a failed one counts like any other.
+                    tracing::warn!(%root, error = %e, "this node's own copy failed its audit");
+                    self.metrics.audit("fail");
                     self.heal(root);
                     None
                 }
