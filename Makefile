@@ -66,6 +66,7 @@ test-cluster:
 bench: rocksdb
 	$(CARGO) bench --locked -p cairn-node --bench foundation
 	$(CARGO) bench --locked -p cairn-node --bench api
+	$(CARGO) bench --locked -p cairn-tests --bench replication
 
 FUZZ_SECONDS ?= 60
 fuzz: rocksdb

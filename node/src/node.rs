@@ -18,8 +18,8 @@ use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
 use crate::metrics::{self, NodeMetrics};
-use crate::secrets::read_secret;
 use crate::replication::{Policy, ReplicationMetrics, Replicator, run_reconciler};
+use crate::secrets::read_secret;
 use crate::{block_service, scrub_worker};
 
 /// Where the block store lives inside the data directory.
@@ -43,6 +43,7 @@ pub struct NodeHandle {
     swarm: JoinHandle<()>,
     network: cairn_p2p::Client,
     store: Arc<RocksBlockstore>,
+    replicator: Replicator,
 }
 
 impl Node {
@@ -127,7 +128,7 @@ impl Node {
             stop_workers.clone(),
         )));
         workers.push(tokio::spawn(run_reconciler(
-            replicator,
+            replicator.clone(),
             stop_workers.clone(),
         )));
         let metrics_addr = match config.metrics_listen {
@@ -151,6 +152,7 @@ impl Node {
             swarm,
             network,
             store,
+            replicator,
         })
     }
 }
@@ -261,6 +263,16 @@ impl NodeHandle {
     /// while the node runs.
     pub fn store(&self) -> &Arc<RocksBlockstore> {
         &self.store
+    }
+
+    /// The node's side of the network, for embedding programs and benchmarks.
+    pub fn network(&self) -> &cairn_p2p::Client {
+        &self.network
+    }
+
+    /// The node's replication, for embedding programs and benchmarks.
+    pub fn replicator(&self) -> &Replicator {
+        &self.replicator
     }
 
     /// The P2P addresses the swarm listens on (with the ports actually bound).

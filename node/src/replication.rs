@@ -111,7 +111,11 @@ impl Replicator {
             }
         }
         let under = all.values().filter(|h| h.under_replicated()).count();
-        let min = all.values().map(PinHealth::failure_budget).min().unwrap_or(0);
+        let min = all
+            .values()
+            .map(PinHealth::failure_budget)
+            .min()
+            .unwrap_or(0);
         self.metrics.set_health(under, min);
     }
 
@@ -129,7 +133,9 @@ impl Replicator {
 
 /// A poisoned lock only means another task panicked mid-update of plain data; go on with it.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn now_ms() -> u64 {

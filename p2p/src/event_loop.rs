@@ -922,10 +922,18 @@ impl EventLoop {
                 ..
             } => self.on_record_found(id, result, step.last),
             kad::Event::InboundRequest {
-                request: kad::InboundRequest::PutRecord { source, record: Some(record), .. },
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
             } => self.on_record_offered(source, record),
             kad::Event::InboundRequest {
-                request: kad::InboundRequest::AddProvider { record: Some(record) },
+                request:
+                    kad::InboundRequest::AddProvider {
+                        record: Some(record),
+                    },
             } => {
                 // Kademlia checked that the provider is the peer that sent it.
                 let store = self.swarm.behaviour_mut().kad.store_mut();

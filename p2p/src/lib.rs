@@ -25,8 +25,8 @@ pub use behaviour::{
     REPLICATE_PROTOCOL,
 };
 pub use client::{
-    AuditAnswer, AuditId, BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent,
-    PeerInfo, ReplicateId,
+    AuditAnswer, AuditId, BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent, PeerInfo,
+    ReplicateId,
 };
 pub use error::Error;
 pub use event_loop::EventLoop;

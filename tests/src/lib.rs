@@ -263,7 +263,10 @@ pub async fn start_cluster(
 }
 
 /// A new node that bootstraps from `hub` (pinned to its peer ID), with `edit` applied.
-pub async fn join_cluster(hub: &TestNode, edit: impl FnOnce(&mut Config)) -> anyhow::Result<TestNode> {
+pub async fn join_cluster(
+    hub: &TestNode,
+    edit: impl FnOnce(&mut Config),
+) -> anyhow::Result<TestNode> {
     let (tmp, dir) = initialised_dir()?;
     let mut node = TestNode::start_with(&dir, bootstrap_from(hub, edit)).await?;
     node._tmp = Some(tmp);

@@ -90,22 +90,39 @@ async fn three_copies_survive_losing_two_holders_and_surplus_is_released_when_th
     })
     .await
     .unwrap();
-    eventually("every node to agree on the pin's status", SETTLE, || async {
-        status_agrees(&nodes, &added.cid, &placement).await
-    })
+    eventually(
+        "every node to agree on the pin's status",
+        SETTLE,
+        || async { status_agrees(&nodes, &added.cid, &placement).await },
+    )
     .await
     .unwrap();
 
     // Two holders die (never the bootstrap node, which the others restart against).
     let hub = nodes[0].handle.peer_id().to_owned();
-    let victims: Vec<String> = placement.iter().filter(|p| **p != hub).take(2).cloned().collect();
+    let victims: Vec<String> = placement
+        .iter()
+        .filter(|p| **p != hub)
+        .take(2)
+        .cloned()
+        .collect();
     let mut stopped = Vec::new();
     for victim in &victims {
-        let at = nodes.iter().position(|n| n.handle.peer_id() == victim).unwrap();
+        let at = nodes
+            .iter()
+            .position(|n| n.handle.peer_id() == victim)
+            .unwrap();
         stopped.push(nodes.remove(at).stop_keeping().await.unwrap());
     }
-    let survivor = placement.iter().find(|p| !victims.contains(p)).unwrap().clone();
-    let survivor_node = nodes.iter().find(|n| n.handle.peer_id() == survivor).unwrap();
+    let survivor = placement
+        .iter()
+        .find(|p| !victims.contains(p))
+        .unwrap()
+        .clone();
+    let survivor_node = nodes
+        .iter()
+        .find(|n| n.handle.peer_id() == survivor)
+        .unwrap();
     // One live copy left: the failure budget is 0, and every live node still reads the file.
     eventually("the failure budget to drop to 0", SETTLE, || async {
         let status = pin_status(survivor_node, &added.cid).await?;
@@ -114,7 +131,12 @@ async fn three_copies_survive_losing_two_holders_and_surplus_is_released_when_th
     .await
     .unwrap();
     for node in &nodes {
-        assert!(cat(&mut node.readonly().await.unwrap(), &added.cid).await.unwrap() == data);
+        assert!(
+            cat(&mut node.readonly().await.unwrap(), &added.cid)
+                .await
+                .unwrap()
+                == data
+        );
     }
     // After the grace the three live nodes hold it again, budget back to 2.
     let mut alive = sorted_ids(peer_ids(&nodes));
@@ -124,13 +146,19 @@ async fn three_copies_survive_losing_two_holders_and_surplus_is_released_when_th
     })
     .await
     .unwrap();
-    let text = scrape(survivor_node.handle.metrics_addr().unwrap()).await.unwrap();
+    let text = scrape(survivor_node.handle.metrics_addr().unwrap())
+        .await
+        .unwrap();
     assert!(
         sample(&text, "cairn_replication_repairs_total{outcome=\"placed\"}").unwrap_or(0.0) >= 1.0,
         "the coordinator counted no repair:\n{text}"
     );
     eventually("the under-replicated gauge to clear", SETTLE, || async {
-        let status = survivor_node.readonly().await?.status(admin::StatusRequest {}).await?;
+        let status = survivor_node
+            .readonly()
+            .await?
+            .status(admin::StatusRequest {})
+            .await?;
         let status = status.into_inner();
         Ok(status.under_replicated_pins == 0 && status.min_failure_budget == Some(2))
     })
@@ -145,14 +173,23 @@ async fn three_copies_survive_losing_two_holders_and_surplus_is_released_when_th
     }
     nodes.extend(restarted);
     full_view(&nodes).await.unwrap();
-    eventually("surplus copies to be released down to three", SETTLE, || async {
-        let pinned = pinners(&nodes, &added.cid).await?;
-        Ok(pinned.len() == 3 && status_agrees(&nodes, &added.cid, &pinned).await?)
-    })
+    eventually(
+        "surplus copies to be released down to three",
+        SETTLE,
+        || async {
+            let pinned = pinners(&nodes, &added.cid).await?;
+            Ok(pinned.len() == 3 && status_agrees(&nodes, &added.cid, &pinned).await?)
+        },
+    )
     .await
     .unwrap();
     for node in &nodes {
-        assert!(cat(&mut node.readonly().await.unwrap(), &added.cid).await.unwrap() == data);
+        assert!(
+            cat(&mut node.readonly().await.unwrap(), &added.cid)
+                .await
+                .unwrap()
+                == data
+        );
     }
     stop_all(nodes).await.unwrap();
 }
@@ -192,7 +229,8 @@ async fn an_audit_catches_a_copy_deleted_behind_a_holders_back_and_the_pin_is_re
         let mut failed = 0.0;
         for node in &nodes {
             let text = scrape(node.handle.metrics_addr().unwrap()).await?;
-            failed += sample(&text, "cairn_replication_audits_total{result=\"fail\"}").unwrap_or(0.0);
+            failed +=
+                sample(&text, "cairn_replication_audits_total{result=\"fail\"}").unwrap_or(0.0);
         }
         Ok(failed >= 1.0)
     })
@@ -204,7 +242,10 @@ async fn an_audit_catches_a_copy_deleted_behind_a_holders_back_and_the_pin_is_re
         if pinned.len() != 3 || !status_agrees(&nodes, &added.cid, &pinned).await? {
             return Ok(false);
         }
-        for node in nodes.iter().filter(|n| pinned.contains(&n.handle.peer_id().to_owned())) {
+        for node in nodes
+            .iter()
+            .filter(|n| pinned.contains(&n.handle.peer_id().to_owned()))
+        {
             if node.handle.store().walk(&root, |_| {}).is_err() {
                 return Ok(false);
             }
@@ -214,7 +255,12 @@ async fn an_audit_catches_a_copy_deleted_behind_a_holders_back_and_the_pin_is_re
     .await
     .unwrap();
     for node in &nodes {
-        assert!(cat(&mut node.readonly().await.unwrap(), &added.cid).await.unwrap() == data);
+        assert!(
+            cat(&mut node.readonly().await.unwrap(), &added.cid)
+                .await
+                .unwrap()
+                == data
+        );
     }
     stop_all(nodes).await.unwrap();
 }
@@ -223,9 +269,13 @@ async fn an_audit_catches_a_copy_deleted_behind_a_holders_back_and_the_pin_is_re
 async fn an_unpin_made_while_a_holder_is_down_is_not_undone_when_it_returns() {
     let mut nodes = start_cluster(3, |_, c| fast_repair(3)(c)).await.unwrap();
     full_view(&nodes).await.unwrap();
-    let added = add(&mut nodes[0].admin().await.unwrap(), &pattern(600 * 1024), 1)
-        .await
-        .unwrap();
+    let added = add(
+        &mut nodes[0].admin().await.unwrap(),
+        &pattern(600 * 1024),
+        1,
+    )
+    .await
+    .unwrap();
     let everyone = sorted_ids(peer_ids(&nodes));
     eventually("all three nodes to hold the file", SETTLE, || async {
         Ok(pinners(&nodes, &added.cid).await? == everyone)
@@ -284,19 +334,31 @@ async fn an_unpin_made_while_a_holder_is_down_is_not_undone_when_it_returns() {
 async fn a_factor_above_the_cluster_size_is_reported_honestly_and_healed_when_nodes_join() {
     let mut nodes = start_cluster(3, |_, c| fast_repair(5)(c)).await.unwrap();
     full_view(&nodes).await.unwrap();
-    let added = add(&mut nodes[0].admin().await.unwrap(), &pattern(300 * 1024), 1)
-        .await
-        .unwrap();
+    let added = add(
+        &mut nodes[0].admin().await.unwrap(),
+        &pattern(300 * 1024),
+        1,
+    )
+    .await
+    .unwrap();
     assert!(added.under_replicated, "{added:?}");
     assert_eq!(added.replication_factor, 5);
-    eventually("three copies, reported as under-replicated", SETTLE, || async {
-        let status = pin_status(&nodes[0], &added.cid).await?;
-        let summary = nodes[0].readonly().await?.status(admin::StatusRequest {}).await?;
-        Ok(status.state == "under_replicated"
-            && status.live_replicas == 3
-            && status.failure_budget == 2
-            && summary.into_inner().under_replicated_pins == 1)
-    })
+    eventually(
+        "three copies, reported as under-replicated",
+        SETTLE,
+        || async {
+            let status = pin_status(&nodes[0], &added.cid).await?;
+            let summary = nodes[0]
+                .readonly()
+                .await?
+                .status(admin::StatusRequest {})
+                .await?;
+            Ok(status.state == "under_replicated"
+                && status.live_replicas == 3
+                && status.failure_budget == 2
+                && summary.into_inner().under_replicated_pins == 1)
+        },
+    )
     .await
     .unwrap();
 
@@ -313,7 +375,11 @@ async fn a_factor_above_the_cluster_size_is_reported_honestly_and_healed_when_no
     .await
     .unwrap();
     eventually("the under-replicated count to clear", SETTLE, || async {
-        let summary = nodes[0].readonly().await?.status(admin::StatusRequest {}).await?;
+        let summary = nodes[0]
+            .readonly()
+            .await?
+            .status(admin::StatusRequest {})
+            .await?;
         Ok(summary.into_inner().under_replicated_pins == 0)
     })
     .await

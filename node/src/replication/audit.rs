@@ -175,7 +175,11 @@ mod tests {
         let answered = answer(&store, &block.cid, Some(&sampled), b"nonce-1");
         assert!(answered.holding);
         assert_eq!(answered.proof, proof(b"nonce-1", &data));
-        assert_ne!(answered.proof, proof(b"nonce-2", &data), "a new nonce, a new proof");
+        assert_ne!(
+            answered.proof,
+            proof(b"nonce-2", &data),
+            "a new nonce, a new proof"
+        );
 
         // Lost behind the node's back: still pinned, but nothing to prove with.
         store.delete(&block.cid).unwrap();

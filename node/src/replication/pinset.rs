@@ -14,7 +14,9 @@ impl Replicator {
     /// The pin record kept here for `root`, verified (a record that no longer verifies is
     /// ignored: the DHT's copy replaces it).
     pub(crate) async fn local_record(&self, root: Cid) -> Result<Option<PinRecord>> {
-        let bytes = self.blocking(move |store| Ok(store.pin_record(&root)?)).await?;
+        let bytes = self
+            .blocking(move |store| Ok(store.pin_record(&root)?))
+            .await?;
         Ok(bytes.and_then(|b| PinRecord::verify(&b).ok()))
     }
 

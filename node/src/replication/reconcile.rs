@@ -25,8 +25,8 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::survey::HolderState;
 use super::Replicator;
+use super::survey::HolderState;
 use crate::error::Result;
 
 /// Pins reconciled at once.
@@ -59,10 +59,7 @@ pub(crate) async fn run(replicator: Replicator, stop: CancellationToken) {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(round) => {}
         }
-        let pins = match replicator
-            .blocking(|store| Ok(store.pins()?))
-            .await
-        {
+        let pins = match replicator.blocking(|store| Ok(store.pins()?)).await {
             Ok(pins) => pins,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciliation cannot list pins");
@@ -248,8 +245,11 @@ mod tests {
 
     use super::*;
 
-    static POOL: LazyLock<Vec<PeerId>> =
-        LazyLock::new(|| (0..12).map(|_| NodeIdentity::generate().peer_id()).collect());
+    static POOL: LazyLock<Vec<PeerId>> = LazyLock::new(|| {
+        (0..12)
+            .map(|_| NodeIdentity::generate().peer_id())
+            .collect()
+    });
 
     /// One round in which every live holder plans on the same snapshot and all act at once (the
     /// hardest case: several coordinators or several surplus holders deciding together), with

@@ -102,12 +102,22 @@ impl Replicator {
     /// Surveys `root`'s holders; with `prove`, every holder must prove a random block (when this
     /// node holds a copy to check against).
     pub async fn survey(&self, root: Cid, prove: bool) -> Result<Survey> {
-        let record = match self.refresh(root).await {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::debug!(%root, error = %e, "pin record lookup failed; using the local one");
-                self.local_record(root).await?
-            }
+        // The DHT is asked on proof rounds (and when nothing is kept here); between them the
+        // local record serves, and unpins arrive pushed by the peer that made them.
+        let local = if prove {
+            None
+        } else {
+            self.local_record(root).await?
+        };
+        let record = match local {
+            Some(record) => Some(record),
+            None => match self.refresh(root).await {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::debug!(%root, error = %e, "pin record lookup failed; using the local one");
+                    self.local_record(root).await?
+                }
+            },
         };
         let factor = match record.as_ref().map(|r| r.intent) {
             Some(PinIntent::Pinned { replication_factor }) => replication_factor,

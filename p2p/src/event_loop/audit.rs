@@ -37,7 +37,11 @@ impl EventLoop {
             block: block.map(|c| Bytes::from(c.to_bytes())).unwrap_or_default(),
             nonce: nonce.into(),
         };
-        let id = self.swarm.behaviour_mut().audit.send_request(&peer, request);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .audit
+            .send_request(&peer, request);
         self.pending_audits.insert(id, reply);
     }
 
