@@ -104,6 +104,12 @@ pub async fn fetch_dag_paced(
         );
         if in_flight.is_empty() {
             if wanted.is_empty() {
+                // Batches were written without syncing each; one sync makes the DAG durable
+                // before anyone pins it or signs a receipt for it.
+                let syncing = Arc::clone(store);
+                tokio::task::spawn_blocking(move || syncing.sync())
+                    .await
+                    .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))??;
                 return Ok(report);
             }
             let next = stalled(&providers, &wanted, &lacking, root)?;
@@ -312,11 +318,12 @@ async fn check_blocks(
     .map(Ok)?
 }
 
-/// Stores verified blocks and returns the children of theirs that are still missing.
+/// Stores verified blocks (durable at the fetch's final sync) and returns the children of
+/// theirs that are still missing.
 async fn store_and_expand(store: &Arc<RocksBlockstore>, blocks: Vec<Block>) -> Result<Vec<Cid>> {
     let store = Arc::clone(store);
     tokio::task::spawn_blocking(move || {
-        store.put_many(&blocks)?;
+        store.put_many_buffered(&blocks)?;
         let mut children = Vec::new();
         for block in &blocks {
             if block.cid.codec() == DAG_PB {

@@ -198,7 +198,8 @@ fn read_swarm_key(config: &ValidConfig) -> Result<Option<SwarmKey>> {
     })
 }
 
-/// Waits for the bootstrap peers (when any are configured), then announces every pinned root.
+/// Waits for the bootstrap peers (when any are configured), then announces every pinned root and
+/// republishes every pin record kept here.
 async fn start_network(
     config: &ValidConfig,
     network: &cairn_p2p::Client,
@@ -216,8 +217,8 @@ async fn start_network(
         );
         network.wait_bootstrapped(wanted, timeout).await?;
     }
-    let store = Arc::clone(store);
-    let pins = tokio::task::spawn_blocking(move || store.pins())
+    let reading = Arc::clone(store);
+    let pins = tokio::task::spawn_blocking(move || reading.pins())
         .await
         .map_err(|e| Error::BadRequest(format!("reading pins failed: {e}")))??;
     for (root, _) in &pins {
@@ -225,6 +226,18 @@ async fn start_network(
     }
     if !pins.is_empty() {
         tracing::info!(pins = pins.len(), "announced pinned roots");
+    }
+    // Every pin record kept here goes back into the DHT (which lives in memory), tombstones
+    // included: an unpin must outlast a restart of the whole cluster. Peers keep only what is
+    // newer than what they hold.
+    let reading = Arc::clone(store);
+    let records = tokio::task::spawn_blocking(move || reading.pin_records())
+        .await
+        .map_err(|e| Error::BadRequest(format!("reading pin records failed: {e}")))??;
+    for (root, record) in records {
+        if let Err(e) = network.put_pin_record(record).await {
+            tracing::debug!(%root, error = %e, "pin record not republished");
+        }
     }
     Ok(())
 }

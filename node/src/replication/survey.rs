@@ -177,7 +177,21 @@ impl Replicator {
                 audited: proved,
             });
         }
-        // Released candidates (stale provider records) are not holders.
+        // Released candidates (stale provider records, old receipts) are not holders.
+        let released: Vec<Vec<u8>> = holders
+            .iter()
+            .filter(|h| h.state == HolderState::Released)
+            .map(|h| h.peer.to_bytes())
+            .collect();
+        if !released.is_empty() {
+            self.blocking(move |store| {
+                for holder in &released {
+                    store.drop_receipt(&root, holder)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
         holders.retain(|h| h.state != HolderState::Released);
         holders.sort_by_key(|h| h.peer.to_bytes());
         Ok(Survey {

@@ -119,14 +119,16 @@ impl Replicator {
         let outcome = async {
             let pace = repair.then_some(&*self.repair_rate);
             fetch_dag_paced(&self.store, &self.network, root, pace).await?;
-            // The requester published the record first; an unpin that raced ahead wins.
+            self.blocking(move |store| Ok(store.pin(&root, PinMode::Recursive)?))
+                .await?;
+            // The requester published the record first; taking it now (the root is pinned, so
+            // it is kept here) tells this node the pin's factor. An unpin that raced ahead wins.
             if let Some(record) = self.refresh(root).await?
                 && record.intent == PinIntent::Unpinned
             {
+                self.release(root, "unpinned while being replicated").await?;
                 return Err(Error::BadRequest(format!("{root} was unpinned")));
             }
-            self.blocking(move |store| Ok(store.pin(&root, PinMode::Recursive)?))
-                .await?;
             if let Err(e) = self.network.start_providing(root).await {
                 tracing::warn!(%root, error = %e, "could not announce a replica");
             }
