@@ -126,7 +126,8 @@ impl Replicator {
             if let Some(record) = self.refresh(root).await?
                 && record.intent == PinIntent::Unpinned
             {
-                self.release(root, "unpinned while being replicated").await?;
+                self.release(root, "unpinned while being replicated")
+                    .await?;
                 return Err(Error::BadRequest(format!("{root} was unpinned")));
             }
             if let Err(e) = self.network.start_providing(root).await {
