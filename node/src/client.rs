@@ -6,6 +6,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::api::{CONNECTION_WINDOW, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use crate::error::{Error, Result};
@@ -42,6 +45,26 @@ pub async fn connect_with(url: &str, token: &str, ca_pem: Option<&[u8]>) -> Resu
         .map_err(|_| {
             Error::BadRequest("the token holds characters a header cannot carry".into())
         })?;
+    let channel = channel(url, ca_pem).await?;
+    Ok(AdminClient::with_interceptor(channel, BearerToken(value))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Whether the daemon at `url` reports itself serving through the standard gRPC health service
+/// (no token needed: what container and load-balancer health checks call).
+pub async fn serving(url: &str, ca_pem: Option<&[u8]>) -> Result<bool> {
+    let channel = channel(url, ca_pem).await?;
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|e| Error::BadRequest(format!("health check failed: {}", e.message())))?;
+    Ok(answer.into_inner().status == ServingStatus::Serving as i32)
+}
+
+async fn channel(url: &str, ca_pem: Option<&[u8]>) -> Result<Channel> {
     let mut endpoint = Channel::from_shared(url.to_owned())
         .map_err(|e| Error::BadRequest(format!("{url:?} is not an API address: {e}")))?
         .initial_stream_window_size(STREAM_WINDOW)
@@ -58,11 +81,8 @@ pub async fn connect_with(url: &str, token: &str, ca_pem: Option<&[u8]>) -> Resu
             .tls_config(tls)
             .map_err(|e| Error::BadRequest(format!("TLS settings for {url}: {e}")))?;
     }
-    let channel = endpoint
+    endpoint
         .connect()
         .await
-        .map_err(|e| Error::BadRequest(format!("cannot reach the daemon at {url}: {e}")))?;
-    Ok(AdminClient::with_interceptor(channel, BearerToken(value))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .map_err(|e| Error::BadRequest(format!("cannot reach the daemon at {url}: {e}")))
 }

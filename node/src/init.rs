@@ -101,9 +101,25 @@ pub fn load_config(data_dir: Option<&Path>, config_file: Option<&Path>) -> Resul
     Ok(config.validate()?)
 }
 
-/// Reads the node's identity key, refusing one that others can read.
+/// The systemd credential that, when present, holds the identity key instead of the data
+/// directory (`LoadCredential=identity.key:…` or `LoadCredentialEncrypted=…`).
+pub const IDENTITY_CREDENTIAL: &str = "identity.key";
+
+/// Where the identity key is read from: the systemd credential when the service manager passed
+/// one (`$CREDENTIALS_DIRECTORY/identity.key`), else `identity.key` in the data directory.
+pub fn identity_path(config: &ValidConfig) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        let credential = PathBuf::from(dir).join(IDENTITY_CREDENTIAL);
+        if credential.exists() {
+            return credential;
+        }
+    }
+    config.data_dir().join(IDENTITY_FILE)
+}
+
+/// Reads the node's identity key (see [`identity_path`]), refusing one that others can read.
 pub fn load_identity(config: &ValidConfig) -> Result<NodeIdentity> {
-    let path = config.data_dir().join(IDENTITY_FILE);
+    let path = identity_path(config);
     let bytes = read_secret(&path)?;
     NodeIdentity::from_bytes(&bytes).map_err(|e| Error::Secret {
         path,

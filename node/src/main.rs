@@ -40,8 +40,11 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Replace existing files (a new identity means a new peer ID).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "if_missing")]
         force: bool,
+        /// Do nothing when the data directory already holds a config (for service start-up).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Print the node's peer ID and configured listen addresses (no daemon needed).
     Id {
@@ -49,6 +52,11 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Exit 0 when the daemon answers the gRPC health check as serving (no token needed).
+    Health {
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Run the node in the foreground until SIGTERM or Ctrl-C.
     Daemon {
@@ -284,6 +292,18 @@ struct ApiArgs {
 
 impl ApiArgs {
     async fn connect(&self) -> anyhow::Result<client::Client> {
+        let (config, url, ca) = self.endpoint()?;
+        let token_file = match &self.token_file {
+            Some(f) => f.clone(),
+            None => config.resolve(&config.raw().admin.token_file),
+        };
+        let token = cairn_node::secrets::read_secret(&token_file)?;
+        let token = String::from_utf8(token).context("the token file is not text")?;
+        Ok(client::connect_with(&url, &token, ca.as_deref()).await?)
+    }
+
+    /// The config, the API's URL and the certificate to trust, from the flags and the config.
+    fn endpoint(&self) -> anyhow::Result<(ValidConfig, String, Option<Vec<u8>>)> {
         let config = load_config(self.data_dir.as_deref(), self.config.as_deref())?;
         let url = match &self.api {
             Some(url) => url.clone(),
@@ -312,13 +332,7 @@ impl ApiArgs {
             ),
             None => None,
         };
-        let token_file = match &self.token_file {
-            Some(f) => f.clone(),
-            None => config.resolve(&config.raw().admin.token_file),
-        };
-        let token = cairn_node::secrets::read_secret(&token_file)?;
-        let token = String::from_utf8(token).context("the token file is not text")?;
-        Ok(client::connect_with(&url, &token, ca.as_deref()).await?)
+        Ok((config, url, ca))
     }
 }
 
@@ -332,6 +346,14 @@ enum ConfigAction {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Health { api } => {
+            let (_, url, ca) = api.endpoint()?;
+            anyhow::ensure!(
+                client::serving(&url, ca.as_deref()).await?,
+                "{url} is not serving"
+            );
+            report(cli.json, json!({ "serving": true }), "serving");
+        }
         Command::Daemon { data_dir, config } => {
             let config = load_config(data_dir.as_deref(), config.as_deref())?;
             init_logging(&config);
@@ -421,11 +443,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Init { data_dir, force } => {
+        Command::Init {
+            data_dir,
+            force,
+            if_missing,
+        } => {
             let dir = match data_dir {
                 Some(d) => d,
                 None => load_config(None, None)?.data_dir().to_owned(),
             };
+            if if_missing && dir.join(cairn_node::init::CONFIG_FILE).exists() {
+                return Ok(());
+            }
             let done = init(&dir, force)?;
             if cli.json {
                 let out = json!({
