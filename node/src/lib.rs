@@ -7,6 +7,7 @@ pub mod api;
 mod block_service;
 pub mod car;
 pub mod client;
+pub mod cluster_init;
 pub mod encrypt;
 mod error;
 pub mod fetch;

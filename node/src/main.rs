@@ -46,6 +46,25 @@ enum Command {
         #[arg(long)]
         if_missing: bool,
     },
+    /// Create the data directories of a private cluster: one folder per host, a shared swarm
+    /// key, every node's bootstrap list and allowlist filled with the others' peer IDs.
+    InitCluster {
+        /// Host names the nodes reach each other by (e.g. docker-compose service names).
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// Where the folders go (one per host, plus swarm.key).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 4001)]
+        p2p_port: u16,
+        #[arg(long, default_value = "0.0.0.0:5001")]
+        admin_listen: String,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
+        replication: u32,
+        /// Do nothing when `out` already holds a cluster (for a one-shot init service).
+        #[arg(long)]
+        if_missing: bool,
+    },
     /// Print the node's peer ID and configured listen addresses (no daemon needed).
     Id {
         #[arg(long)]
@@ -353,6 +372,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{url} is not serving"
             );
             report(cli.json, json!({ "serving": true }), "serving");
+        }
+        Command::InitCluster {
+            hosts,
+            out,
+            p2p_port,
+            admin_listen,
+            replication,
+            if_missing,
+        } => {
+            if if_missing && out.join(cairn_node::cluster_init::SWARM_KEY_FILE).exists() {
+                return Ok(());
+            }
+            let layout = cairn_node::cluster_init::ClusterLayout {
+                hosts: hosts.clone(),
+                p2p_port,
+                admin_listen,
+                replication_factor: replication,
+            };
+            let nodes = cairn_node::cluster_init::init_cluster(&out, &layout)?;
+            for (host, node) in hosts.iter().zip(&nodes) {
+                report(
+                    cli.json,
+                    json!({ "host": host, "peer_id": node.peer_id.to_string(),
+                            "data_dir": node.data_dir }),
+                    &format!("{host} {}", node.peer_id),
+                );
+            }
         }
         Command::Daemon { data_dir, config } => {
             let config = load_config(data_dir.as_deref(), config.as_deref())?;
