@@ -25,6 +25,9 @@ pub struct ClusterLayout {
     /// Where each node's admin API listens inside its host (publish it on loopback only).
     pub admin_listen: String,
     pub replication_factor: u32,
+    /// Hand every folder and file to this uid:gid (an init container running as root preparing
+    /// volumes for an unprivileged daemon); `None` leaves them to the caller.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Creates `out/<host>/` for every host, and `out/swarm.key`. Refuses to touch an existing
@@ -79,7 +82,27 @@ pub fn init_cluster(out: &Path, layout: &ClusterLayout) -> Result<Vec<Initialize
         write_secret(&path, text.as_bytes(), true)?;
     }
     write_secret(&key_file, key.as_bytes(), false)?;
+    if let Some(owner) = layout.owner {
+        for node in &nodes {
+            chown_tree(&node.data_dir, owner)?;
+        }
+        chown_tree(&key_file, owner)?;
+    }
     Ok(nodes)
+}
+
+fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+    let io = |source| Error::Io {
+        what: "handing the cluster's files to the daemon's user",
+        source,
+    };
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io)?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io)? {
+            chown_tree(&entry.map_err(io)?.path(), (uid, gid))?;
+        }
+    }
+    Ok(())
 }
 
 /// Host names become folder names and DNS names: letters, digits and '-', unique.
@@ -117,6 +140,7 @@ mod tests {
             p2p_port: 4001,
             admin_listen: "0.0.0.0:5001".into(),
             replication_factor: 3,
+            owner: None,
         }
     }
 

@@ -64,6 +64,9 @@ enum Command {
         /// Do nothing when `out` already holds a cluster (for a one-shot init service).
         #[arg(long)]
         if_missing: bool,
+        /// Hand the files to UID:GID (an init container running as root for the daemon's user).
+        #[arg(long, value_parser = parse_owner)]
+        owner: Option<(u32, u32)>,
     },
     /// Print the node's peer ID and configured listen addresses (no daemon needed).
     Id {
@@ -380,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             admin_listen,
             replication,
             if_missing,
+            owner,
         } => {
             if if_missing && out.join(cairn_node::cluster_init::SWARM_KEY_FILE).exists() {
                 return Ok(());
@@ -389,6 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 p2p_port,
                 admin_listen,
                 replication_factor: replication,
+                owner,
             };
             let nodes = cairn_node::cluster_init::init_cluster(&out, &layout)?;
             for (host, node) in hosts.iter().zip(&nodes) {
@@ -950,6 +955,17 @@ fn scrub_report(json: bool, pass: &admin::RepoScrubResponse) {
 }
 
 /// Prints a result as JSON (one object per line) or as text.
+fn parse_owner(text: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not UID:GID"))?;
+    let number = |n: &str| {
+        n.parse::<u32>()
+            .map_err(|_| format!("{n:?} is not a numeric id"))
+    };
+    Ok((number(uid)?, number(gid)?))
+}
+
 fn report(json: bool, value: serde_json::Value, text: &str) {
     if json {
         println!("{value}");
