@@ -38,6 +38,11 @@ pub const MAX_AUDIT_BYTES: usize = 1024;
 pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pin records this node keeps in its part of the DHT. One is a few hundred bytes.
 pub const MAX_PIN_RECORDS: usize = 100_000;
+/// Every connection is pinged this often; a ping unanswered within `PING_TIMEOUT` closes the
+/// connection (see the event loop), so a partitioned peer counts as gone within seconds rather
+/// than when TCP finally gives up.
+pub const PING_INTERVAL: Duration = Duration::from_secs(5);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// What Identify announces; peers running anything else are not Cairn nodes.
 pub const AGENT_PROTOCOL: &str = "/cairn/id/1.0.0";
 
@@ -103,7 +108,11 @@ impl Behaviour {
                 AGENT_PROTOCOL.to_owned(),
                 key.public(),
             )),
-            ping: ping::Behaviour::default(),
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(PING_INTERVAL)
+                    .with_timeout(PING_TIMEOUT),
+            ),
             kad: kademlia(local),
             blocks: request_response::Behaviour::with_codec(
                 ProstCodec::new(FrameLimits {

@@ -499,6 +499,16 @@ impl EventLoop {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) if !matches!(error, libp2p::ping::Failure::Unsupported) => {
+                // libp2p's ping only reports; a connection that stopped answering is dead (a
+                // partition, a killed host) and would otherwise linger until TCP gives up.
+                tracing::debug!(%peer, %error, "ping failed; closing the connection");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::Behaviour(_) => {}
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");

@@ -2,6 +2,7 @@
 //! content, and real nodes in this process on 127.0.0.1 port 0 in temporary folders, driven
 //! through the real gRPC client.
 
+pub mod compose;
 pub mod hostile;
 
 use std::path::{Path, PathBuf};
