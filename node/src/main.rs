@@ -86,6 +86,9 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// `cairn init` the data directory first when it holds no config (containers).
+        #[arg(long, requires = "data_dir")]
+        init: bool,
     },
     /// Add files; prints each root CID (CIDv1 unless --cid-version 0).
     Add {
@@ -97,12 +100,8 @@ enum Command {
         /// The daemon never sees the key: keep the capability safe.
         #[arg(long)]
         encrypt: bool,
-        /// Copies to keep on the cluster [default: the daemon's replication.factor]
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
-        replication: Option<u32>,
-        /// Return once stored here, without waiting for the replicas' receipts.
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        replicas: ReplicationArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -211,12 +210,8 @@ enum PinAction {
         /// Pin this block alone, on this node only.
         #[arg(long)]
         direct: bool,
-        /// Copies to keep on the cluster [default: the daemon's replication.factor]
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
-        replication: Option<u32>,
-        /// Return once pinned here, without waiting for the replicas' receipts.
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        replicas: ReplicationArgs,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -292,6 +287,17 @@ enum RepoAction {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+/// How many copies a new pin gets, and whether the call waits for them.
+#[derive(Args, Debug, Clone, Copy)]
+struct ReplicationArgs {
+    /// Copies to keep on the cluster [default: the daemon's replication.factor]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    replication: Option<u32>,
+    /// Return once stored and pinned here, without waiting for the replicas' receipts.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 /// How a client command reaches the daemon.
@@ -405,7 +411,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Daemon { data_dir, config } => {
+        Command::Daemon {
+            data_dir,
+            config,
+            init: init_first,
+        } => {
+            if let Some(dir) = data_dir.as_deref().filter(|_| init_first)
+                && !dir.join(cairn_node::init::CONFIG_FILE).exists()
+            {
+                let done = init(dir, false)?;
+                eprintln!(
+                    "initialised {} as peer {}",
+                    done.data_dir.display(),
+                    done.peer_id
+                );
+            }
             let config = load_config(data_dir.as_deref(), config.as_deref())?;
             init_logging(&config);
             daemon(config).await?;
@@ -414,15 +434,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             paths,
             cid_version,
             encrypt,
-            replication,
-            no_wait,
+            replicas,
             api,
         } => {
             let mut client = api.connect().await?;
             let options = admin::AddOptions {
                 cid_version: Some(cid_version),
-                replication,
-                no_wait,
+                replication: replicas.replication,
+                no_wait: replicas.no_wait,
             };
             for path in paths {
                 let (added, capability) = add_file(&mut client, &path, options, encrypt).await?;
@@ -571,8 +590,7 @@ async fn pin_command(action: PinAction, json: bool) -> anyhow::Result<()> {
         PinAction::Add {
             cid,
             direct,
-            replication,
-            no_wait,
+            replicas,
             api,
         } => {
             let mut client = api.connect().await?;
@@ -580,8 +598,8 @@ async fn pin_command(action: PinAction, json: bool) -> anyhow::Result<()> {
                 .pin_add(admin::PinAddRequest {
                     cid: cid.clone(),
                     direct,
-                    replication,
-                    no_wait,
+                    replication: replicas.replication,
+                    no_wait: replicas.no_wait,
                 })
                 .await?
                 .into_inner();

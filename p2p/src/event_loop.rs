@@ -837,14 +837,7 @@ impl EventLoop {
                 request_id,
                 error,
                 ..
-            } => {
-                if let Some(reply) = self.pending_replicates.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
+            } => fail_outbound(&mut self.pending_replicates, request_id, peer, &error),
             request_response::Event::InboundFailure { request_id, .. } => {
                 self.inbound_replicates.remove(&ReplicateId(request_id));
             }
@@ -1008,6 +1001,21 @@ impl EventLoop {
                  others do not answer; if it is poisoned, so is this node's view of the network"
             );
         }
+    }
+}
+
+/// Tells whoever waits for outbound request `id` that it failed.
+fn fail_outbound<T>(
+    pending: &mut HashMap<OutboundRequestId, Replier<T>>,
+    id: OutboundRequestId,
+    peer: PeerId,
+    error: &request_response::OutboundFailure,
+) {
+    if let Some(reply) = pending.remove(&id) {
+        let _ = reply.send(Err(Error::Request {
+            peer,
+            reason: error.to_string(),
+        }));
     }
 }
 

@@ -198,6 +198,19 @@ pub async fn cat(client: &mut Client, cid: &str) -> Result<Vec<u8>, tonic::Statu
     Ok(out)
 }
 
+/// Asserts that every node of `nodes` reads `cid` back as `data`.
+pub async fn reads_everywhere(nodes: &[TestNode], cid: &str, data: &[u8]) -> anyhow::Result<()> {
+    for node in nodes {
+        let read = cat(&mut node.readonly().await?, cid).await?;
+        anyhow::ensure!(
+            read == data,
+            "{} read other bytes for {cid}",
+            node.handle.peer_id()
+        );
+    }
+    Ok(())
+}
+
 /// `GET /metrics` over a plain TCP connection.
 pub async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,8 +8,8 @@
 use cairn_config::{Config, HumanDuration};
 use cairn_proto::admin;
 use cairn_tests::{
-    SETTLE, TestNode, add, bootstrap_from, cat, eventually, full_view, join_cluster, pattern,
-    pinners, sample, scrape, start_cluster, stop_all,
+    SETTLE, TestNode, add, bootstrap_from, eventually, full_view, join_cluster, pattern, pinners,
+    reads_everywhere, sample, scrape, start_cluster, stop_all,
 };
 use cid::Cid;
 
@@ -130,14 +130,7 @@ async fn three_copies_survive_losing_two_holders_and_surplus_is_released_when_th
     })
     .await
     .unwrap();
-    for node in &nodes {
-        assert!(
-            cat(&mut node.readonly().await.unwrap(), &added.cid)
-                .await
-                .unwrap()
-                == data
-        );
-    }
+    reads_everywhere(&nodes, &added.cid, &data).await.unwrap();
     // After the grace the three live nodes hold it again, budget back to 2.
     let mut alive = sorted_ids(peer_ids(&nodes));
     alive.sort();
@@ -183,14 +176,7 @@ async fn three_copies_survive_losing_two_holders_and_surplus_is_released_when_th
     )
     .await
     .unwrap();
-    for node in &nodes {
-        assert!(
-            cat(&mut node.readonly().await.unwrap(), &added.cid)
-                .await
-                .unwrap()
-                == data
-        );
-    }
+    reads_everywhere(&nodes, &added.cid, &data).await.unwrap();
     stop_all(nodes).await.unwrap();
 }
 
@@ -254,14 +240,7 @@ async fn an_audit_catches_a_copy_deleted_behind_a_holders_back_and_the_pin_is_re
     })
     .await
     .unwrap();
-    for node in &nodes {
-        assert!(
-            cat(&mut node.readonly().await.unwrap(), &added.cid)
-                .await
-                .unwrap()
-                == data
-        );
-    }
+    reads_everywhere(&nodes, &added.cid, &data).await.unwrap();
     stop_all(nodes).await.unwrap();
 }
 

@@ -8,7 +8,7 @@ use cid::Cid;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p_identity::PeerId;
 
-use super::{EventLoop, MAX_PENDING_OUTBOUND, Replier, millis};
+use super::{EventLoop, MAX_PENDING_OUTBOUND, Replier, fail_outbound, millis};
 use crate::client::{AuditAnswer, AuditId, NetworkEvent};
 use crate::error::Error;
 use crate::scores::Offence;
@@ -108,14 +108,7 @@ impl EventLoop {
                 request_id,
                 error,
                 ..
-            } => {
-                if let Some(reply) = self.pending_audits.remove(&request_id) {
-                    let _ = reply.send(Err(Error::Request {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
+            } => fail_outbound(&mut self.pending_audits, request_id, peer, &error),
             request_response::Event::InboundFailure { request_id, .. } => {
                 self.inbound_audits.remove(&AuditId(request_id));
             }
