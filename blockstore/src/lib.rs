@@ -8,6 +8,7 @@
 //! The logic lives once in [`Store`], over a small [`backend::Backend`] seam with two engines:
 //! RocksDB ([`RocksBlockstore`]) and memory ([`MemBlockstore`]). This is the only crate that names
 //! RocksDB. It must never hand out unverified bytes, and never half-apply a write.
+#![forbid(unsafe_code)]
 
 pub mod backend;
 mod block;

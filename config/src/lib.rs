@@ -4,6 +4,7 @@
 //! spelt out in `cairn.example.toml`), environment overrides `CAIRN_<SECTION>__<KEY>`, and
 //! [`Config::validate`], which returns a [`ValidConfig`] or an error naming the key and the fix.
 //! This crate never resets a bad value to a default: a wrong config stops the start.
+#![forbid(unsafe_code)]
 
 mod env;
 mod error;
@@ -15,7 +16,7 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use schema::{
-    AdminConfig, Config, LogConfig, LogFormat, MetricsConfig, P2pConfig, P2pLimits,
+    AdminConfig, Config, IdentityConfig, LogConfig, LogFormat, MetricsConfig, P2pConfig, P2pLimits,
     ReplicationConfig, ScrubConfig, StorageConfig,
 };
 pub use units::{HumanDuration, Size};

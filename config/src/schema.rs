@@ -13,6 +13,7 @@ use crate::units::{HumanDuration, Size};
 pub struct Config {
     /// Where blocks, keys and tokens live.
     pub data_dir: PathBuf,
+    pub identity: IdentityConfig,
     pub p2p: P2pConfig,
     pub storage: StorageConfig,
     pub replication: ReplicationConfig,
@@ -26,6 +27,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("/var/lib/cairn"),
+            identity: IdentityConfig::default(),
             p2p: P2pConfig::default(),
             storage: StorageConfig::default(),
             replication: ReplicationConfig::default(),
@@ -35,6 +37,16 @@ impl Default for Config {
             log: LogConfig::default(),
         }
     }
+}
+
+/// The node's identity key (`identity.key` in the data directory, or the systemd credential
+/// `identity.key`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// The passphrase that opens an encrypted identity key (`cairn encrypt-key`); empty when the
+    /// key is stored plain. The systemd credential `identity.passphrase` wins over it.
+    pub passphrase_file: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ use cairn_config::{Config, EXAMPLE_CONFIG, ValidConfig};
 use cairn_p2p::{NodeIdentity, PeerId};
 
 use crate::error::{Error, Result};
+use crate::sealed_key;
 use crate::secrets::{new_token, read_secret, write_secret};
 
 /// The config file `cairn init` writes into the data directory.
@@ -117,10 +118,60 @@ pub fn identity_path(config: &ValidConfig) -> PathBuf {
     config.data_dir().join(IDENTITY_FILE)
 }
 
-/// Reads the node's identity key (see [`identity_path`]), refusing one that others can read.
-pub fn load_identity(config: &ValidConfig) -> Result<NodeIdentity> {
+/// The systemd credential that holds the passphrase of an encrypted identity key.
+pub const PASSPHRASE_CREDENTIAL: &str = "identity.passphrase";
+
+/// The passphrase for an encrypted identity key: the systemd credential when passed, else
+/// `identity.passphrase_file`; `None` when neither is set.
+fn read_passphrase(config: &ValidConfig) -> Result<Option<Vec<u8>>> {
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|dir| PathBuf::from(dir).join(PASSPHRASE_CREDENTIAL))
+        .filter(|path| path.exists());
+    let configured = &config.raw().identity.passphrase_file;
+    let path = match credential {
+        Some(path) => path,
+        None if configured.as_os_str().is_empty() => return Ok(None),
+        None => config.resolve(configured),
+    };
+    Ok(Some(sealed_key::passphrase(&read_secret(&path)?)?))
+}
+
+/// Encrypts the node's identity key in place with the passphrase in `passphrase_file`; the daemon
+/// then needs that passphrase (see [`load_identity`]) to start.
+pub fn encrypt_identity(config: &ValidConfig, passphrase_file: &Path) -> Result<PathBuf> {
     let path = identity_path(config);
     let bytes = read_secret(&path)?;
+    if sealed_key::is_sealed(&bytes) {
+        return Err(Error::BadRequest(format!(
+            "{} is encrypted already",
+            path.display()
+        )));
+    }
+    // Only a valid key gets sealed: a broken one should fail now, not at the next start.
+    NodeIdentity::from_bytes(&bytes)?;
+    let passphrase = sealed_key::passphrase(&read_secret(passphrase_file)?)?;
+    write_secret(&path, &sealed_key::seal(&bytes, &passphrase)?, true)?;
+    Ok(path)
+}
+
+/// Reads the node's identity key (see [`identity_path`]), refusing one that others can read, and
+/// opening an encrypted one with its passphrase.
+pub fn load_identity(config: &ValidConfig) -> Result<NodeIdentity> {
+    let path = identity_path(config);
+    let mut bytes = read_secret(&path)?;
+    if sealed_key::is_sealed(&bytes) {
+        let passphrase = read_passphrase(config)?.ok_or_else(|| Error::Secret {
+            path: path.clone(),
+            problem: "is encrypted and no passphrase was given".into(),
+            fix: "set identity.passphrase_file, or pass the systemd credential identity.passphrase"
+                .into(),
+        })?;
+        bytes = sealed_key::open(&bytes, &passphrase).map_err(|e| Error::Secret {
+            path: path.clone(),
+            problem: e.to_string(),
+            fix: "check the passphrase (identity.passphrase_file or the credential)".into(),
+        })?;
+    }
     NodeIdentity::from_bytes(&bytes).map_err(|e| Error::Secret {
         path,
         problem: e.to_string(),

@@ -2,6 +2,7 @@
 //! the verified blockstore), the node's life (`Node::spawn`), its gRPC admin API and the client
 //! the CLI uses, and the node's side of the network (answering peers' block requests, fetching
 //! DAGs it lacks) and replication: pin records, receipts, audits and repair.
+#![forbid(unsafe_code)]
 
 pub mod api;
 mod block_service;
@@ -18,6 +19,7 @@ pub mod pace;
 pub mod progress;
 pub mod replication;
 mod scrub_worker;
+pub mod sealed_key;
 pub mod secrets;
 pub mod unixfs;
 

@@ -1,6 +1,6 @@
 //! `cairn`: the node's command line — the daemon and its client. Exit status 0 on success,
 //! non-zero with a one-line reason on stderr otherwise.
-
+#![forbid(unsafe_code)]
 // The CLI's output is stdout.
 #![allow(clippy::print_stdout)]
 
@@ -68,12 +68,31 @@ enum Command {
         #[arg(long, value_parser = parse_owner)]
         owner: Option<(u32, u32)>,
     },
+    /// Encrypt the node's identity key in place with a passphrase (then set
+    /// identity.passphrase_file, or pass the systemd credential identity.passphrase).
+    EncryptKey {
+        /// A file (mode 0600) holding the passphrase, at least 12 bytes.
+        #[arg(long)]
+        passphrase_file: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print the node's peer ID and configured listen addresses (no daemon needed).
     Id {
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Replace the admin token (or --readonly, the read-only token) with a new one, written to
+    /// its token file on the node's host; the old one stops working at once.
+    RotateToken {
+        #[arg(long)]
+        readonly: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Exit 0 when the daemon answers the gRPC health check as serving (no token needed).
     Health {
@@ -374,6 +393,35 @@ enum ConfigAction {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::EncryptKey {
+            passphrase_file,
+            data_dir,
+            config,
+        } => {
+            let config = load_config(data_dir.as_deref(), config.as_deref())?;
+            let path = cairn_node::init::encrypt_identity(&config, &passphrase_file)?;
+            report(
+                cli.json,
+                json!({ "encrypted": path }),
+                &format!(
+                    "{} is encrypted; the daemon now needs identity.passphrase_file (or the \
+                     identity.passphrase credential)",
+                    path.display()
+                ),
+            );
+        }
+        Command::RotateToken { readonly, api } => {
+            let mut client = api.connect().await?;
+            let rotated = client
+                .rotate_token(admin::RotateTokenRequest { readonly })
+                .await?
+                .into_inner();
+            report(
+                cli.json,
+                json!({ "token_file": rotated.token_file }),
+                &format!("new token written to {}", rotated.token_file),
+            );
+        }
         Command::Health { api } => {
             let (_, url, ca) = api.endpoint()?;
             anyhow::ensure!(
@@ -1009,11 +1057,26 @@ async fn daemon(config: ValidConfig) -> anyhow::Result<()> {
     let node = Node::spawn(config).await?;
     // Under systemd (Type=notify) this is when the unit becomes active; elsewhere a no-op.
     tell_systemd(&[sd_notify::NotifyState::Ready]);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: stopping"),
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupt: stopping");
+                break;
+            }
+            // SIGHUP: token files replaced by hand take effect (a bad file keeps the old ones).
+            _ = hangup.recv() => {
+                if let Err(e) = node.reload_tokens() {
+                    tracing::error!(error = %e, "SIGHUP: tokens not reloaded; the old ones stay");
+                }
+            }
+        }
     }
     tell_systemd(&[sd_notify::NotifyState::Stopping]);
     node.shutdown();

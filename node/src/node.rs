@@ -44,6 +44,7 @@ pub struct NodeHandle {
     network: cairn_p2p::Client,
     store: Arc<RocksBlockstore>,
     replicator: Replicator,
+    tokens: Arc<Tokens>,
 }
 
 impl Node {
@@ -57,11 +58,11 @@ impl Node {
             .ok_or_else(|| Error::BadRequest("admin.requests_per_second must be above 0".into()))?;
         let limit = ClientLimit::new(per_second);
         let rate_limited = limit.rejected();
-        let tokens = Tokens::new(
-            read_token(&config.resolve(&admin.token_file))?,
-            read_token(&config.resolve(&admin.readonly_token_file))?,
+        let tokens = Arc::new(Tokens::load(
+            config.resolve(&admin.token_file),
+            config.resolve(&admin.readonly_token_file),
             limit,
-        );
+        )?);
         let blocks_dir = config.data_dir().join(BLOCKS_DIR);
         let opts = StoreOptions::from(&config.raw().storage);
         let store = tokio::task::spawn_blocking(move || RocksBlockstore::open(&blocks_dir, opts))
@@ -113,7 +114,7 @@ impl Node {
         let service = AdminService {
             store: Arc::clone(&store),
             network: network.clone(),
-            tokens,
+            tokens: Arc::clone(&tokens),
             peer_id: peer_id.clone(),
             scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
             replicator: replicator.clone(),
@@ -153,6 +154,7 @@ impl Node {
             network,
             store,
             replicator,
+            tokens,
         })
     }
 }
@@ -245,19 +247,6 @@ async fn start_network(
 /// Binding listeners is local and quick; longer means something is wrong with the addresses.
 const LISTEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn read_token(path: &std::path::Path) -> Result<String> {
-    let raw = read_secret(path)?;
-    let token = String::from_utf8(raw).unwrap_or_default().trim().to_owned();
-    if token.is_empty() {
-        return Err(Error::Secret {
-            path: path.to_owned(),
-            problem: "holds no token".into(),
-            fix: "write a token into it (`cairn init --force` makes new ones)".into(),
-        });
-    }
-    Ok(token)
-}
-
 impl NodeHandle {
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
@@ -291,6 +280,14 @@ impl NodeHandle {
     /// The P2P addresses the swarm listens on (with the ports actually bound).
     pub fn p2p_addrs(&self) -> Vec<Multiaddr> {
         self.network.listen_addrs()
+    }
+
+    /// Re-reads the admin and read-only token files (SIGHUP): a token replaced on disk takes
+    /// effect without a restart. On error the tokens in use stay.
+    pub fn reload_tokens(&self) -> Result<()> {
+        self.tokens.reload()?;
+        tracing::info!("admin tokens reloaded from their files");
+        Ok(())
     }
 
     /// Asks the node to stop; `join` waits for it.

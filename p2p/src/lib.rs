@@ -5,6 +5,7 @@
 //!
 //! Only this crate names libp2p types in its public API. It never touches the disk: requests
 //! that need the store leave as [`NetworkEvent`]s for the node to answer.
+#![forbid(unsafe_code)]
 
 mod behaviour;
 mod client;

@@ -1,6 +1,7 @@
 //! cairn-proto: Cairn's protobuf messages, generated at build time from `proto/`.
 //!
 //! Only generated code and its thin conversions live here; no logic.
+#![forbid(unsafe_code)]
 
 /// UnixFS v1 messages (the Data field of a UnixFS DAG-PB node).
 pub mod unixfs {

@@ -1,6 +1,7 @@
 //! Shared helpers for Cairn's integration tests (the tests themselves are in `tests/`): test
 //! content, and real nodes in this process on 127.0.0.1 port 0 in temporary folders, driven
 //! through the real gRPC client.
+#![forbid(unsafe_code)]
 
 pub mod compose;
 pub mod hostile;

@@ -38,7 +38,7 @@ const CAT_QUEUE: usize = 4;
 pub struct AdminService {
     pub store: Arc<RocksBlockstore>,
     pub network: cairn_p2p::Client,
-    pub tokens: Tokens,
+    pub tokens: Arc<Tokens>,
     pub peer_id: String,
     /// `scrub.bytes_per_second`, for scrubs run on request.
     pub scrub_bytes_per_second: u64,
@@ -629,5 +629,23 @@ impl Admin for AdminService {
             .await
             .map_err(Error::from)?;
         Ok(Response::new(admin::PeersBanResponse {}))
+    }
+
+    async fn rotate_token(
+        &self,
+        request: Request<admin::RotateTokenRequest>,
+    ) -> Result<Response<admin::RotateTokenResponse>, Status> {
+        self.tokens.authorize(&request, Role::Admin)?;
+        let role = if request.get_ref().readonly {
+            Role::ReadOnly
+        } else {
+            Role::Admin
+        };
+        let tokens = Arc::clone(&self.tokens);
+        let file = blocking(move || tokens.rotate(role)).await?;
+        tracing::info!(?role, file = %file.display(), "token rotated");
+        Ok(Response::new(admin::RotateTokenResponse {
+            token_file: file.display().to_string(),
+        }))
     }
 }

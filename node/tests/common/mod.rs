@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_config::{Config, ValidConfig};
@@ -39,6 +40,15 @@ pub fn loopback_config(dir: &Path) -> ValidConfig {
 /// deadline, for the admin address it logs; returns the process and the admin URL. The log keeps
 /// being drained so the daemon never blocks on a full pipe.
 pub async fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+    let (child, url, _) = start_daemon_logged(dir, env).await;
+    (child, url)
+}
+
+/// [`start_daemon`], also keeping every line the daemon logs.
+pub async fn start_daemon_logged(
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Child, String, Arc<Mutex<String>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["daemon", "--data-dir", dir.to_str().unwrap()])
         .env_remove("CAIRN_DATA_DIR")
@@ -48,9 +58,11 @@ pub async fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            log.lock().unwrap().push_str(&format!("{line}\n"));
             if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
                 && let Some(addr) = event["fields"]["admin_addr"].as_str()
             {
@@ -63,6 +75,11 @@ pub async fn start_daemon(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     .ok()
     .flatten()
     .unwrap_or_else(|| panic!("the daemon did not report its address within a minute"));
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
+    let kept = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            kept.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    (child, format!("http://{addr}"), log)
 }
