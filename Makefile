@@ -12,7 +12,7 @@ ROCKSDB_CACHE ?= $(HOME)/.cache/cairn/librocksdb-sys-$(ROCKSDB_SYS_VERSION)-lz4-
 # Where `make run` keeps its node.
 RUN_DIR ?= $(CURDIR)/.cairn
 
-.PHONY: help deps rocksdb build run test test-unit lint fmt ci ci-cluster bench fuzz test-cluster cluster-up cluster-down install clean
+.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-cluster cluster-up cluster-down install clean
 
 help:
 	@echo "make run          build and start a node on a local data directory ($(RUN_DIR))"
@@ -62,7 +62,18 @@ lint: rocksdb
 fmt:
 	$(CARGO) fmt --all
 
-ci: lint test ci-cluster
+ci: lint deny test ci-cluster
+
+# cargo-deny: licences, bans and sources from the lock file alone; advisories too whenever the
+# RustSec database (on github.com) can be fetched — the build machines cannot reach it.
+deny:
+	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
+	$(CARGO) deny --offline check licenses bans sources
+	@if $(CARGO) deny fetch db >/dev/null 2>&1; then \
+		$(CARGO) deny check advisories; \
+	else \
+		echo "SKIPPED: cargo deny check advisories (the RustSec database on github.com is unreachable)"; \
+	fi
 
 # The docker cluster tests: an image built from the host's binary (no registry is reachable on
 # the build machines), then the scenarios of tests/tests/cluster.rs, one cluster at a time.
@@ -109,9 +120,16 @@ bench: rocksdb
 	$(CARGO) bench --locked -p cairn-tests --bench replication
 
 FUZZ_SECONDS ?= 60
+# Every decoder of outside bytes, plus the blockstore model (blockstore/fuzz). Crashes are kept
+# in fuzz/artifacts/<target>/ (blockstore/fuzz/artifacts for the model) and become tests.
+FUZZ_TARGETS := wire_messages signed_records config_text unixfs_reader car_import capability
 fuzz: rocksdb
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
 	cd blockstore/fuzz && $(CARGO) +nightly fuzz run store_model -- -max_total_time=$(FUZZ_SECONDS)
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzzing $$target for $(FUZZ_SECONDS) s"; \
+		(cd fuzz && $(CARGO) +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

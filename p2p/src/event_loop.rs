@@ -64,7 +64,9 @@ struct BootstrapEntry {
     answered: bool,
     failures: u32,
     next_attempt: Instant,
-    dialing: bool,
+    /// The bootstrap dial in flight; only its failure counts against the entry (other dials to
+    /// the same peer, by Kademlia or a request, may try stale addresses).
+    dialing: Option<ConnectionId>,
     problem: Option<String>,
 }
 
@@ -125,7 +127,7 @@ impl EventLoop {
                 answered: false,
                 failures: 0,
                 next_attempt: now,
-                dialing: false,
+                dialing: None,
                 problem: None,
             })
             .collect();
@@ -192,7 +194,7 @@ impl EventLoop {
     fn dial_bootstrap_peers(&mut self, now: Instant) {
         for index in 0..self.bootstrap.len() {
             let entry = &self.bootstrap[index];
-            if entry.answered || entry.dialing || entry.next_attempt > now {
+            if entry.answered || entry.dialing.is_some() || entry.next_attempt > now {
                 continue;
             }
             let peer_id = entry.peer.peer_id;
@@ -206,8 +208,9 @@ impl EventLoop {
                 .addresses(vec![addr])
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
+            let connection = opts.connection_id();
             match self.swarm.dial(opts) {
-                Ok(()) => self.bootstrap[index].dialing = true,
+                Ok(()) => self.bootstrap[index].dialing = Some(connection),
                 Err(e) => self.bootstrap_failed(peer_id, e.to_string(), now),
             }
         }
@@ -217,7 +220,7 @@ impl EventLoop {
         let Some(entry) = self.bootstrap.iter_mut().find(|e| e.peer.peer_id == peer) else {
             return;
         };
-        entry.dialing = false;
+        entry.dialing = None;
         entry.failures = entry.failures.saturating_add(1);
         let backoff = Duration::from_secs(1u64 << entry.failures.min(6)).min(MAX_BOOTSTRAP_BACKOFF);
         entry.next_attempt = now + backoff;
@@ -494,9 +497,17 @@ impl EventLoop {
                 ..
             })) if info.protocols.contains(&KAD_PROTOCOL) => {
                 // Identify tells Kademlia where a peer listens, so the routing table fills with
-                // reachable addresses; only admitted, connected peers get here.
+                // reachable addresses; only admitted, connected peers get here. A loopback
+                // address only means that peer when it is on this host (reached over loopback):
+                // otherwise dialling it reaches ourselves, and fails as a wrong identity.
+                let same_host = self
+                    .connected
+                    .get(&peer_id)
+                    .is_some_and(|addrs| addrs.iter().any(is_loopback));
                 for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    if same_host || !is_loopback(&addr) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
@@ -544,7 +555,7 @@ impl EventLoop {
                         tracing::info!(peer = %peer_id, addr = %entry.peer.addr, "bootstrap peer answered");
                     }
                     entry.answered = true;
-                    entry.dialing = false;
+                    entry.dialing = None;
                     entry.failures = 0;
                     entry.problem = None;
                     self.publish_bootstrap_progress();
@@ -584,7 +595,12 @@ impl EventLoop {
                         reason: reason.clone(),
                     }));
                 }
-                if let Some(peer) = peer_id {
+                let bootstrap_dial = peer_id.filter(|peer| {
+                    self.bootstrap
+                        .iter()
+                        .any(|e| e.peer.peer_id == *peer && e.dialing == Some(connection_id))
+                });
+                if let Some(peer) = bootstrap_dial {
                     let problem = match &error {
                         DialError::WrongPeerId { obtained, .. } => format!(
                             "answered as {obtained}, not the pinned {peer}: refused as a possible \
@@ -1041,6 +1057,14 @@ fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
         Protocol::P2p(peer) => Some(peer),
         _ => None,
+    })
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
     })
 }
 
