@@ -26,6 +26,29 @@ fn token(dir: &std::path::Path, file: &str) -> String {
         .to_owned()
 }
 
+fn signal(pid: &str, which: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([which, pid])
+        .status();
+    assert!(sent.unwrap().success(), "kill {which} {pid}");
+}
+
+/// Polls `check` every 50 ms for up to 30 s; whether it came true.
+async fn wait_until<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 /// Every form a secret of `bytes` could take in a log line.
 fn forms(bytes: &[u8]) -> Vec<String> {
     use std::fmt::Write;
@@ -113,51 +136,22 @@ async fn tokens_rotate_without_a_restart_and_no_secret_is_ever_logged() {
     cairn_node::secrets::write_secret(&dir.join("admin.token"), third_admin.as_bytes(), true)
         .unwrap();
     let pid = daemon.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while status_with(&url, &third_admin).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGHUP did not reload the token"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    signal(&pid, "-HUP");
+    let reloaded = wait_until(|| async { status_with(&url, &third_admin).await.is_ok() }).await;
+    assert!(reloaded, "SIGHUP did not reload the token");
     assert_eq!(
         status_with(&url, &second_admin).await.unwrap_err().code(),
         Code::Unauthenticated
     );
     // A broken file and SIGHUP: the tokens in use stay.
     std::fs::write(dir.join("admin.token"), "").unwrap();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !log.lock().unwrap().contains("tokens not reloaded") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bad token file was not reported"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    signal(&pid, "-HUP");
+    let reported =
+        wait_until(|| async { log.lock().unwrap().contains("tokens not reloaded") }).await;
+    assert!(reported, "the bad token file was not reported");
     status_with(&url, &third_admin).await.unwrap();
 
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&pid, "-TERM");
     let exit = tokio::time::timeout(Duration::from_secs(60), daemon.wait())
         .await
         .unwrap()
