@@ -611,3 +611,48 @@ async fn a_flooding_client_is_slowed_with_a_retry_delay() {
     );
     node.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_message_over_the_api_limit_is_refused_whole_and_the_node_keeps_serving() {
+    let node = TestNode::start().await.unwrap();
+    let mut client = node.admin().await.unwrap();
+    // A client that sends whatever it is given (the CLI's own client stops at the limit first).
+    let token: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", node.token("admin.token").unwrap())
+            .parse()
+            .unwrap();
+    let mut unlimited = admin::admin_client::AdminClient::with_interceptor(
+        node.channel().await.unwrap(),
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+            Ok(request)
+        },
+    )
+    .max_encoding_message_size(usize::MAX);
+    // One upload message past MAX_MESSAGE_BYTES (4 MiB): the server refuses it with a clear
+    // error before the importer sees it, and nothing is pinned.
+    let oversize = admin::AddFileRequest {
+        options: None,
+        data: vec![1u8; cairn_node::api::MAX_MESSAGE_BYTES + 1].into(),
+    };
+    let refused = unlimited
+        .add_file(tokio_stream::iter([oversize]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("too large"), "{refused:?}");
+    let pins = client
+        .pin_ls(admin::PinLsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pins;
+    assert!(pins.is_empty(), "{pins:?}");
+    // The same bytes in messages under the limit go through.
+    let data = pattern(cairn_node::api::MAX_MESSAGE_BYTES + 1);
+    let added = add(&mut client, &data, 1).await.unwrap();
+    assert!(cat(&mut client, &added.cid).await.unwrap() == data);
+    node.stop().await.unwrap();
+}
