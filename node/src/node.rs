@@ -84,6 +84,9 @@ impl Node {
             audit_interval: replication.audit_interval.get(),
             repair_grace: replication.repair_grace.get(),
             repair_bytes_per_second: replication.repair_bytes_per_second.bytes(),
+            // A quarter of the per-peer request limit (members share one config): the rest is
+            // for block fetches and replicate requests.
+            audits_per_peer_per_second: (config.raw().p2p.limits.requests_per_second / 4).max(1),
         };
         let replicator = Replicator::new(
             Arc::clone(&store),

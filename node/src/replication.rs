@@ -19,12 +19,14 @@ mod survey;
 mod write;
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cairn_blockstore::RocksBlockstore;
-use cairn_p2p::{Client as Network, NodeIdentity};
+use cairn_p2p::{Client as Network, NodeIdentity, PeerId};
 use cid::Cid;
+use governor::{DefaultKeyedRateLimiter, Quota};
 
 pub use metrics::ReplicationMetrics;
 pub(crate) use reconcile::run as run_reconciler;
@@ -42,6 +44,9 @@ pub struct Policy {
     pub audit_interval: Duration,
     pub repair_grace: Duration,
     pub repair_bytes_per_second: u64,
+    /// Audits this node sends one peer per second at most: they share that peer's request limit
+    /// with block fetches, and one over it costs this node score there.
+    pub audits_per_peer_per_second: u32,
 }
 
 /// Everything replication needs; cheap to clone.
@@ -52,6 +57,7 @@ pub struct Replicator {
     identity: NodeIdentity,
     policy: Policy,
     repair_rate: Arc<ByteRate>,
+    audit_pace: Arc<DefaultKeyedRateLimiter<PeerId>>,
     metrics: Arc<ReplicationMetrics>,
     /// The last survey's outcome per pin held here, for `status` and the gauges.
     health: Arc<Mutex<HashMap<Cid, PinHealth>>>,
@@ -80,6 +86,9 @@ impl Replicator {
             network,
             identity,
             repair_rate: Arc::new(ByteRate::new(policy.repair_bytes_per_second)),
+            audit_pace: Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_second(
+                NonZeroU32::new(policy.audits_per_peer_per_second).unwrap_or(NonZeroU32::MIN),
+            ))),
             policy,
             metrics,
             health: Arc::default(),

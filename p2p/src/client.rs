@@ -54,6 +54,9 @@ pub struct AuditAnswer {
     pub proof: Vec<u8>,
     /// Why there is no proof.
     pub error: String,
+    /// Set when the peer refused the audit (rate limit, full queue) and asks us to wait: the
+    /// other fields then say nothing about its copy.
+    pub retry_after: Option<Duration>,
 }
 
 /// Requests from peers that need the node (disk reads); the swarm task answers nothing itself

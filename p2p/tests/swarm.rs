@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_config::BootstrapPeer;
 use cairn_p2p::{
-    Client, Multiaddr, NetworkEvent, NetworkSettings, NodeIdentity, Offence, PeerId, SwarmKey,
+    AuditAnswer, Client, Multiaddr, NetworkEvent, NetworkSettings, NodeIdentity, Offence, PeerId,
+    SwarmKey,
 };
 use cid::Cid;
 use multihash_codetable::{Code, MultihashDigest};
@@ -57,7 +58,21 @@ impl Peer {
         let store = Arc::clone(&blocks);
         let responder = client.clone();
         tokio::spawn(async move {
-            while let Some(NetworkEvent::BlockRequest { id, cids, .. }) = events.recv().await {
+            while let Some(event) = events.recv().await {
+                let (id, cids) = match event {
+                    NetworkEvent::BlockRequest { id, cids, .. } => (id, cids),
+                    NetworkEvent::Audit { id, root, .. } => {
+                        // Holding is all these peers claim; proofs are the node's business.
+                        let holding = store.lock().await.contains_key(&root);
+                        let answer = AuditAnswer {
+                            holding,
+                            ..Default::default()
+                        };
+                        let _ = responder.respond_audit(id, answer).await;
+                        continue;
+                    }
+                    _ => continue,
+                };
                 let store = store.lock().await;
                 let (mut found, mut missing) = (Vec::new(), Vec::new());
                 for cid in cids {
@@ -411,6 +426,36 @@ async fn a_peer_over_its_request_limit_is_told_to_slow_down_and_others_are_serve
     .await;
     assert!(!connected(&server, &flooder).await);
     assert!(connected(&server, &honest).await);
+}
+
+#[tokio::test]
+async fn an_audit_over_the_request_limit_is_refused_with_a_wait_never_as_not_holding() {
+    let mut s = settings();
+    s.requests_per_second = 5;
+    let server = Peer::start(s, Answers::Honest).await;
+    let root = server.hold(b"audited").await;
+    let auditor = Peer::start(settings(), Answers::Honest).await;
+    auditor.client.dial(server.pinned_addr()).await.unwrap();
+    let wave = (0..20).map(|_| auditor.client.audit(server.id(), root, None, vec![1; 16]));
+    let (mut answered, mut refused) = (0, 0);
+    for answer in futures::future::join_all(wave).await {
+        let answer = answer.expect("every audit gets an answer");
+        match answer.retry_after {
+            // An answer the holder gave says it holds the root.
+            None => {
+                assert!(answer.holding, "{answer:?}");
+                answered += 1;
+            }
+            // A refusal says when to ask again, and says so.
+            Some(wait) => {
+                assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
+                assert!(answer.error.contains("slow down"), "{answer:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!((5..20).contains(&answered), "answered {answered} of 20");
+    assert_eq!(answered + refused, 20);
 }
 
 #[tokio::test]

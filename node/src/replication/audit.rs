@@ -12,6 +12,11 @@ use sha2::{Digest, Sha256};
 use super::{Replicator, lock, random_nonce};
 use crate::error::Result;
 
+/// Audits a peer refuses in a row ("slow down") before it counts as unreachable this round.
+const REFUSED_AUDIT_TRIES: usize = 3;
+/// The longest a peer's "slow down" holds up one audit.
+const MAX_REFUSED_AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What an audit found out about one holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -21,7 +26,7 @@ pub(crate) enum Verdict {
     Released,
     /// It claims the root but could not prove the block: lost or lying.
     Failed(String),
-    /// No answer.
+    /// No answer, or only refusals.
     Unreachable(String),
 }
 
@@ -115,6 +120,32 @@ impl Replicator {
         });
     }
 
+    /// Sends an audit, waiting out the peer's "slow down" (its wait, capped) a few times: a
+    /// refused audit says nothing about the peer's copy, so it must never read as "released".
+    async fn ask_audit(
+        &self,
+        peer: PeerId,
+        root: Cid,
+        block: Option<Cid>,
+        nonce: &[u8],
+    ) -> std::result::Result<AuditAnswer, String> {
+        for _ in 0..REFUSED_AUDIT_TRIES {
+            self.audit_pace.until_key_ready(&peer).await;
+            let answer = self
+                .network
+                .audit(peer, root, block, nonce.to_vec())
+                .await
+                .map_err(|e| e.to_string())?;
+            match answer.retry_after {
+                None => return Ok(answer),
+                Some(wait) => tokio::time::sleep(wait.min(MAX_REFUSED_AUDIT_WAIT)).await,
+            }
+        }
+        Err(format!(
+            "refused {REFUSED_AUDIT_TRIES} audits in a row (its rate limit or queue)"
+        ))
+    }
+
     /// Audits `peer`'s copy of `root`: with `sample` (a block of this node's copy), a proof of
     /// possession; without, a plain "do you hold it". A failed proof costs the peer score.
     pub(crate) async fn challenge(
@@ -128,8 +159,8 @@ impl Replicator {
             Err(e) => return Verdict::Unreachable(e.to_string()),
         };
         let block = sample.map(|(cid, _)| *cid);
-        let verdict = match self.network.audit(peer, root, block, nonce.clone()).await {
-            Err(e) => Verdict::Unreachable(e.to_string()),
+        let verdict = match self.ask_audit(peer, root, block, &nonce).await {
+            Err(why) => Verdict::Unreachable(why),
             Ok(answer) if !answer.holding => Verdict::Released,
             Ok(answer) => match sample {
                 None => Verdict::Holds,

@@ -2,6 +2,8 @@
 //! are rate-limited and checked like every other request, then handed to the node (which reads
 //! the block) as [`NetworkEvent::Audit`].
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use cairn_proto::wire::{AuditRequest, AuditResponse};
 use cid::Cid;
@@ -15,6 +17,10 @@ use crate::scores::Offence;
 
 /// Longest reason a peer's answer may carry into our logs.
 const MAX_REASON_CHARS: usize = 200;
+/// The wait a refused audit asks for when the node's queue of requests is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(200);
+/// The longest wait a peer's refusal can impose on us.
+const MAX_RETRY_AFTER_MS: u64 = 60_000;
 
 impl EventLoop {
     pub(super) fn send_audit(
@@ -51,6 +57,7 @@ impl EventLoop {
                 holding: answer.holding,
                 proof: answer.proof.into(),
                 error: answer.error,
+                retry_after_ms: 0,
             };
             let _ = self
                 .swarm
@@ -60,9 +67,17 @@ impl EventLoop {
         }
     }
 
-    fn refuse_audit(&mut self, channel: ResponseChannel<AuditResponse>, error: String) {
+    /// A refusal carries the wait, so the auditor asks again later instead of reading the empty
+    /// answer as "released" (which would send its copy to be repaired elsewhere).
+    fn refuse_audit(
+        &mut self,
+        channel: ResponseChannel<AuditResponse>,
+        error: String,
+        retry_after: Duration,
+    ) {
         let response = AuditResponse {
             error,
+            retry_after_ms: millis(retry_after),
             ..Default::default()
         };
         let _ = self
@@ -100,6 +115,9 @@ impl EventLoop {
                         holding: response.holding,
                         proof: response.proof.to_vec(),
                         error: response.error.chars().take(MAX_REASON_CHARS).collect(),
+                        retry_after: (response.retry_after_ms > 0).then(|| {
+                            Duration::from_millis(response.retry_after_ms.min(MAX_RETRY_AFTER_MS))
+                        }),
                     }));
                 }
             }
@@ -125,7 +143,11 @@ impl EventLoop {
     ) {
         if let Err(wait) = self.limits.check_request(&peer) {
             self.metrics.limited("requests");
-            self.refuse_audit(channel, format!("slow down; retry in {} ms", millis(wait)));
+            self.refuse_audit(
+                channel,
+                format!("slow down; retry in {} ms", millis(wait)),
+                wait,
+            );
             self.penalise(peer, Offence::OverLimit);
             return;
         }
@@ -135,7 +157,7 @@ impl EventLoop {
             false => Cid::try_from(request.block.as_ref()).map(Some),
         };
         let (Ok(root), Ok(block)) = (root, block) else {
-            self.refuse_audit(channel, "malformed CID".into());
+            self.refuse_audit(channel, "malformed CID".into(), Duration::ZERO);
             self.penalise(peer, Offence::Malformed);
             return;
         };
@@ -150,7 +172,7 @@ impl EventLoop {
             || self.events.try_send(event).is_err()
         {
             self.metrics.limited("queue");
-            self.refuse_audit(channel, "busy; retry later".into());
+            self.refuse_audit(channel, "busy; retry later".into(), QUEUE_FULL_WAIT);
             return;
         }
         self.inbound_audits.insert(id, channel);
