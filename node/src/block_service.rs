@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_blockstore::RocksBlockstore;
-use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_BYTES, NetworkEvent};
+use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_PAYLOAD, NetworkEvent};
 use cid::Cid;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -24,9 +24,6 @@ const CONCURRENT_REPLICAS: usize = 4;
 const CONCURRENT_AUDITS: usize = 8;
 /// Pin records acted on at once.
 const CONCURRENT_RECORDS: usize = 4;
-/// Stop adding blocks to a response this far below the response limit (room for CIDs and
-/// framing).
-const RESPONSE_HEADROOM: usize = 64 * 1024;
 
 pub async fn run(
     store: Arc<RocksBlockstore>,
@@ -47,8 +44,13 @@ pub async fn run(
                 None => break,
             },
         };
-        let (id, cids) = match event {
-            NetworkEvent::BlockRequest { id, cids, .. } => (id, cids),
+        let (id, cids, allowance) = match event {
+            NetworkEvent::BlockRequest {
+                id,
+                cids,
+                allowance,
+                ..
+            } => (id, cids, allowance),
             NetworkEvent::Replicate {
                 id,
                 root,
@@ -110,7 +112,8 @@ pub async fn run(
         let store = Arc::clone(&store);
         let network = network.clone();
         tokio::spawn(async move {
-            let read = tokio::task::spawn_blocking(move || read_blocks(&store, cids)).await;
+            let read =
+                tokio::task::spawn_blocking(move || read_blocks(&store, cids, allowance)).await;
             drop(permit);
             if let Ok((found, missing)) = read {
                 let _ = network.respond_blocks(id, found, missing).await;
@@ -119,18 +122,23 @@ pub async fn run(
     }
 }
 
-/// The blocks this node holds (verified) and the CIDs it does not; CIDs past the response size
-/// are in neither, and the peer asks again.
-fn read_blocks(store: &RocksBlockstore, cids: Vec<Cid>) -> (Vec<(Cid, Bytes)>, Vec<Cid>) {
+/// The blocks this node holds (verified) and the CIDs it does not; CIDs past `allowance` bytes
+/// (what the peer may receive now) are in neither, and the peer asks again.
+fn read_blocks(
+    store: &RocksBlockstore,
+    cids: Vec<Cid>,
+    allowance: usize,
+) -> (Vec<(Cid, Bytes)>, Vec<Cid>) {
+    let allowance = allowance.min(MAX_BLOCK_RESPONSE_PAYLOAD);
     let mut found = Vec::new();
     let mut missing = Vec::new();
     let mut size = 0usize;
     for cid in cids {
-        if size >= MAX_BLOCK_RESPONSE_BYTES - RESPONSE_HEADROOM {
+        if size >= allowance {
             break;
         }
         match store.get(&cid) {
-            Ok(data) if size + data.len() <= MAX_BLOCK_RESPONSE_BYTES - RESPONSE_HEADROOM => {
+            Ok(data) if size + data.len() <= allowance => {
                 size += data.len();
                 found.push((cid, data));
             }

@@ -49,9 +49,11 @@ pub const AGENT_PROTOCOL: &str = "/cairn/id/1.0.0";
 /// Most CIDs one block request may name: enough for a window of 256 KiB leaves, small enough that
 /// one request cannot make a node read a large part of its store at once.
 pub const MAX_CIDS_PER_REQUEST: usize = 64;
-/// Largest response body a node sends or accepts. A 2 MiB block always fits; responders stop
-/// adding blocks before this and the requester asks again for the rest.
-pub const MAX_BLOCK_RESPONSE_BYTES: usize = 8 * 1024 * 1024 + 64 * 1024;
+/// Block bytes one response carries at most; responders stop adding blocks before this and the
+/// requester asks again for the rest. A 2 MiB block always fits.
+pub const MAX_BLOCK_RESPONSE_PAYLOAD: usize = 8 * 1024 * 1024;
+/// Largest response body a node sends or accepts: the payload, plus room for CIDs and framing.
+pub const MAX_BLOCK_RESPONSE_BYTES: usize = MAX_BLOCK_RESPONSE_PAYLOAD + 64 * 1024;
 /// A request names at most MAX_CIDS_PER_REQUEST CIDs of at most 100 bytes each (with framing).
 pub const MAX_BLOCK_REQUEST_BYTES: usize = MAX_CIDS_PER_REQUEST * 110;
 /// Provider records this node keeps for its own pins. Each is a few hundred bytes, so the bound

@@ -69,6 +69,9 @@ pub enum NetworkEvent {
         id: InboundId,
         peer: PeerId,
         cids: Vec<Cid>,
+        /// Bytes of blocks the answer may carry: taken from the peer's byte limit already, so
+        /// read no more than this.
+        allowance: usize,
     },
     /// A peer asks this node to hold `root`; answer with [`Client::respond_replicate`].
     Replicate {

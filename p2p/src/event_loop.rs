@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::behaviour::{
-    Behaviour, BehaviourEvent, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST,
+    Behaviour, BehaviourEvent, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_BLOCK_RESPONSE_PAYLOAD,
+    MAX_CIDS_PER_REQUEST,
 };
 use crate::client::{
     AuditAnswer, AuditId, BlockReply, BootstrapProgress, Command, InboundId, NetworkEvent,
@@ -34,12 +35,15 @@ use crate::client::{
 };
 use crate::error::Error;
 use crate::metrics::P2pMetrics;
-use crate::peer_limits::{ByteBudget, PeerLimits};
+use crate::peer_limits::PeerLimits;
 use crate::scores::{Offence, Scores};
 use crate::settings::NetworkSettings;
 
 mod audit;
 mod records;
+
+/// The largest block any node stores: a response allowance never goes below one whole block.
+const MAX_BLOCK_SIZE: usize = cairn_config::MAX_BLOCK_SIZE_LIMIT as usize;
 
 /// Housekeeping: ban expiry, bootstrap retries, pruning idle rate-limit buckets.
 const TICK: Duration = Duration::from_millis(500);
@@ -87,7 +91,8 @@ pub struct EventLoop {
     pending_dials: HashMap<ConnectionId, (Multiaddr, Replier<PeerId>)>,
     pending_requests: HashMap<OutboundRequestId, (PeerId, Replier<BlockReply>)>,
     pending_providers: HashMap<QueryId, (HashSet<PeerId>, Replier<Vec<PeerId>>)>,
-    inbound: HashMap<InboundId, (PeerId, ResponseChannel<BlockResponse>)>,
+    /// Block requests the node is reading for, with the bytes each answer may carry.
+    inbound: HashMap<InboundId, (usize, ResponseChannel<BlockResponse>)>,
     pending_replicates: HashMap<OutboundRequestId, Replier<Vec<u8>>>,
     inbound_replicates: HashMap<ReplicateId, ResponseChannel<ReplicateResponse>>,
     pending_audits: HashMap<OutboundRequestId, Replier<AuditAnswer>>,
@@ -440,26 +445,20 @@ impl EventLoop {
     }
 
     fn respond_blocks(&mut self, id: InboundId, blocks: Vec<(Cid, Bytes)>, missing: Vec<Cid>) {
-        let Some((peer, channel)) = self.inbound.remove(&id) else {
+        let Some((allowance, channel)) = self.inbound.remove(&id) else {
             return; // the peer gave up (timeout, disconnect) before we answered
         };
-        // Cut to the response size first, then to the peer's byte budget.
-        let mut size = 0usize;
-        let fitting = blocks
+        // The node reads within the allowance taken from the peer's byte budget at admission;
+        // both it and the response size are enforced here regardless.
+        let (mut payload, mut size) = (0usize, 0usize);
+        let sent = blocks
             .iter()
             .take_while(|(_, data)| {
+                payload += data.len();
                 size += data.len() + BLOCK_OVERHEAD;
-                size <= MAX_BLOCK_RESPONSE_BYTES
+                payload <= allowance && size <= MAX_BLOCK_RESPONSE_BYTES
             })
             .count();
-        let sizes: Vec<usize> = blocks[..fitting].iter().map(|(_, d)| d.len()).collect();
-        let (sent, retry_after_ms) = match self.limits.take_bytes(&peer, &sizes) {
-            ByteBudget::Fits(n) => (n, 0),
-            ByteBudget::Wait(wait) => {
-                self.metrics.limited("bytes");
-                (0, millis(wait))
-            }
-        };
         let response = BlockResponse {
             blocks: blocks
                 .into_iter()
@@ -470,7 +469,7 @@ impl EventLoop {
                 })
                 .collect(),
             missing: missing.iter().map(|c| Bytes::from(c.to_bytes())).collect(),
-            retry_after_ms,
+            retry_after_ms: 0,
             error: String::new(),
         };
         self.metrics.blocks_sent.inc_by(sent as u64);
@@ -750,12 +749,28 @@ impl EventLoop {
             self.answer_now(channel, slow_down(Duration::from_millis(50)));
             return;
         }
-        match self
-            .events
-            .try_send(NetworkEvent::BlockRequest { id, peer, cids })
-        {
+        // The peer's byte budget is taken before anything is read: a request cannot make the node
+        // read more than the peer may receive.
+        let wanted = cids
+            .len()
+            .saturating_mul(MAX_BLOCK_SIZE)
+            .min(MAX_BLOCK_RESPONSE_PAYLOAD);
+        let allowance = match self.limits.reserve_bytes(&peer, wanted, MAX_BLOCK_SIZE) {
+            Ok(allowance) => allowance,
+            Err(wait) => {
+                self.metrics.limited("bytes");
+                self.answer_now(channel, slow_down(wait));
+                return;
+            }
+        };
+        match self.events.try_send(NetworkEvent::BlockRequest {
+            id,
+            peer,
+            cids,
+            allowance,
+        }) {
             Ok(()) => {
-                self.inbound.insert(id, (peer, channel));
+                self.inbound.insert(id, (allowance, channel));
             }
             Err(_) => {
                 // The node is behind (or stopping): answer now rather than let the peer hang.

@@ -22,8 +22,8 @@ mod settings;
 mod transport;
 
 pub use behaviour::{
-    AUDIT_PROTOCOL, BLOCK_PROTOCOL, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES, MAX_CIDS_PER_REQUEST,
-    REPLICATE_PROTOCOL,
+    AUDIT_PROTOCOL, BLOCK_PROTOCOL, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES,
+    MAX_BLOCK_RESPONSE_PAYLOAD, MAX_CIDS_PER_REQUEST, REPLICATE_PROTOCOL,
 };
 pub use client::{
     AuditAnswer, AuditId, BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent, PeerInfo,

@@ -18,15 +18,6 @@ pub struct PeerLimits {
     clock: DefaultClock,
 }
 
-/// What a response may carry under the byte limit.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ByteBudget {
-    /// The first `n` blocks fit (n ≥ 1).
-    Fits(usize),
-    /// Not even the first block fits now; retry after this long.
-    Wait(Duration),
-}
-
 impl PeerLimits {
     pub fn new(requests_per_second: u32, bytes_per_second: u64) -> Self {
         let requests = NonZeroU32::new(requests_per_second).unwrap_or(NonZeroU32::MIN);
@@ -48,42 +39,36 @@ impl PeerLimits {
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()).max(MIN_WAIT))
     }
 
-    /// How many of the leading `sizes` fit in the peer's byte bucket; takes them from it.
-    pub fn take_bytes(&self, peer: &PeerId, sizes: &[usize]) -> ByteBudget {
-        let mut fit = 0usize;
-        let mut total = 0u64;
-        for size in sizes {
-            let next = total + *size as u64;
-            if next > u64::from(self.byte_burst) {
-                break;
-            }
-            total = next;
-            fit += 1;
-        }
-        // Try the largest prefix first, then shrink: a partly drained bucket may still take some.
-        while fit > 0 {
-            let prefix: u64 = sizes[..fit].iter().map(|s| *s as u64).sum();
-            let cells = u32::try_from(prefix).ok().and_then(NonZeroU32::new);
-            let Some(cells) = cells else {
-                // An empty prefix (zero-byte blocks) costs nothing.
-                return ByteBudget::Fits(fit);
-            };
+    /// Takes bytes for one response from the peer's bucket before anything is read for it:
+    /// `wanted` if the bucket holds that much, else the largest half, quarter… of it down to
+    /// `least` (a whole block of the largest size allowed), else how long to wait for `least`.
+    /// Reading only what the peer may receive keeps a request for 64 blocks from costing the node
+    /// 64 block reads when the peer's budget allows one.
+    pub fn reserve_bytes(
+        &self,
+        peer: &PeerId,
+        wanted: usize,
+        least: usize,
+    ) -> Result<usize, Duration> {
+        let cap = |n: usize| {
+            u32::try_from(n)
+                .unwrap_or(u32::MAX)
+                .min(self.byte_burst)
+                .max(1)
+        };
+        let least = cap(least);
+        let mut trying = cap(wanted).max(least);
+        loop {
+            let cells = NonZeroU32::new(trying).unwrap_or(NonZeroU32::MIN);
             match self.bytes.check_key_n(peer, cells) {
-                Ok(Ok(())) => return ByteBudget::Fits(fit),
-                Ok(Err(not_until)) if fit == 1 => {
-                    return ByteBudget::Wait(
-                        not_until.wait_time_from(self.clock.now()).max(MIN_WAIT),
-                    );
+                Ok(Ok(())) => return Ok(trying as usize),
+                Ok(Err(not_until)) if trying <= least => {
+                    return Err(not_until.wait_time_from(self.clock.now()).max(MIN_WAIT));
                 }
-                Ok(Err(_)) | Err(_) => fit -= 1,
+                // More than the bucket could ever hold: `cap` prevents it; wait a second anyway.
+                Err(_) => return Err(Duration::from_secs(1)),
+                Ok(Err(_)) => trying = (trying / 2).max(least),
             }
-        }
-        if sizes.is_empty() {
-            ByteBudget::Fits(0)
-        } else {
-            // The first block is larger than a whole second's allowance: the configuration
-            // forbids that (bytes_per_second ≥ max_block_size); wait a second regardless.
-            ByteBudget::Wait(Duration::from_secs(1))
         }
     }
 
@@ -127,19 +112,21 @@ mod tests {
     }
 
     #[test]
-    fn responses_are_cut_to_the_byte_budget() {
+    fn responses_reserve_what_the_byte_budget_holds_down_to_one_whole_block() {
         let limits = PeerLimits::new(100, 1000);
         let peer = PeerId::random();
-        assert_eq!(
-            limits.take_bytes(&peer, &[400, 400, 400]),
-            ByteBudget::Fits(2)
+        // 1000 bytes in the bucket: 800 are taken whole.
+        assert_eq!(limits.reserve_bytes(&peer, 800, 100), Ok(800));
+        // 200 left: 800 halves to 400, then to 200.
+        assert_eq!(limits.reserve_bytes(&peer, 800, 100), Ok(200));
+        // Empty: even the least must wait, about 100 ms for 100 bytes at 1000 B/s.
+        let wait = limits.reserve_bytes(&peer, 800, 100).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(110),
+            "{wait:?}"
         );
-        // 200 bytes left: the next 400-byte block must wait, a 100-byte one fits.
-        assert!(matches!(
-            limits.take_bytes(&peer, &[400]),
-            ByteBudget::Wait(_)
-        ));
-        assert_eq!(limits.take_bytes(&peer, &[100, 400]), ByteBudget::Fits(1));
-        assert_eq!(limits.take_bytes(&peer, &[]), ByteBudget::Fits(0));
+        // Asking beyond the bucket's size is capped to it, never refused outright.
+        let fresh = PeerId::random();
+        assert_eq!(limits.reserve_bytes(&fresh, 1 << 20, 100), Ok(1000));
     }
 }

@@ -429,6 +429,40 @@ async fn a_peer_over_its_request_limit_is_told_to_slow_down_and_others_are_serve
 }
 
 #[tokio::test]
+async fn a_response_carries_only_what_the_byte_limit_allows_and_then_says_wait() {
+    let mut s = settings();
+    s.bytes_per_second = 1 << 20;
+    let server = Peer::start(s, Answers::Honest).await;
+    let mut cids = Vec::new();
+    for i in 0..8u8 {
+        cids.push(server.hold(&vec![i; 256 * 1024]).await);
+    }
+    let client = Peer::start(settings(), Answers::Honest).await;
+    client.client.dial(server.pinned_addr()).await.unwrap();
+    // 2 MiB asked, 1 MiB in the bucket: four blocks come, the rest is neither sent nor missing.
+    let first = client
+        .client
+        .request_blocks(server.id(), cids.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.blocks.len(), 4);
+    assert!(first.missing.is_empty() && first.retry_after.is_none());
+    // The bucket is empty: the next request is told to wait, with nothing read for it.
+    let second = client
+        .client
+        .request_blocks(server.id(), cids[4..].to_vec())
+        .await
+        .unwrap();
+    assert!(second.blocks.is_empty());
+    let wait = second.retry_after.expect("a wait");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    assert!(server.metric("p2p_rate_limited_total{limit=\"bytes\"}") >= 1.0);
+}
+
+#[tokio::test]
 async fn an_audit_over_the_request_limit_is_refused_with_a_wait_never_as_not_holding() {
     let mut s = settings();
     s.requests_per_second = 5;
