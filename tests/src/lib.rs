@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compose;
+pub mod daemon;
 pub mod hostile;
 
 use std::path::{Path, PathBuf};

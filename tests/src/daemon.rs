@@ -1,0 +1,214 @@
+//! Cairn daemons as separate processes of the built `cairn` binary, for tests that `kill -9`
+//! them and measure their memory. Each is started on an initialised data directory whose config
+//! logs JSON to stderr; its log is drained into a bounded tail kept for failure messages.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use cairn_config::{Config, LogFormat};
+use cairn_node::client::{self, Client};
+use cairn_proto::admin;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Lines of a daemon's log kept for a failure message.
+const LOG_TAIL: usize = 200;
+/// How long a daemon may take to report its admin address.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The `cairn` binary: `$CAIRN_BIN`, else the workspace's debug build.
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let path = match std::env::var_os("CAIRN_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cairn"),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "no cairn binary at {} (build it first, or set CAIRN_BIN)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The resident memory of process `pid` now, from `/proc/<pid>/status`.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, so split after its ')').
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / CLOCK_TICKS_PER_SECOND)
+}
+
+/// Linux's USER_HZ, which `/proc` counts CPU time in.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// Writes `dir/config.toml` as [`crate::test_config`] reads it (loopback, port 0), logging JSON,
+/// with `edit` applied.
+pub fn write_config(dir: &Path, edit: impl FnOnce(&mut Config)) -> anyhow::Result<()> {
+    let mut config = crate::test_config(dir)?;
+    config.log.format = LogFormat::Json;
+    edit(&mut config);
+    config.clone().validate()?;
+    std::fs::write(dir.join("config.toml"), config.to_toml()?)?;
+    Ok(())
+}
+
+/// A running `cairn daemon` process; killed if dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    pub dir: PathBuf,
+    pub url: String,
+    pub peer_id: String,
+    /// The swarm address with its peer ID, as a bootstrap entry names it.
+    pub p2p_addr: String,
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Daemon {
+    /// Starts `cairn daemon` on `dir` and waits, with a deadline, until it serves its admin API.
+    pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary)
+            .args(["daemon", "--data-dir"])
+            .arg(dir)
+            .env_remove("CAIRN_DATA_DIR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let (started, mut started_rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(drain_log(stderr, Arc::clone(&log), started));
+        let (url, peer_id) = match tokio::time::timeout(START_DEADLINE, started_rx.recv()).await {
+            Ok(Some(found)) => found,
+            _ => anyhow::bail!(
+                "the daemon on {} did not start within {} s; its log ends:\n{}",
+                dir.display(),
+                START_DEADLINE.as_secs(),
+                tail(&log)
+            ),
+        };
+        let mut daemon = Self {
+            child,
+            dir: dir.to_owned(),
+            url,
+            peer_id,
+            p2p_addr: String::new(),
+            log,
+        };
+        let status = daemon
+            .readonly()
+            .await?
+            .status(admin::StatusRequest {})
+            .await?
+            .into_inner();
+        let addr = status.listen_addrs.first().context("no swarm address")?;
+        daemon.p2p_addr = format!("{addr}/p2p/{}", daemon.peer_id);
+        Ok(daemon)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The last lines the daemon logged.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log)
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub async fn kill_9(mut self) -> anyhow::Result<PathBuf> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(self.dir.clone())
+    }
+
+    /// SIGTERM, then waits (with a deadline) for the orderly shutdown; SIGKILL after it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.pid().context("the daemon already exited")?;
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
+        match tokio::time::timeout(START_DEADLINE, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                anyhow::ensure!(status.success(), "the daemon exited with {status}");
+                Ok(())
+            }
+            Err(_) => {
+                self.child.start_kill()?;
+                anyhow::bail!(
+                    "the daemon ignored SIGTERM for {} s",
+                    START_DEADLINE.as_secs()
+                )
+            }
+        }
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<Client> {
+        self.client("admin.token").await
+    }
+
+    pub async fn readonly(&self) -> anyhow::Result<Client> {
+        self.client("readonly.token").await
+    }
+
+    async fn client(&self, token_file: &str) -> anyhow::Result<Client> {
+        let token = std::fs::read_to_string(self.dir.join(token_file))
+            .with_context(|| format!("reading {token_file}"))?;
+        Ok(client::connect(&self.url, token.trim()).await?)
+    }
+}
+
+/// Reads the daemon's JSON log: reports the admin address and peer ID of the "node started"
+/// event once, and keeps the last [`LOG_TAIL`] lines.
+async fn drain_log(
+    stderr: tokio::process::ChildStderr,
+    log: Arc<Mutex<VecDeque<String>>>,
+    started: tokio::sync::mpsc::Sender<(String, String)>,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut reported = false;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if !reported && let Some((addr, peer)) = started_event(&line) {
+            reported = true;
+            let _ = started.send((format!("http://{addr}"), peer)).await;
+        }
+        if let Ok(mut log) = log.lock() {
+            if log.len() == LOG_TAIL {
+                log.pop_front();
+            }
+            log.push_back(line);
+        }
+    }
+}
+
+fn started_event(line: &str) -> Option<(String, String)> {
+    let event: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = &event["fields"];
+    Some((
+        fields["admin_addr"].as_str()?.to_owned(),
+        fields["peer_id"].as_str()?.to_owned(),
+    ))
+}
+
+fn tail(log: &Mutex<VecDeque<String>>) -> String {
+    log.lock()
+        .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
