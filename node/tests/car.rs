@@ -113,3 +113,48 @@ async fn exporting_a_missing_dag_fails() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_car_block_over_the_block_size_limit_is_refused_and_nothing_is_stored() {
+    // Within the store's 2 MiB limit, then one byte over it, in one CAR.
+    let fits = Block::build(RAW, HashAlg::Sha2_256, vec![1u8; 1024]);
+    let over = Block::build(
+        RAW,
+        HashAlg::Sha2_256,
+        vec![2u8; cairn_config::MAX_BLOCK_SIZE_LIMIT as usize + 1],
+    );
+    let mut car = Vec::new();
+    let mut writer = CarWriter::new(CarHeader::new_v1(vec![fits.cid]), &mut car);
+    writer.write(fits.cid, &fits.data).await.unwrap();
+    writer.write(over.cid, &over.data).await.unwrap();
+    writer.finish().await.unwrap();
+    let target = store();
+    let err = import_car(Arc::clone(&target), &car[..]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Store(cairn_blockstore::Error::BlockTooLarge { .. })
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("storage.max_block_size"), "{err}");
+    assert!(!target.has(&over.cid).unwrap());
+}
+
+#[tokio::test]
+async fn a_car_section_beyond_what_any_block_may_be_is_refused_before_it_is_read() {
+    // A section header claiming 1 GiB: iroh-car refuses to allocate it.
+    let root = Block::build(RAW, HashAlg::Sha2_256, &b"root"[..]);
+    let mut car = Vec::new();
+    let mut writer = CarWriter::new(CarHeader::new_v1(vec![root.cid]), &mut car);
+    writer.write_header().await.unwrap();
+    writer.finish().await.unwrap();
+    let mut length = unsigned_varint::encode::u64_buffer();
+    car.extend_from_slice(unsigned_varint::encode::u64(1 << 30, &mut length));
+    car.extend_from_slice(&root.cid.to_bytes());
+    car.extend_from_slice(b"and far fewer bytes than promised");
+    let target = store();
+    let err = import_car(Arc::clone(&target), &car[..]).await.unwrap_err();
+    assert!(matches!(err, Error::Car(_)), "{err}");
+    assert!(!target.has(&root.cid).unwrap());
+}

@@ -286,3 +286,40 @@ proptest! {
         prop_assert_eq!(export(&s, root), data);
     }
 }
+
+#[test]
+fn a_dag_deeper_than_any_file_the_importer_makes_is_refused() {
+    // A chain of one-link file nodes, 20 levels over a 1-byte leaf: the importer's trees stop at
+    // 16 (174^16 chunks), so a deeper one is hostile, and reading it fails with the reason.
+    let s = store();
+    let leaf = Block::build(
+        cairn_blockstore::RAW,
+        cairn_blockstore::HashAlg::Sha2_256,
+        &b"x"[..],
+    );
+    s.put(&leaf).unwrap();
+    // UnixFS Data { Type: File, filesize: 1, blocksizes: [1] }, protobuf-encoded.
+    let file_of_one_byte = Bytes::from_static(&[0x08, 0x02, 0x18, 0x01, 0x20, 0x01]);
+    let mut below = leaf.cid;
+    for _ in 0..20 {
+        let node = ipld_dagpb::PbNode {
+            links: vec![ipld_dagpb::PbLink {
+                cid: below,
+                name: Some(String::new()),
+                size: Some(1),
+            }],
+            data: Some(file_of_one_byte.clone()),
+        }
+        .into_bytes();
+        let block = Block::build(
+            cairn_blockstore::DAG_PB,
+            cairn_blockstore::HashAlg::Sha2_256,
+            node,
+        );
+        s.put(&block).unwrap();
+        below = block.cid;
+    }
+    let err = export_to(&s, below, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, Error::MalformedDag { .. }), "{err}");
+    assert!(err.to_string().contains("deeper than 16 levels"), "{err}");
+}
