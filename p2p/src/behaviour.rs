@@ -150,15 +150,21 @@ impl Behaviour {
     }
 }
 
-fn kademlia(local: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
-    let store = kad::store::MemoryStore::with_config(
+/// The DHT's local store: bounded in records, record size, and the keys this node provides.
+fn dht_store(local: PeerId) -> kad::store::MemoryStore {
+    kad::store::MemoryStore::with_config(
         local,
         kad::store::MemoryStoreConfig {
             max_provided_keys: MAX_PROVIDED_KEYS,
             max_records: MAX_PIN_RECORDS,
+            max_value_bytes: crate::records::MAX_SIGNED_BYTES,
             ..Default::default()
         },
-    );
+    )
+}
+
+fn kademlia(local: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+    let store = dht_store(local);
     let mut config = kad::Config::new(KAD_PROTOCOL);
     config.set_query_timeout(Duration::from_secs(30));
     config.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
@@ -176,4 +182,40 @@ fn kademlia(local: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
     // Without a confirmed external address Kademlia would stay a client and answer nobody.
     kad.set_mode(Some(kad::Mode::Server));
     kad
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::kad::store::{Error as StoreError, RecordStore};
+    use libp2p::kad::{ProviderRecord, Record, RecordKey};
+
+    use super::*;
+
+    #[test]
+    fn the_dht_store_refuses_records_and_provided_keys_past_their_bounds() {
+        let local = PeerId::random();
+        let mut store = dht_store(local);
+        let key = |i: usize| RecordKey::new(&format!("/cairn/pin/{i}"));
+        for i in 0..MAX_PIN_RECORDS {
+            store.put(Record::new(key(i), vec![0; 8])).unwrap();
+        }
+        let over = store.put(Record::new(key(MAX_PIN_RECORDS), vec![0; 8]));
+        assert!(matches!(over, Err(StoreError::MaxRecords)), "{over:?}");
+        // A record replacing one held is not a new one.
+        store.put(Record::new(key(0), vec![1; 8])).unwrap();
+        let big = Record::new(key(0), vec![0; crate::records::MAX_SIGNED_BYTES + 1]);
+        assert!(matches!(store.put(big), Err(StoreError::ValueTooLarge)));
+
+        for i in 0..MAX_PROVIDED_KEYS {
+            store
+                .add_provider(ProviderRecord::new(key(i), local, Vec::new()))
+                .unwrap();
+        }
+        let over = store.add_provider(ProviderRecord::new(
+            key(MAX_PROVIDED_KEYS),
+            local,
+            Vec::new(),
+        ));
+        assert!(matches!(over, Err(StoreError::MaxProvidedKeys)), "{over:?}");
+    }
 }

@@ -36,6 +36,8 @@ enum Answers {
     Honest,
     /// Right CIDs, wrong bytes.
     Lies,
+    /// Keeps every block request waiting (a node that has fallen behind).
+    Never,
 }
 
 struct Peer {
@@ -58,6 +60,8 @@ impl Peer {
         let store = Arc::clone(&blocks);
         let responder = client.clone();
         tokio::spawn(async move {
+            // Requests left unanswered stay here, so they wait rather than fail.
+            let mut held = Vec::new();
             while let Some(event) = events.recv().await {
                 let (id, cids) = match event {
                     NetworkEvent::BlockRequest { id, cids, .. } => (id, cids),
@@ -73,6 +77,10 @@ impl Peer {
                     }
                     _ => continue,
                 };
+                if answers == Answers::Never {
+                    held.push(id);
+                    continue;
+                }
                 let store = store.lock().await;
                 let (mut found, mut missing) = (Vec::new(), Vec::new());
                 for cid in cids {
@@ -460,6 +468,35 @@ async fn a_response_carries_only_what_the_byte_limit_allows_and_then_says_wait()
         "{wait:?}"
     );
     assert!(server.metric("p2p_rate_limited_total{limit=\"bytes\"}") >= 1.0);
+}
+
+#[tokio::test]
+async fn requests_beyond_the_inbound_queue_are_told_to_wait_at_once() {
+    let mut s = settings();
+    s.inbound_queue = 2;
+    let server = Peer::start(s, Answers::Never).await;
+    let cid = server.hold(b"queued").await;
+    let client = Peer::start(settings(), Answers::Honest).await;
+    client.client.dial(server.pinned_addr()).await.unwrap();
+    // Two requests fill the queue and wait for a node that never answers; the other four are
+    // answered "slow down" at once, long before any request timeout.
+    let requests = (0..6).map(|_| {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            client.client.request_blocks(server.id(), vec![cid]),
+        )
+    });
+    let replies = futures::future::join_all(requests).await;
+    let waiting = replies.iter().filter(|r| r.is_err()).count();
+    let slowed = replies
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .filter(
+            |r| matches!(r, Ok(reply) if reply.blocks.is_empty() && reply.retry_after.is_some()),
+        )
+        .count();
+    assert_eq!((waiting, slowed), (2, 4));
+    assert!(server.metric("p2p_rate_limited_total{limit=\"queue\"}") >= 4.0);
 }
 
 #[tokio::test]

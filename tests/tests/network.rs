@@ -430,6 +430,15 @@ async fn peers_ban_by_hand_disconnects_and_refuses_a_peer() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = admin
+        .peers_ban(admin::PeersBanRequest {
+            peer_id: other.clone(),
+            seconds: 31 * 24 * 3600,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("allowlist"), "{}", err.message());
+    let err = admin
         .peers_connect(admin::PeersConnectRequest {
             addr: "/not/an/addr".into(),
         })

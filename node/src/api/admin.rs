@@ -622,7 +622,13 @@ impl Admin for AdminService {
             .map_err(|e| Status::invalid_argument(format!("{text:?} is not a peer ID: {e}")))?;
         let seconds = match request.get_ref().seconds {
             0 => DEFAULT_BAN_SECONDS,
-            n => n.min(MAX_BAN_SECONDS),
+            n if n > MAX_BAN_SECONDS => {
+                return Err(Status::invalid_argument(format!(
+                    "a ban of {n} s is longer than {MAX_BAN_SECONDS} s (30 days); keep a peer \
+                     out for good with p2p.allowlist"
+                )));
+            }
+            n => n,
         };
         self.network
             .ban(peer, std::time::Duration::from_secs(seconds))
