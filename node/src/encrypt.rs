@@ -390,4 +390,14 @@ mod tests {
             assert!(bad.parse::<Capability>().is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn a_file_name_over_the_limit_is_refused_by_length() {
+        assert!(Encryptor::new(&"n".repeat(MAX_NAME), 1).is_ok());
+        let err = Encryptor::new(&"n".repeat(MAX_NAME + 1), 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("longer than 4096 bytes"), "{err}");
+    }
 }

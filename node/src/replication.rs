@@ -63,6 +63,7 @@ pub struct Replicator {
     health: Arc<Mutex<HashMap<Cid, PinHealth>>>,
     /// Roots this node is re-fetching because its own copy failed a check.
     healing: Arc<Mutex<HashSet<Cid>>>,
+    root_locks: Arc<RootLocks>,
 }
 
 impl std::fmt::Debug for Replicator {
@@ -93,6 +94,7 @@ impl Replicator {
             metrics,
             health: Arc::default(),
             healing: Arc::default(),
+            root_locks: Arc::default(),
         }
     }
 
@@ -141,6 +143,28 @@ impl Replicator {
 }
 
 /// A poisoned lock only means another task panicked mid-update of plain data; go on with it.
+/// One lock per root for the steps that read and then change that root's pin and record here (a
+/// client's pin or unpin, a peer's record arriving, a replica being taken): without it, an older
+/// record acted on a moment late overwrote a newer one and released a pin just acknowledged.
+#[derive(Debug, Default)]
+struct RootLocks(Mutex<HashMap<Cid, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Past this many roots, locks nobody holds are dropped from the table.
+const ROOT_LOCKS_PRUNE_AT: usize = 1024;
+
+impl RootLocks {
+    async fn lock(&self, root: Cid) -> tokio::sync::OwnedMutexGuard<()> {
+        let entry = {
+            let mut table = lock(&self.0);
+            if table.len() >= ROOT_LOCKS_PRUNE_AT {
+                table.retain(|_, entry| Arc::strong_count(entry) > 1);
+            }
+            Arc::clone(table.entry(root).or_default())
+        };
+        entry.lock_owned().await
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()

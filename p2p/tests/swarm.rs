@@ -500,6 +500,24 @@ async fn requests_beyond_the_inbound_queue_are_told_to_wait_at_once() {
 }
 
 #[tokio::test]
+async fn a_block_request_nobody_answers_fails_at_its_timeout() {
+    let server = Peer::start(settings(), Answers::Never).await;
+    let cid = server.hold(b"never sent").await;
+    let client = Peer::start(settings(), Answers::Honest).await;
+    client.client.dial(server.pinned_addr()).await.unwrap();
+    let started = std::time::Instant::now();
+    let outcome = client.client.request_blocks(server.id(), vec![cid]).await;
+    let waited = started.elapsed();
+    assert!(outcome.is_err(), "{outcome:?}");
+    // Not before the timeout, and not long after it.
+    assert!(
+        waited >= cairn_p2p::BLOCK_REQUEST_TIMEOUT
+            && waited < cairn_p2p::BLOCK_REQUEST_TIMEOUT + Duration::from_secs(10),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
 async fn an_audit_over_the_request_limit_is_refused_with_a_wait_never_as_not_holding() {
     let mut s = settings();
     s.requests_per_second = 5;

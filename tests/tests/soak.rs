@@ -86,6 +86,8 @@ struct Entry {
     seed: u64,
     len: usize,
     state: PinState,
+    /// What the clients did to it and where, for a failure message.
+    history: Vec<String>,
 }
 
 /// Every object the honest clients added, with what they were told about it.
@@ -108,8 +110,19 @@ impl Ledger {
         Some((index, entries[index].clone()))
     }
 
-    fn set(&self, index: usize, state: PinState) {
-        self.0.lock().unwrap()[index].state = state;
+    fn set(&self, index: usize, state: PinState, event: String) {
+        let mut entries = self.0.lock().unwrap();
+        entries[index].state = state;
+        entries[index].history.push(event);
+    }
+
+    fn history(&self, cid: &str) -> Vec<String> {
+        let entries = self.0.lock().unwrap();
+        entries
+            .iter()
+            .find(|e| e.cid == cid)
+            .map(|e| e.history.clone())
+            .unwrap_or_default()
     }
 
     fn in_state(&self, state: PinState) -> Vec<Entry> {
@@ -166,7 +179,15 @@ async fn honest_client(
 ) {
     let mut dice = Dice(seed | 1);
     let mut step = 0usize;
+    let started = Instant::now();
     while Instant::now() < until {
+        let name = ["A", "C"][step % 2];
+        let at = |what: &str| {
+            format!(
+                "{what} on {name} at {:.1} s",
+                started.elapsed().as_secs_f64()
+            )
+        };
         let node = &mut nodes[step % 2];
         match step % 8 {
             0..=2 => {
@@ -179,6 +200,7 @@ async fn honest_client(
                             seed,
                             len,
                             state: PinState::Pinned,
+                            history: vec![at("added")],
                         });
                         bump(&tally.adds, 1);
                         bump(&tally.bytes, len as u64);
@@ -217,7 +239,7 @@ async fn honest_client(
                             cid: entry.cid.clone(),
                         })
                         .await;
-                    ledger.set(index, PinState::Unpinned);
+                    ledger.set(index, PinState::Unpinned, at("unpinned"));
                     match removed {
                         Ok(_) => bump(&tally.unpins, 1),
                         Err(e) => tally.error(format!("pin rm {}: {e}", entry.cid)),
@@ -234,11 +256,11 @@ async fn honest_client(
                     };
                     match node.pin_add(request).await {
                         Ok(_) => {
-                            ledger.set(index, PinState::Pinned);
+                            ledger.set(index, PinState::Pinned, at("re-pinned"));
                             bump(&tally.pins, 1);
                         }
                         Err(e) => {
-                            ledger.set(index, PinState::Unpinned);
+                            ledger.set(index, PinState::Unpinned, at("re-pin failed"));
                             tally.error(format!("pin add {}: {e}", entry.cid));
                         }
                     }
@@ -559,12 +581,29 @@ async fn three_daemons_keep_every_acknowledged_pin_through_a_flood_and_kill_9_lo
         .await;
         if let Err(e) = settled {
             let missing = missing_pins(&mut client, &wanted).await.unwrap();
-            let status = client
-                .pin_status(admin::PinStatusRequest {
-                    cid: missing[0].clone(),
-                })
-                .await
-                .map(|s| format!("{:?}", s.into_inner()));
+            let mut status = Vec::new();
+            for (name, other) in ["A", "B", "C"].iter().zip([&a, &b, &c]) {
+                let mut other_client = other.readonly().await.unwrap();
+                let pinned_there = !missing_pins(&mut other_client, &missing[..1])
+                    .await
+                    .unwrap()
+                    .is_empty();
+                let answer = other_client
+                    .pin_status(admin::PinStatusRequest {
+                        cid: missing[0].clone(),
+                    })
+                    .await
+                    .map(|s| format!("{:?}", s.into_inner()));
+                status.push(format!(
+                    "{name} {} (lacks the pin: {pinned_there}): {answer:?}",
+                    other.peer_id
+                ));
+            }
+            let status = format!(
+                "{}\nhistory: {:?}",
+                status.join("\n"),
+                ledger.history(&missing[0])
+            );
             let mentions: Vec<String> = [&a, &b, &c]
                 .iter()
                 .flat_map(|d| {
@@ -576,7 +615,7 @@ async fn three_daemons_keep_every_acknowledged_pin_through_a_flood_and_kill_9_lo
                 })
                 .collect();
             panic!(
-                "{e}: node {} lacks {} of {} pins, e.g. {}\nits status there: {status:?}\nlog lines naming it:\n{}",
+                "{e}: node {} lacks {} of {} pins, e.g. {}\nstatus on each node:\n{status}\nlog lines naming it:\n{}",
                 node.peer_id,
                 missing.len(),
                 wanted.len(),

@@ -21,7 +21,7 @@ impl Replicator {
     }
 
     /// Signs a new record for `root`, newer than any this node knows, keeps it and stores it in
-    /// the DHT.
+    /// the DHT. The caller holds `root`'s lock.
     pub(crate) async fn publish(&self, root: Cid, intent: PinIntent) -> Result<PinRecord> {
         let held = self.refresh_quietly(root).await;
         let version = held
@@ -97,6 +97,7 @@ impl Replicator {
     pub(crate) async fn adopt(&self, bytes: Vec<u8>) -> Result<()> {
         let record = PinRecord::verify(&bytes)?;
         let root = record.root;
+        let _root = self.root_locks.lock(root).await;
         let held = self
             .blocking(move |store| Ok(store.pin_mode(&root)?))
             .await?;
@@ -131,6 +132,7 @@ impl Replicator {
     /// `pin rm`: a direct pin is local only; a recursive pin is unpinned cluster-wide by a newer
     /// record, which every holder acts on (now, or when it comes back).
     pub async fn unpin(&self, root: Cid) -> Result<()> {
+        let _root = self.root_locks.lock(root).await;
         let held = self
             .blocking(move |store| Ok(store.pin_mode(&root)?))
             .await?;

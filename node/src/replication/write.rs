@@ -30,16 +30,22 @@ pub struct WriteOutcome {
 }
 
 impl Replicator {
-    /// Publishes `root`'s pin record with `factor`, then asks the placement targets to hold it;
-    /// waits for `quorum` receipts (0: none).
+    /// Pins `root` here (again, if a record acted on since the caller pinned it released it)
+    /// and publishes its pin record with `factor`, both under the root's lock; then asks the
+    /// placement targets to hold it and waits for `quorum` receipts (0: none).
     pub async fn replicate(&self, root: Cid, factor: u32, quorum: u32) -> Result<WriteOutcome> {
-        self.publish(
-            root,
-            PinIntent::Pinned {
-                replication_factor: factor,
-            },
-        )
-        .await?;
+        {
+            let _root = self.root_locks.lock(root).await;
+            self.blocking(move |store| Ok(store.pin(&root, PinMode::Recursive)?))
+                .await?;
+            self.publish(
+                root,
+                PinIntent::Pinned {
+                    replication_factor: factor,
+                },
+            )
+            .await?;
+        }
         let me = self.network.local_peer_id();
         let placement = self.network.placement(root, factor as usize).await?;
         let targets: Vec<PeerId> = placement.into_iter().filter(|p| *p != me).collect();
@@ -119,6 +125,7 @@ impl Replicator {
         let outcome = async {
             let pace = repair.then_some(&*self.repair_rate);
             fetch_dag_paced(&self.store, &self.network, root, pace).await?;
+            let _root = self.root_locks.lock(root).await;
             self.blocking(move |store| Ok(store.pin(&root, PinMode::Recursive)?))
                 .await?;
             // The requester published the record first; taking it now (the root is pinned, so
