@@ -12,7 +12,7 @@ ROCKSDB_CACHE ?= $(HOME)/.cache/cairn/librocksdb-sys-$(ROCKSDB_SYS_VERSION)-lz4-
 # Where `make run` keeps its node.
 RUN_DIR ?= $(CURDIR)/.cairn
 
-.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-cluster cluster-up cluster-down install clean
+.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster cluster-up cluster-down install clean
 
 help:
 	@echo "make run          build and start a node on a local data directory ($(RUN_DIR))"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint         cargo fmt --check and clippy -D warnings"
 	@echo "make ci           what .ci/run runs: lint, test, and the docker cluster tests when docker answers"
 	@echo "make fuzz         run the fuzz targets (FUZZ_SECONDS each, default 60)"
+	@echo "make test-soak    three release daemons under load, kill -9 and a hostile flood (minutes)"
 	@echo "make test-cluster the docker-compose cluster tests (an image from this host's binary)"
 	@echo "make cluster-up   a five-node private cluster in docker-compose (cluster-down stops it)"
 	@echo "make install      the binary, the systemd unit and a default config (as root)"
@@ -74,6 +75,15 @@ deny:
 	else \
 		echo "SKIPPED: cargo deny check advisories (the RustSec database on github.com is unreachable)"; \
 	fi
+
+# The soak test (tests/tests/soak.rs): three release daemons under honest load while one is
+# killed with SIGKILL in a loop and another flooded by a hostile peer. SOAK_BASELINE_SECONDS and
+# SOAK_FLOOD_SECONDS set the two phases (60 and 120). Not part of `make test` or `make ci`.
+test-soak: rocksdb
+	$(CARGO) build --release --locked -p cairn-node --bin cairn
+	@mkdir -p target
+	CAIRN_BIN=$(CURDIR)/target/release/cairn $(CARGO) test --release --locked -p cairn-tests \
+		--test soak -- --ignored --nocapture 2>&1 | tee target/test-soak.log
 
 # The docker cluster tests: an image built from the host's binary (no registry is reachable on
 # the build machines), then the scenarios of tests/tests/cluster.rs, one cluster at a time.
