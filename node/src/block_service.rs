@@ -56,6 +56,7 @@ pub async fn run(
                 root,
                 nonce,
                 repair,
+                record,
                 ..
             } => {
                 // Never wait here: block requests queue behind this loop, and a replica being
@@ -67,7 +68,7 @@ pub async fn run(
                 };
                 let replicator = replicator.clone();
                 tokio::spawn(async move {
-                    replicator.hold(id, root, nonce, repair).await;
+                    replicator.hold(id, root, nonce, repair, record).await;
                     drop(permit);
                 });
                 continue;

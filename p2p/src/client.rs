@@ -82,6 +82,8 @@ pub enum NetworkEvent {
         nonce: Vec<u8>,
         /// A repair: fetch at the repair bandwidth cap.
         repair: bool,
+        /// The requester's signed pin record (unverified; may be empty).
+        record: Vec<u8>,
     },
     /// A peer audits this node's copy of `root`; answer with [`Client::respond_audit`].
     Audit {
@@ -142,6 +144,7 @@ pub(crate) enum Command {
         replication_factor: u32,
         nonce: Vec<u8>,
         repair: bool,
+        record: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>, Error>>,
     },
     Audit {
@@ -282,8 +285,8 @@ impl Client {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Asks `peer` to hold `root`; returns its signed receipt (not yet verified: see
-    /// [`crate::records::Receipt::verify`]).
+    /// Asks `peer` to hold `root`, offering this node's signed pin `record` for it; returns its
+    /// signed receipt (not yet verified: see [`crate::records::Receipt::verify`]).
     pub async fn replicate(
         &self,
         peer: PeerId,
@@ -291,6 +294,7 @@ impl Client {
         replication_factor: u32,
         nonce: Vec<u8>,
         repair: bool,
+        record: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         self.call(|reply| Command::Replicate {
             peer,
@@ -298,6 +302,7 @@ impl Client {
             replication_factor,
             nonce,
             repair,
+            record,
             reply,
         })
         .await?

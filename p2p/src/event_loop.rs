@@ -311,6 +311,7 @@ impl EventLoop {
                 replication_factor,
                 nonce,
                 repair,
+                record,
                 reply,
             } => {
                 if self.pending_replicates.len() >= MAX_PENDING_OUTBOUND {
@@ -325,6 +326,7 @@ impl EventLoop {
                     replication_factor,
                     nonce: nonce.into(),
                     repair,
+                    record: record.into(),
                 };
                 let id = self
                     .swarm
@@ -827,6 +829,7 @@ impl EventLoop {
                     replication_factor: request.replication_factor,
                     nonce: request.nonce.to_vec(),
                     repair: request.repair,
+                    record: request.record.to_vec(),
                 };
                 if self.inbound_replicates.len() >= self.settings.inbound_queue
                     || self.events.try_send(event).is_err()

@@ -3,6 +3,7 @@
 //! logs JSON to stderr; its log is drained into a bounded tail kept for failure messages.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -92,7 +93,11 @@ impl Daemon {
         let stderr = child.stderr.take().context("no stderr pipe")?;
         let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
         let (started, mut started_rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(drain_log(stderr, Arc::clone(&log), started));
+        let whole_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_file(dir))?;
+        tokio::spawn(drain_log(stderr, whole_log, Arc::clone(&log), started));
         let (url, peer_id) = match tokio::time::timeout(START_DEADLINE, started_rx.recv()).await {
             Ok(Some(found)) => found,
             _ => anyhow::bail!(
@@ -128,6 +133,16 @@ impl Daemon {
     /// The last lines the daemon logged.
     pub fn log_tail(&self) -> String {
         tail(&self.log)
+    }
+
+    /// Every line this data directory's daemons (across restarts) logged that contains `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
+        std::fs::read_to_string(log_file(&self.dir))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(String::from)
+            .collect()
     }
 
     /// SIGKILL, and waits until the process is gone.
@@ -179,6 +194,7 @@ impl Daemon {
 /// event once, and keeps the last [`LOG_TAIL`] lines.
 async fn drain_log(
     stderr: tokio::process::ChildStderr,
+    mut whole_log: std::fs::File,
     log: Arc<Mutex<VecDeque<String>>>,
     started: tokio::sync::mpsc::Sender<(String, String)>,
 ) {
@@ -189,6 +205,8 @@ async fn drain_log(
             reported = true;
             let _ = started.send((format!("http://{addr}"), peer)).await;
         }
+        // The whole log, beside the data directory, for a failure to be traced afterwards.
+        let _ = writeln!(whole_log, "{line}");
         if let Ok(mut log) = log.lock() {
             if log.len() == LOG_TAIL {
                 log.pop_front();
@@ -196,6 +214,11 @@ async fn drain_log(
             log.push_back(line);
         }
     }
+}
+
+/// Where every line a data directory's daemons log is kept: beside the directory.
+fn log_file(dir: &Path) -> PathBuf {
+    dir.with_extension("log")
 }
 
 fn started_event(line: &str) -> Option<(String, String)> {

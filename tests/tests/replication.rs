@@ -310,6 +310,76 @@ async fn an_unpin_made_while_a_holder_is_down_is_not_undone_when_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_knows_only_an_old_unpin_takes_the_newer_record_a_replica_request_carries() {
+    // Found by the soak test: a node that was down while a root was unpinned and pinned again
+    // found only its own tombstone (its lookups returned nothing newer) and refused every request
+    // to hold the root, so the pin stayed short of R for good. The request now carries the
+    // requester's signed record. Here the requester never publishes it, so nothing else could
+    // tell the node.
+    let node = TestNode::start().await.unwrap();
+    let data = pattern(600 * 1024);
+    let added = add(&mut node.admin().await.unwrap(), &data, 1)
+        .await
+        .unwrap();
+    let root: Cid = added.cid.parse().unwrap();
+    let request = admin::PinRmRequest {
+        cid: added.cid.clone(),
+    };
+    node.admin().await.unwrap().pin_rm(request).await.unwrap();
+    let tombstone = pin_status(&node, &added.cid).await.unwrap();
+    assert_eq!(tombstone.state, "unpinned", "{tombstone:?}");
+
+    let identity = cairn_p2p::NodeIdentity::generate();
+    let mut settings =
+        cairn_p2p::NetworkSettings::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+    settings.max_memory_fraction = 0.99;
+    let (requester, _events, event_loop) = cairn_p2p::new(
+        &identity,
+        settings,
+        &mut prometheus_client::registry::Registry::default(),
+    )
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(event_loop.run(stop.clone()));
+    let target = requester
+        .dial(node.p2p_addr().parse().unwrap())
+        .await
+        .unwrap();
+    let newer = cairn_p2p::records::PinRecord::sign(
+        &identity,
+        root,
+        cairn_p2p::records::PinIntent::Pinned {
+            replication_factor: 3,
+        },
+        tombstone.record_version + 1,
+    )
+    .unwrap();
+    let nonce = b"sixteen byte nce".to_vec();
+    let signed = requester
+        .replicate(target, root, 3, nonce.clone(), false, newer)
+        .await
+        .expect("the node holds the root again");
+    let receipt = cairn_p2p::records::Receipt::verify(&signed).unwrap();
+    assert_eq!((receipt.root, receipt.nonce), (root, nonce));
+    let status = pin_status(&node, &added.cid).await.unwrap();
+    assert_eq!(
+        status.record_version,
+        tombstone.record_version + 1,
+        "{status:?}"
+    );
+    assert_ne!(status.state, "unpinned", "{status:?}");
+    assert_eq!(
+        pinners(std::slice::from_ref(&node), &added.cid)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    stop.cancel();
+    node.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_factor_above_the_cluster_size_is_reported_honestly_and_healed_when_nodes_join() {
     let mut nodes = start_cluster(3, |_, c| fast_repair(5)(c)).await.unwrap();
     full_view(&nodes).await.unwrap();

@@ -605,14 +605,12 @@ async fn three_daemons_keep_every_acknowledged_pin_through_a_flood_and_kill_9_lo
                 status.join("\n"),
                 ledger.history(&missing[0])
             );
-            let mentions: Vec<String> = [&a, &b, &c]
+            let mentions: Vec<String> = [("A", &a), ("B", &b), ("C", &c)]
                 .iter()
-                .flat_map(|d| {
-                    d.log_tail()
-                        .lines()
-                        .filter(|l| l.contains(&missing[0]))
-                        .map(String::from)
-                        .collect::<Vec<_>>()
+                .flat_map(|(name, d)| {
+                    d.log_lines_with(&missing[0])
+                        .into_iter()
+                        .map(move |l| format!("{name}: {l}"))
                 })
                 .collect();
             panic!(

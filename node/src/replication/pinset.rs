@@ -87,7 +87,7 @@ impl Replicator {
         }
     }
 
-    async fn local_bytes(&self, root: Cid) -> Result<Option<Vec<u8>>> {
+    pub(super) async fn local_bytes(&self, root: Cid) -> Result<Option<Vec<u8>>> {
         self.blocking(move |store| Ok(store.pin_record(&root)?))
             .await
     }

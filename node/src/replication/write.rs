@@ -8,7 +8,7 @@
 //! under-replicated rather than failed, and the reconciliation worker tops it up later.
 
 use cairn_blockstore::PinMode;
-use cairn_p2p::records::{PinIntent, Receipt};
+use cairn_p2p::records::{PinIntent, PinRecord, Receipt};
 use cairn_p2p::{PeerId, ReplicateId};
 use cid::Cid;
 use tokio::sync::mpsc;
@@ -104,9 +104,10 @@ impl Replicator {
         repair: bool,
     ) -> Result<()> {
         let nonce = random_nonce()?;
+        let record = self.local_bytes(root).await?.unwrap_or_default();
         let signed = self
             .network
-            .replicate(target, root, factor, nonce.clone(), repair)
+            .replicate(target, root, factor, nonce.clone(), repair, record)
             .await?;
         let receipt = Receipt::verify(&signed)?;
         if receipt.holder != target || receipt.root != root || receipt.nonce != nonce {
@@ -119,9 +120,38 @@ impl Replicator {
             .await
     }
 
+    /// The newer of this node's view of `root`'s record ([`Replicator::refresh`]) and the one
+    /// a requester `offered`; a newer offered record is kept here and stored in the DHT. Without
+    /// it, a node that was down when a root was unpinned and pinned again keeps finding its own
+    /// tombstone, and refuses every request to hold the root.
+    async fn take_newest(&self, root: Cid, offered: Vec<u8>) -> Result<Option<PinRecord>> {
+        let current = self.refresh(root).await?;
+        let Some(newer) = PinRecord::verify(&offered)
+            .ok()
+            .filter(|r| r.root == root && current.as_ref().is_none_or(|c| r.supersedes(c)))
+        else {
+            return Ok(current);
+        };
+        let kept = offered.clone();
+        self.blocking(move |store| Ok(store.put_pin_record(&root, &kept)?))
+            .await?;
+        if let Err(e) = self.network.put_pin_record(offered).await {
+            tracing::debug!(%root, error = %e, "an offered pin record was not stored in the DHT");
+        }
+        Ok(Some(newer))
+    }
+
     /// Serves a peer's request to hold `root`: fetch (verified; at the repair rate for a
-    /// repair), pin, take the pin record, announce, sign.
-    pub async fn hold(&self, id: ReplicateId, root: Cid, nonce: Vec<u8>, repair: bool) {
+    /// repair), pin, take the newest pin record (the requester's `offered` one, when this node
+    /// and the DHT know only older ones), announce, sign.
+    pub async fn hold(
+        &self,
+        id: ReplicateId,
+        root: Cid,
+        nonce: Vec<u8>,
+        repair: bool,
+        offered: Vec<u8>,
+    ) {
         let outcome = async {
             let pace = repair.then_some(&*self.repair_rate);
             fetch_dag_paced(&self.store, &self.network, root, pace).await?;
@@ -129,8 +159,9 @@ impl Replicator {
             self.blocking(move |store| Ok(store.pin(&root, PinMode::Recursive)?))
                 .await?;
             // The requester published the record first; taking it now (the root is pinned, so
-            // it is kept here) tells this node the pin's factor. An unpin that raced ahead wins.
-            if let Some(record) = self.refresh(root).await?
+            // it is kept here) tells this node the pin's factor. An unpin newer than the
+            // requester's record wins.
+            if let Some(record) = self.take_newest(root, offered).await?
                 && record.intent == PinIntent::Unpinned
             {
                 self.release(root, "unpinned while being replicated")
