@@ -58,14 +58,8 @@ impl std::str::FromStr for Capability {
             .ok_or_else(|| bad("it does not start with cairn-cap1:"))?;
         let (cid, key_hex) = rest.split_once(':').ok_or_else(|| bad("no key"))?;
         let root: Cid = cid.parse().map_err(|_| bad("the CID does not parse"))?;
-        if key_hex.len() != 64 {
-            return Err(bad("the key is not 64 hex digits"));
-        }
         let mut key = [0u8; 32];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| bad("the key is not hex"))?;
-        }
+        hex::decode_to_slice(key_hex, &mut key).map_err(|_| bad("the key is not 64 hex digits"))?;
         Ok(Self { root, key })
     }
 }
@@ -399,5 +393,18 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("longer than 4096 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_key_with_multibyte_characters_is_an_error_not_a_panic() {
+        // What `make fuzz` found (capability target): 64 bytes of key text whose 12th byte falls
+        // inside a two-byte character; slicing it by byte offsets panicked.
+        let found = "cairn-cap1:\u{0}\u{1}\u{0}\u{0}\u{1}\u{0}:ca3BBBBBBBB\u{23d}BBBBBBB3BBBBBBBBBBBBBBBBBBBgg\u{0}\u{0}gggggcgggg\u{0}!gggggggG";
+        assert!(found.parse::<Capability>().is_err());
+        let root = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+        let multibyte = format!("cairn-cap1:{root}:{}é{}", "a".repeat(30), "b".repeat(32));
+        assert_eq!(multibyte.len() - multibyte.rfind(':').unwrap() - 1, 64);
+        let err = multibyte.parse::<Capability>().err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("64 hex digits")));
     }
 }
