@@ -337,8 +337,7 @@ fn flood_targets(ledger: &Ledger) -> (Vec<Cid>, Vec<(Cid, Cid)>) {
     let mut audits = Vec::new();
     for entry in ledger.in_state(PinState::Pinned).iter().rev().take(32) {
         let data = content(entry.seed, entry.len);
-        let first = data.chunks(CHUNK).map(raw_leaf);
-        let chunk_cids: Vec<Cid> = first.collect();
+        let chunk_cids: Vec<Cid> = data.chunks(CHUNK).map(raw_leaf).collect();
         if let (Ok(root), Some(leaf)) = (entry.cid.parse::<Cid>(), chunk_cids.first()) {
             audits.push((root, *leaf));
         }
@@ -454,8 +453,9 @@ async fn missing_pins(client: &mut Client, wanted: &[String]) -> anyhow::Result<
         .collect())
 }
 
-fn config(limits: &mut Config) {
-    let c = limits;
+/// Every node's config: R = 3 over the three, one receipt per write, quick repairs, and the
+/// per-peer limits the flood is measured against.
+fn config(c: &mut Config) {
     c.replication.factor = 3;
     c.replication.write_quorum = 1;
     c.replication.repair_grace = HumanDuration::secs(10);
