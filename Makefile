@@ -69,6 +69,9 @@ ci: lint deny test ci-cluster
 # RustSec database (on github.com) can be fetched — the build machines cannot reach it.
 deny:
 	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
+	@# cargo deny reads `cargo metadata` for every platform: fetch every locked crate first (a
+	@# fresh machine has only those its own builds needed).
+	$(CARGO) fetch --locked
 	$(CARGO) deny --offline check licenses bans sources
 	@if $(CARGO) deny fetch db >/dev/null 2>&1; then \
 		$(CARGO) deny check advisories; \
