@@ -45,6 +45,8 @@ struct Peer {
     addr: Multiaddr,
     registry: Arc<std::sync::Mutex<Registry>>,
     blocks: Arc<Mutex<HashMap<Cid, Bytes>>>,
+    /// The byte allowance of every block request that reached this peer's responder.
+    allowances: Arc<std::sync::Mutex<Vec<usize>>>,
     stop: CancellationToken,
 }
 
@@ -57,6 +59,8 @@ impl Peer {
         let stop = CancellationToken::new();
         tokio::spawn(event_loop.run(stop.clone()));
         let blocks: Arc<Mutex<HashMap<Cid, Bytes>>> = Arc::default();
+        let allowances: Arc<std::sync::Mutex<Vec<usize>>> = Arc::default();
+        let seen = Arc::clone(&allowances);
         let store = Arc::clone(&blocks);
         let responder = client.clone();
         tokio::spawn(async move {
@@ -64,7 +68,15 @@ impl Peer {
             let mut held = Vec::new();
             while let Some(event) = events.recv().await {
                 let (id, cids) = match event {
-                    NetworkEvent::BlockRequest { id, cids, .. } => (id, cids),
+                    NetworkEvent::BlockRequest {
+                        id,
+                        cids,
+                        allowance,
+                        ..
+                    } => {
+                        seen.lock().unwrap().push(allowance);
+                        (id, cids)
+                    }
                     NetworkEvent::Audit { id, root, .. } => {
                         // Holding is all these peers claim; proofs are the node's business.
                         let holding = store.lock().await.contains_key(&root);
@@ -103,6 +115,7 @@ impl Peer {
             addr,
             registry: Arc::new(std::sync::Mutex::new(registry)),
             blocks,
+            allowances,
             stop,
         }
     }
@@ -455,6 +468,8 @@ async fn a_response_carries_only_what_the_byte_limit_allows_and_then_says_wait()
         .unwrap();
     assert_eq!(first.blocks.len(), 4);
     assert!(first.missing.is_empty() && first.retry_after.is_none());
+    // The node was told to read 1 MiB (what the bucket held), not the 2 MiB asked for.
+    assert_eq!(*server.allowances.lock().unwrap(), vec![1 << 20]);
     // The bucket is empty: the next request is told to wait, with nothing read for it.
     let second = client
         .client
@@ -466,6 +481,11 @@ async fn a_response_carries_only_what_the_byte_limit_allows_and_then_says_wait()
     assert!(
         wait > Duration::ZERO && wait <= Duration::from_secs(1),
         "{wait:?}"
+    );
+    assert_eq!(
+        server.allowances.lock().unwrap().len(),
+        1,
+        "the node saw the second request"
     );
     assert!(server.metric("p2p_rate_limited_total{limit=\"bytes\"}") >= 1.0);
 }
