@@ -306,6 +306,8 @@ async fn kill_loop(
     stop: CancellationToken,
 ) -> anyhow::Result<(Daemon, u32)> {
     let mut kills = 0;
+    // The two sleeps are the scenario's schedule (how long B lives, how long it stays dead), not
+    // waits for a state: restarts wait for the daemon's own "started" line, with a deadline.
     loop {
         tokio::select! {
             () = stop.cancelled() => return Ok((b, kills)),
