@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");
-    let imported = runtime.block_on(cairn_node::car::import_car(Arc::clone(&store), data));
+    let imported = runtime.block_on(cairn_node::car::import_car(Arc::clone(&store), &cairn_node::tasks::Jobs::standalone(), data));
     if imported.is_ok() {
         // Every stored block reads back verified.
         for key in store.iterate() {

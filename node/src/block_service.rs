@@ -8,13 +8,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_blockstore::RocksBlockstore;
+use cairn_blockstore::Store;
+use cairn_blockstore::backend::Backend;
 use cairn_p2p::{Client as Network, MAX_BLOCK_RESPONSE_PAYLOAD, NetworkEvent};
 use cid::Cid;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
 use crate::replication::Replicator;
+use crate::store::NodeStore;
 
 /// Requests read from the store at once.
 const CONCURRENT_READS: usize = 16;
@@ -25,23 +28,24 @@ const CONCURRENT_AUDITS: usize = 8;
 /// Pin records acted on at once.
 const CONCURRENT_RECORDS: usize = 4;
 
-pub async fn run(
-    store: Arc<RocksBlockstore>,
+/// Runs until `stop` is cancelled, or the swarm is gone (an error: the node cannot serve).
+pub async fn run<B: Backend>(
+    store: NodeStore<B>,
     network: Network,
-    replicator: Replicator,
+    replicator: Replicator<B>,
     mut events: mpsc::Receiver<NetworkEvent>,
     stop: CancellationToken,
-) {
+) -> Result<()> {
     let reads = Arc::new(Semaphore::new(CONCURRENT_READS));
     let replicas = Arc::new(Semaphore::new(CONCURRENT_REPLICAS));
     let audits = Arc::new(Semaphore::new(CONCURRENT_AUDITS));
     let records = Arc::new(Semaphore::new(CONCURRENT_RECORDS));
     loop {
         let event = tokio::select! {
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return Ok(()),
             event = events.recv() => match event {
                 Some(event) => event,
-                None => break,
+                None => return Err(crate::Error::P2p(cairn_p2p::Error::Stopped)),
             },
         };
         let (id, cids, allowance) = match event {
@@ -67,7 +71,7 @@ pub async fn run(
                     continue;
                 };
                 let replicator = replicator.clone();
-                tokio::spawn(async move {
+                store.jobs().spawn("holding a replica", async move {
                     replicator.hold(id, root, nonce, repair, record).await;
                     drop(permit);
                 });
@@ -81,10 +85,10 @@ pub async fn run(
                 ..
             } => {
                 let Ok(permit) = Arc::clone(&audits).acquire_owned().await else {
-                    break;
+                    return Ok(());
                 };
                 let replicator = replicator.clone();
-                tokio::spawn(async move {
+                store.jobs().spawn("answering an audit", async move {
                     replicator.serve_audit(id, root, block, nonce).await;
                     drop(permit);
                 });
@@ -97,7 +101,7 @@ pub async fn run(
                     continue;
                 };
                 let replicator = replicator.clone();
-                tokio::spawn(async move {
+                store.jobs().spawn("acting on a pin record", async move {
                     if let Err(e) = replicator.adopt(record).await {
                         tracing::warn!(error = %e, "could not act on a pin record");
                     }
@@ -108,16 +112,22 @@ pub async fn run(
             _ => continue,
         };
         let Ok(permit) = Arc::clone(&reads).acquire_owned().await else {
-            break;
+            return Ok(());
         };
-        let store = Arc::clone(&store);
+        let reading = store.clone();
         let network = network.clone();
-        tokio::spawn(async move {
-            let read =
-                tokio::task::spawn_blocking(move || read_blocks(&store, cids, allowance)).await;
+        store.jobs().spawn("serving blocks", async move {
+            let read = reading
+                .run("reading requested blocks", move |store| {
+                    Ok(read_blocks(store, cids, allowance))
+                })
+                .await;
             drop(permit);
-            if let Ok((found, missing)) = read {
-                let _ = network.respond_blocks(id, found, missing).await;
+            match read {
+                Ok((found, missing)) => {
+                    let _ = network.respond_blocks(id, found, missing).await;
+                }
+                Err(e) => tracing::error!(error = %e, "a block request was not answered"),
             }
         });
     }
@@ -125,8 +135,8 @@ pub async fn run(
 
 /// The blocks this node holds (verified) and the CIDs it does not; CIDs past `allowance` bytes
 /// (what the peer may receive now) are in neither, and the peer asks again.
-fn read_blocks(
-    store: &RocksBlockstore,
+fn read_blocks<B: Backend>(
+    store: &Store<B>,
     cids: Vec<Cid>,
     allowance: usize,
 ) -> (Vec<(Cid, Bytes)>, Vec<Cid>) {

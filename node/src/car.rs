@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::tasks::Jobs;
 
 /// Blocks read ahead of the writer during export.
 const EXPORT_QUEUE: usize = 16;
@@ -27,21 +28,15 @@ pub struct CarImport {
     pub bytes: u64,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Car(format!("blocking task failed: {e}")))?
-}
-
 /// Writes `root` and every block below it (each verified as it is read) as a CAR v1 file.
-/// Returns the number of blocks written.
-pub async fn export_car<S, W>(store: Arc<S>, root: Cid, writer: W) -> Result<u64>
+/// Returns the number of blocks written. Store reads run as `jobs`' blocking calls.
+pub async fn export_car<S, W>(store: Arc<S>, jobs: &Jobs, root: Cid, writer: W) -> Result<u64>
 where
     S: Blockstore + ?Sized,
     W: AsyncWrite + Unpin + Send,
 {
     let (tx, mut rx) = mpsc::channel::<Result<Block>>(EXPORT_QUEUE);
-    let reader = tokio::task::spawn_blocking(move || {
+    let reader = jobs.spawn_blocking(move || {
         let mut seen: HashSet<Multihash> = HashSet::new();
         let mut stack = vec![root];
         while let Some(cid) = stack.pop() {
@@ -71,16 +66,17 @@ where
         written += 1;
     }
     car.finish().await.map_err(|e| Error::Car(e.to_string()))?;
-    reader
-        .await
-        .map_err(|e| Error::Car(format!("block reader failed: {e}")))?;
+    reader.await.map_err(|e| Error::Internal {
+        what: "reading blocks for a CAR export",
+        reason: e.to_string(),
+    })?;
     Ok(written)
 }
 
 /// Reads a CAR v1 file into the store. Every block is verified before it is stored, and the import
 /// fails unless every root's DAG is complete afterwards (a truncated file is refused, not half
-/// taken). Pinning the roots is the caller's job.
-pub async fn import_car<S, R>(store: Arc<S>, reader: R) -> Result<CarImport>
+/// taken). Pinning the roots is the caller's job. Store writes run as `jobs`' blocking calls.
+pub async fn import_car<S, R>(store: Arc<S>, jobs: &Jobs, reader: R) -> Result<CarImport>
 where
     S: Blockstore + ?Sized,
     R: AsyncRead + Unpin + Send,
@@ -112,12 +108,16 @@ where
         if batch_bytes >= IMPORT_BATCH_BYTES {
             let full = std::mem::take(&mut batch);
             let s = Arc::clone(&store);
-            blocking(move || Ok(s.put_many_buffered(&full)?)).await?;
+            jobs.blocking(
+                "storing CAR blocks",
+                move || Ok(s.put_many_buffered(&full)?),
+            )
+            .await?;
             batch_bytes = 0;
         }
     }
     let s = Arc::clone(&store);
-    blocking(move || {
+    jobs.blocking("storing CAR blocks", move || {
         s.put_many_buffered(&batch)?;
         s.sync()?;
         for root in &roots {

@@ -18,6 +18,13 @@ pub enum Error {
     Decrypt(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Our own fault (a worker that panicked, a task that died, no randomness): never the
+    /// caller's input.
+    #[error("internal error while {what}: {reason}")]
+    Internal { what: &'static str, reason: String },
+    /// The node is stopping: the same call may succeed on another node or after the restart.
+    #[error("the node is stopping")]
+    Stopping,
     #[error("CAR file: {0}")]
     Car(String),
     #[error("CAR file is incomplete: root {root} is missing block {missing}")]

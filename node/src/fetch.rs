@@ -10,10 +10,10 @@
 //! first, so it stays near (depth × links per node) whatever the file's size.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_blockstore::{Block, DAG_PB, RocksBlockstore, links, verify};
+use cairn_blockstore::backend::Backend;
+use cairn_blockstore::{Block, DAG_PB, Store, links, verify};
 use cairn_p2p::{BlockReply, Client as Network, Offence, PeerId};
 use cid::Cid;
 use futures_util::StreamExt;
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::pace::ByteRate;
+use crate::store::NodeStore;
 
 /// Requests in flight at once, over all providers.
 const WINDOW: usize = 16;
@@ -61,8 +62,8 @@ type Pending = std::pin::Pin<
 >;
 
 /// Makes every block of the DAG under `root` present in the store, fetching what is missing.
-pub async fn fetch_dag(
-    store: &Arc<RocksBlockstore>,
+pub async fn fetch_dag<B: Backend>(
+    store: &NodeStore<B>,
     network: &Network,
     root: Cid,
 ) -> Result<FetchReport> {
@@ -70,8 +71,8 @@ pub async fn fetch_dag(
 }
 
 /// [`fetch_dag`], moving at most `pace` bytes per second on average when given (repairs).
-pub async fn fetch_dag_paced(
-    store: &Arc<RocksBlockstore>,
+pub async fn fetch_dag_paced<B: Backend>(
+    store: &NodeStore<B>,
     network: &Network,
     root: Cid,
     pace: Option<&ByteRate>,
@@ -106,10 +107,9 @@ pub async fn fetch_dag_paced(
             if wanted.is_empty() {
                 // Batches were written without syncing each; one sync makes the DAG durable
                 // before anyone pins it or signs a receipt for it.
-                let syncing = Arc::clone(store);
-                tokio::task::spawn_blocking(move || syncing.sync())
-                    .await
-                    .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))??;
+                store
+                    .run("syncing fetched blocks", |s| Ok(s.sync()?))
+                    .await?;
                 return Ok(report);
             }
             let next = stalled(&providers, &wanted, &lacking, root)?;
@@ -159,7 +159,7 @@ pub async fn fetch_dag_paced(
             provider.ready_at = Instant::now() + wait;
         }
         let asked_set: HashSet<Cid> = asked.iter().copied().collect();
-        let (good, bad) = check_blocks(reply.blocks, &asked_set).await?;
+        let (good, bad) = check_blocks(store, reply.blocks, &asked_set).await?;
         if !bad.is_empty() {
             report.bad_blocks += bad.len() as u64;
             tracing::warn!(%peer, blocks = bad.len(), "peer sent blocks that do not match their CIDs; dropped");
@@ -196,8 +196,7 @@ pub async fn fetch_dag_paced(
     }
 }
 
-/// Sends as many requests as the window and the providers allow: each ready provider, least
-/// busy first, gets a batch of the front CIDs it has not said it lacks.
+/// Sends as many requests as the window and the providers allow (see [`plan_batches`]).
 fn dispatch(
     network: &Network,
     providers: &mut [Provider],
@@ -206,9 +205,33 @@ fn dispatch(
     lacking: &HashMap<Cid, HashSet<PeerId>>,
     in_flight: &mut FuturesUnordered<Pending>,
 ) {
-    let now = Instant::now();
+    let room = WINDOW.saturating_sub(in_flight.len());
+    for (index, batch) in plan_batches(providers, wanted, requested, lacking, room, Instant::now())
+    {
+        let peer = providers[index].peer;
+        let network = network.clone();
+        in_flight.push(Box::pin(async move {
+            let reply = network.request_blocks(peer, batch.clone()).await;
+            (index, batch, reply)
+        }));
+    }
+}
+
+/// The scheduling step of a fetch, apart from the network: up to `room` batches, each for a
+/// ready provider (least busy first, at most `PER_PROVIDER` in flight each) holding the front
+/// CIDs of `wanted` it has not said it lacks. Planned CIDs leave `wanted` for `requested`, and
+/// each chosen provider's `in_flight` grows by one.
+fn plan_batches(
+    providers: &mut [Provider],
+    wanted: &mut VecDeque<Cid>,
+    requested: &mut HashSet<Cid>,
+    lacking: &HashMap<Cid, HashSet<PeerId>>,
+    room: usize,
+    now: Instant,
+) -> Vec<(usize, Vec<Cid>)> {
+    let mut planned = Vec::new();
     let mut progress = true;
-    while progress && in_flight.len() < WINDOW && !wanted.is_empty() {
+    while progress && planned.len() < room && !wanted.is_empty() {
         progress = false;
         let mut order: Vec<usize> = (0..providers.len())
             .filter(|i| {
@@ -218,8 +241,8 @@ fn dispatch(
             .collect();
         order.sort_by_key(|i| providers[*i].in_flight);
         for index in order {
-            if in_flight.len() >= WINDOW {
-                return;
+            if planned.len() >= room {
+                return planned;
             }
             let peer = providers[index].peer;
             let lacks = |cid: &Cid| lacking.get(cid).is_some_and(|peers| peers.contains(&peer));
@@ -246,13 +269,10 @@ fn dispatch(
             progress = true;
             requested.extend(batch.iter().copied());
             providers[index].in_flight += 1;
-            let network = network.clone();
-            in_flight.push(Box::pin(async move {
-                let reply = network.request_blocks(peer, batch.clone()).await;
-                (index, batch, reply)
-            }));
+            planned.push((index, batch));
         }
     }
+    planned
 }
 
 /// Why nothing could be sent: wait for a provider that asked us to slow down, or give up on a
@@ -294,7 +314,8 @@ fn requeue(wanted: &mut VecDeque<Cid>, cids: Vec<Cid>) {
 
 /// Verifies received blocks against their CIDs (off the async threads). Blocks nobody asked for
 /// are ignored; those that fail are returned apart.
-async fn check_blocks(
+async fn check_blocks<B: Backend>(
+    store: &NodeStore<B>,
     blocks: Vec<(Cid, bytes::Bytes)>,
     asked: &HashSet<Cid>,
 ) -> Result<(Vec<Block>, Vec<Cid>)> {
@@ -302,49 +323,52 @@ async fn check_blocks(
         .into_iter()
         .filter(|(c, _)| asked.contains(c))
         .collect();
-    tokio::task::spawn_blocking(move || {
-        let mut good = Vec::new();
-        let mut bad = Vec::new();
-        for (cid, data) in blocks {
-            match verify(&cid, &data) {
-                Ok(()) => good.push(Block::new(cid, data)),
-                Err(_) => bad.push(cid),
+    store
+        .jobs()
+        .blocking("verifying received blocks", move || {
+            let mut good = Vec::new();
+            let mut bad = Vec::new();
+            for (cid, data) in blocks {
+                match verify(&cid, &data) {
+                    Ok(()) => good.push(Block::new(cid, data)),
+                    Err(_) => bad.push(cid),
+                }
             }
-        }
-        (good, bad)
-    })
-    .await
-    .map_err(|e| Error::BadRequest(format!("verification worker failed: {e}")))
-    .map(Ok)?
+            Ok((good, bad))
+        })
+        .await
 }
 
 /// Stores verified blocks (durable at the fetch's final sync) and returns the children of
 /// theirs that are still missing.
-async fn store_and_expand(store: &Arc<RocksBlockstore>, blocks: Vec<Block>) -> Result<Vec<Cid>> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || {
-        store.put_many_buffered(&blocks)?;
-        let mut children = Vec::new();
-        for block in &blocks {
-            if block.cid.codec() == DAG_PB {
-                children.extend(links(&block.cid, &block.data)?);
+async fn store_and_expand<B: Backend>(
+    store: &NodeStore<B>,
+    blocks: Vec<Block>,
+) -> Result<Vec<Cid>> {
+    store
+        .run("storing fetched blocks", move |store| {
+            store.put_many_buffered(&blocks)?;
+            let mut children = Vec::new();
+            for block in &blocks {
+                if block.cid.codec() == DAG_PB {
+                    children.extend(links(&block.cid, &block.data)?);
+                }
             }
-        }
-        missing_below_blocking(&store, children)
-    })
-    .await
-    .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))?
+            missing_below_blocking(store, children)
+        })
+        .await
 }
 
 /// The blocks under `roots` that are not stored, found by walking what is stored.
-async fn missing_below(store: &Arc<RocksBlockstore>, roots: Vec<Cid>) -> Result<Vec<Cid>> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || missing_below_blocking(&store, roots))
+async fn missing_below<B: Backend>(store: &NodeStore<B>, roots: Vec<Cid>) -> Result<Vec<Cid>> {
+    store
+        .run("finding missing blocks", move |store| {
+            missing_below_blocking(store, roots)
+        })
         .await
-        .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))?
 }
 
-fn missing_below_blocking(store: &RocksBlockstore, roots: Vec<Cid>) -> Result<Vec<Cid>> {
+fn missing_below_blocking<B: Backend>(store: &Store<B>, roots: Vec<Cid>) -> Result<Vec<Cid>> {
     let mut missing = Vec::new();
     let mut stack = roots;
     let mut seen = HashSet::new();
@@ -397,4 +421,168 @@ async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
             dropped: false,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cairn_blockstore::{HashAlg, MemBlockstore, RAW, StoreOptions};
+
+    use super::*;
+    use crate::unixfs::{CHUNK_SIZE, FileImporter, ImportOptions};
+
+    fn provider(now: Instant) -> Provider {
+        Provider {
+            peer: PeerId::random(),
+            in_flight: 0,
+            ready_at: now,
+            failures: 0,
+            dropped: false,
+        }
+    }
+
+    fn leaves(n: usize) -> Vec<Cid> {
+        (0..n)
+            .map(|i| Block::build(RAW, HashAlg::Sha2_256, i.to_le_bytes().to_vec()).cid)
+            .collect()
+    }
+
+    #[test]
+    fn batches_fill_every_provider_up_to_its_share_and_never_ask_twice() {
+        let now = Instant::now();
+        let mut providers: Vec<Provider> = (0..3).map(|_| provider(now)).collect();
+        let mut wanted: VecDeque<Cid> = leaves(1000).into();
+        let mut requested = HashSet::new();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        // Three providers of PER_PROVIDER requests each fit in the window of 16.
+        assert_eq!(planned.len(), 3 * PER_PROVIDER);
+        assert!(providers.iter().all(|p| p.in_flight == PER_PROVIDER));
+        assert!(planned.iter().all(|(_, batch)| batch.len() == BATCH));
+        let asked: HashSet<Cid> = planned.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(
+            asked.len(),
+            3 * PER_PROVIDER * BATCH,
+            "a CID was planned twice"
+        );
+        assert_eq!(requested, asked);
+        assert_eq!(wanted.len(), 1000 - asked.len());
+        // Depth first: the front of the queue went out first.
+        assert_eq!(planned[0].1[0], leaves(1)[0]);
+
+        // Nothing more while every provider is at its share.
+        let more = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        assert!(more.is_empty());
+    }
+
+    #[test]
+    fn a_cid_one_provider_lacks_waits_at_the_front_for_another() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now)];
+        let cids = leaves(20);
+        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
+        lacking
+            .entry(cids[0])
+            .or_default()
+            .insert(providers[0].peer);
+        let mut wanted: VecDeque<Cid> = cids.clone().into();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut HashSet::new(),
+            &lacking,
+            1,
+            now,
+        );
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].1, cids[1..=BATCH].to_vec());
+        assert_eq!(
+            wanted.front(),
+            Some(&cids[0]),
+            "the lacked CID left the queue"
+        );
+    }
+
+    #[test]
+    fn slowed_and_dropped_providers_get_nothing_and_stalled_says_how_long_to_wait() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(300);
+        let mut slowed = provider(now);
+        slowed.ready_at = later;
+        let mut dropped = provider(now);
+        dropped.dropped = true;
+        let mut providers = vec![slowed, dropped];
+        let mut wanted: VecDeque<Cid> = leaves(4).into();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut HashSet::new(),
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        assert!(planned.is_empty());
+        let root = leaves(1)[0];
+        assert_eq!(
+            stalled(&providers, &wanted, &HashMap::new(), root).ok(),
+            Some(later)
+        );
+
+        // Once the only live provider says it lacks the front CID, the fetch gives up on it.
+        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
+        lacking
+            .entry(wanted[0])
+            .or_default()
+            .insert(providers[0].peer);
+        match stalled(&providers, &wanted, &lacking, root) {
+            Err(Error::NotOnNetwork { cid, .. }) => assert_eq!(cid, wanted[0]),
+            other => panic!("expected NotOnNetwork, got {other:?}"),
+        }
+        providers[0].dropped = true;
+        assert!(matches!(
+            stalled(&providers, &wanted, &HashMap::new(), root),
+            Err(Error::NotOnNetwork { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_blocks_are_found_by_walking_what_the_memory_store_holds() {
+        let store = MemBlockstore::new(StoreOptions::default());
+        let mut importer = FileImporter::new(&store, ImportOptions::default());
+        let data: Vec<u8> = (0..3 * CHUNK_SIZE).map(|i| (i % 251) as u8).collect();
+        importer.write(&data).unwrap();
+        let root = importer.finish().unwrap().root;
+        assert!(
+            missing_below_blocking(&store, vec![root])
+                .unwrap()
+                .is_empty()
+        );
+
+        let children = links(&root, &store.get(&root).unwrap()).unwrap();
+        assert_eq!(children.len(), 3);
+        store.delete(&children[1]).unwrap();
+        assert_eq!(
+            missing_below_blocking(&store, vec![root]).unwrap(),
+            vec![children[1]]
+        );
+        store.delete(&root).unwrap();
+        assert_eq!(
+            missing_below_blocking(&store, vec![root]).unwrap(),
+            vec![root]
+        );
+    }
 }

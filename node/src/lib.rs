@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod atomic_file;
 mod block_service;
 pub mod car;
 pub mod client;
@@ -21,6 +22,8 @@ pub mod replication;
 mod scrub_worker;
 pub mod sealed_key;
 pub mod secrets;
+pub mod store;
+pub mod tasks;
 pub mod unixfs;
 
 pub use error::{Error, Result};

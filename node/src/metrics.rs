@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use cairn_blockstore::{RocksBlockstore, StoreMetrics};
+use cairn_blockstore::backend::Backend;
+use cairn_blockstore::{Store, StoreMetrics};
 use futures_util::future::BoxFuture;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -35,9 +36,9 @@ impl NodeMetrics {
         Registry::with_prefix("cairn")
     }
 
-    pub fn new(
+    pub fn new<B: Backend>(
         mut registry: Registry,
-        store: Arc<RocksBlockstore>,
+        store: Arc<Store<B>>,
         rate_limited: Arc<AtomicU64>,
     ) -> Self {
         let api_requests = Family::<Labels, Counter>::default();
@@ -70,16 +71,19 @@ impl NodeMetrics {
     /// The text exposition format.
     pub fn render(&self) -> Result<String> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .map_err(|e| Error::BadRequest(format!("encoding metrics: {e}")))?;
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).map_err(|e| {
+            Error::Internal {
+                what: "encoding metrics",
+                reason: e.to_string(),
+            }
+        })?;
         Ok(out)
     }
 }
 
 /// Reads the store's counters at scrape time.
-#[derive(Debug)]
-struct StoreCollector {
-    store: Arc<RocksBlockstore>,
+struct StoreCollector<B: Backend> {
+    store: Arc<Store<B>>,
     rate_limited: Arc<AtomicU64>,
 }
 
@@ -98,7 +102,13 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
-impl Collector for StoreCollector {
+impl<B: Backend> std::fmt::Debug for StoreCollector<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCollector").finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend> Collector for StoreCollector<B> {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let m = self.store.metrics();
         let get = StoreMetrics::get;
@@ -193,12 +203,16 @@ impl Collector for StoreCollector {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until `stop`; returns the bound address and the server task.
+/// Binds `addr` for `GET /metrics`; returns the bound address and the server, which serves until
+/// `stop` once it is run (the caller spawns it under supervision).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<NodeMetrics>,
     stop: CancellationToken,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> Result<(
+    SocketAddr,
+    impl std::future::Future<Output = Result<()>> + Send + 'static,
+)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Io {
@@ -232,15 +246,16 @@ pub async fn serve(
             }
         }),
     );
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
+    let server = async move {
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "metrics endpoint failed");
-        }
-    });
-    Ok((bound, task))
+            .await
+            .map_err(|source| Error::Io {
+                what: "serving metrics",
+                source,
+            })
+    };
+    Ok((bound, server))
 }
 
 /// A tower layer counting admin API requests by method and status code. Errors a handler returns

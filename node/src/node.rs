@@ -1,15 +1,15 @@
 //! The daemon's life: `Node::spawn` opens the store, starts the swarm and waits for the bootstrap
 //! peers, announces its pins, binds the admin API, starts serving and starts the background
-//! workers; `NodeHandle::shutdown` and `join` stop it in order — API first (calls in flight
-//! finish), then the workers, then the swarm, then the store is flushed — logging each step.
+//! workers — every task under the node's [`Supervisor`], so a start that fails half-way unwinds
+//! everything it started. `NodeHandle::shutdown` and `join` stop it in order — API first (calls
+//! in flight finish, within a deadline), then the workers and every job and store call they
+//! started, then the swarm, then the store is flushed — logging each step.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use cairn_blockstore::{RocksBlockstore, StoreOptions};
 use cairn_config::ValidConfig;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use cairn_p2p::{Multiaddr, NetworkSettings, SwarmKey};
 
@@ -20,6 +20,8 @@ use crate::init::load_identity;
 use crate::metrics::{self, NodeMetrics};
 use crate::replication::{Policy, ReplicationMetrics, Replicator, run_reconciler};
 use crate::secrets::read_secret;
+use crate::store::NodeStore;
+use crate::tasks::{StageName, Supervisor, TaskFailure};
 use crate::{block_service, scrub_worker};
 
 /// Where the block store lives inside the data directory.
@@ -35,21 +37,26 @@ pub struct NodeHandle {
     admin_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     peer_id: String,
-    stop: CancellationToken,
-    api: JoinHandle<Result<()>>,
-    stop_workers: CancellationToken,
-    workers: Vec<JoinHandle<()>>,
-    stop_swarm: CancellationToken,
-    swarm: JoinHandle<()>,
+    supervisor: Supervisor,
     network: cairn_p2p::Client,
-    store: Arc<RocksBlockstore>,
+    store: NodeStore,
     replicator: Replicator,
     tokens: Arc<Tokens>,
 }
 
+/// What a start has opened so far, kept apart so a failure can unwind it.
+struct Started {
+    admin_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    peer_id: String,
+    network: cairn_p2p::Client,
+    replicator: Replicator,
+}
+
 impl Node {
     /// Opens everything the node needs and starts serving. Fails before serving anything when a
-    /// secret is missing or readable by others, or the store cannot open.
+    /// secret is missing or readable by others, or the store cannot open; a failure after tasks
+    /// were started stops them all (and closes the store) before it returns.
     pub async fn spawn(config: ValidConfig) -> Result<NodeHandle> {
         let tls = admin_tls(&config)?;
         let identity = load_identity(&config)?;
@@ -63,103 +70,152 @@ impl Node {
             config.resolve(&admin.readonly_token_file),
             limit,
         )?);
+        let supervisor = Supervisor::new();
         let blocks_dir = config.data_dir().join(BLOCKS_DIR);
         let opts = StoreOptions::from(&config.raw().storage);
-        let store = tokio::task::spawn_blocking(move || RocksBlockstore::open(&blocks_dir, opts))
-            .await
-            .map_err(|e| Error::BadRequest(format!("opening the store failed: {e}")))??;
-        let store = Arc::new(store);
-
-        let swarm_key = read_swarm_key(&config)?;
-        let mut registry = NodeMetrics::registry();
-        let settings = NetworkSettings::from_config(&config, swarm_key);
-        let (network, network_events, event_loop) =
-            cairn_p2p::new(&identity, settings, &mut registry)?;
-        let stop_swarm = CancellationToken::new();
-        let swarm = tokio::spawn(event_loop.run(stop_swarm.clone()));
-        let replication = &config.raw().replication;
-        let policy = Policy {
-            factor: config.replication_factor.get(),
-            write_quorum: config.write_quorum.get(),
-            audit_interval: replication.audit_interval.get(),
-            repair_grace: replication.repair_grace.get(),
-            repair_bytes_per_second: replication.repair_bytes_per_second.bytes(),
-            // A quarter of the per-peer request limit (members share one config): the rest is
-            // for block fetches and replicate requests.
-            audits_per_peer_per_second: (config.raw().p2p.limits.requests_per_second / 4).max(1),
+        let store = supervisor
+            .jobs()
+            .blocking("opening the store", move || {
+                Ok(RocksBlockstore::open(&blocks_dir, opts)?)
+            })
+            .await?;
+        let store = NodeStore::new(Arc::new(store), supervisor.jobs());
+        let started = start(
+            &config,
+            &supervisor,
+            &store,
+            identity,
+            tls,
+            &tokens,
+            rate_limited,
+        )
+        .await;
+        let started = match started {
+            Ok(started) => started,
+            Err(e) => {
+                tracing::error!(error = %e, "start failed; stopping what was started");
+                supervisor.abort().await;
+                return Err(e);
+            }
         };
-        let replicator = Replicator::new(
-            Arc::clone(&store),
-            network.clone(),
-            identity.clone(),
-            policy,
-            ReplicationMetrics::register(&mut registry),
-        );
-        let stop_workers = CancellationToken::new();
-        let mut workers = vec![tokio::spawn(block_service::run(
-            Arc::clone(&store),
+        tracing::info!(peer_id = %started.peer_id, admin_addr = %started.admin_addr, data_dir = %config.data_dir().display(), "node started");
+        Ok(NodeHandle {
+            admin_addr: started.admin_addr,
+            metrics_addr: started.metrics_addr,
+            peer_id: started.peer_id,
+            supervisor,
+            network: started.network,
+            store,
+            replicator: started.replicator,
+            tokens,
+        })
+    }
+}
+
+/// Starts the swarm, the workers and the API under `supervisor`.
+async fn start(
+    config: &ValidConfig,
+    supervisor: &Supervisor,
+    store: &NodeStore,
+    identity: cairn_p2p::NodeIdentity,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    tokens: &Arc<Tokens>,
+    rate_limited: Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Started> {
+    let swarm_key = read_swarm_key(config)?;
+    let mut registry = NodeMetrics::registry();
+    let settings = NetworkSettings::from_config(config, swarm_key);
+    let (network, network_events, event_loop) = cairn_p2p::new(&identity, settings, &mut registry)?;
+    let stop_swarm = supervisor.stop_token(StageName::Swarm);
+    supervisor.spawn_service(StageName::Swarm, "swarm", async move {
+        event_loop.run(stop_swarm).await;
+        Ok(())
+    });
+    let replication = &config.raw().replication;
+    let policy = Policy {
+        factor: config.replication_factor.get(),
+        write_quorum: config.write_quorum.get(),
+        audit_interval: replication.audit_interval.get(),
+        repair_grace: replication.repair_grace.get(),
+        repair_bytes_per_second: replication.repair_bytes_per_second.bytes(),
+        // A quarter of the per-peer request limit (members share one config): the rest is
+        // for block fetches and replicate requests.
+        audits_per_peer_per_second: (config.raw().p2p.limits.requests_per_second / 4).max(1),
+    };
+    let replicator = Replicator::new(
+        store.clone(),
+        network.clone(),
+        identity.clone(),
+        policy,
+        ReplicationMetrics::register(&mut registry),
+    );
+    let stop_workers = supervisor.stop_token(StageName::Workers);
+    supervisor.spawn_service(
+        StageName::Workers,
+        "block service",
+        block_service::run(
+            store.clone(),
             network.clone(),
             replicator.clone(),
             network_events,
             stop_workers.clone(),
-        ))];
-        let started = start_network(&config, &network, &store).await;
-        if let Err(e) = started {
-            stop_workers.cancel();
-            stop_swarm.cancel();
-            return Err(e);
-        }
+        ),
+    );
+    start_network(config, &network, store).await?;
 
-        let endpoint = AdminEndpoint::bind(config.admin_listen, tls).await?;
-        let admin_addr = endpoint.addr;
-        let peer_id = identity.peer_id().to_string();
-        let stop = CancellationToken::new();
-        let service = AdminService {
-            store: Arc::clone(&store),
-            network: network.clone(),
-            tokens: Arc::clone(&tokens),
-            peer_id: peer_id.clone(),
-            scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
-            replicator: replicator.clone(),
-        };
-        let metrics = Arc::new(NodeMetrics::new(registry, Arc::clone(&store), rate_limited));
-        let api = tokio::spawn(endpoint.serve(service, Arc::clone(&metrics), stop.clone()));
-        let scrub = &config.raw().scrub;
-        workers.push(tokio::spawn(scrub_worker::run(
-            Arc::clone(&store),
+    let endpoint = AdminEndpoint::bind(config.admin_listen, tls).await?;
+    let admin_addr = endpoint.addr;
+    let peer_id = identity.peer_id().to_string();
+    let service = AdminService {
+        store: store.clone(),
+        network: network.clone(),
+        tokens: Arc::clone(tokens),
+        peer_id: peer_id.clone(),
+        scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
+        replicator: replicator.clone(),
+    };
+    let metrics = Arc::new(NodeMetrics::new(
+        registry,
+        Arc::clone(store.store()),
+        rate_limited,
+    ));
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => {
+            let (bound, server) =
+                metrics::serve(addr, Arc::clone(&metrics), stop_workers.clone()).await?;
+            supervisor.spawn_service(StageName::Workers, "metrics endpoint", server);
+            Some(bound)
+        }
+        None => None,
+    };
+    supervisor.spawn_service(
+        StageName::Api,
+        "admin API",
+        endpoint.serve(service, metrics, supervisor.stop_token(StageName::Api)),
+    );
+    let scrub = &config.raw().scrub;
+    supervisor.spawn_service(
+        StageName::Workers,
+        "scrub",
+        scrub_worker::run(
+            store.clone(),
             scrub.interval.get(),
             scrub.bytes_per_second.bytes(),
             stop_workers.clone(),
-        )));
-        workers.push(tokio::spawn(run_reconciler(
-            replicator.clone(),
-            stop_workers.clone(),
-        )));
-        let metrics_addr = match config.metrics_listen {
-            Some(addr) => {
-                let (bound, task) = metrics::serve(addr, metrics, stop_workers.clone()).await?;
-                workers.push(task);
-                Some(bound)
-            }
-            None => None,
-        };
-        tracing::info!(%peer_id, %admin_addr, data_dir = %config.data_dir().display(), "node started");
-        Ok(NodeHandle {
-            admin_addr,
-            metrics_addr,
-            peer_id,
-            stop,
-            api,
-            stop_workers,
-            workers,
-            stop_swarm,
-            swarm,
-            network,
-            store,
-            replicator,
-            tokens,
-        })
-    }
+        ),
+    );
+    let reconciling = replicator.clone();
+    supervisor.spawn_service(StageName::Workers, "reconciler", async move {
+        run_reconciler(reconciling, stop_workers).await;
+        Ok(())
+    });
+    Ok(Started {
+        admin_addr,
+        metrics_addr,
+        peer_id,
+        network,
+        replicator,
+    })
 }
 
 /// The admin API's TLS identity, when `admin.tls_cert_file` and `tls_key_file` are set. The key is
@@ -208,7 +264,7 @@ fn read_swarm_key(config: &ValidConfig) -> Result<Option<SwarmKey>> {
 async fn start_network(
     config: &ValidConfig,
     network: &cairn_p2p::Client,
-    store: &Arc<RocksBlockstore>,
+    store: &NodeStore,
 ) -> Result<()> {
     let addrs = network.wait_listening(LISTEN_TIMEOUT).await?;
     tracing::info!(addrs = ?addrs.iter().map(ToString::to_string).collect::<Vec<_>>(), "P2P listening");
@@ -222,10 +278,7 @@ async fn start_network(
         );
         network.wait_bootstrapped(wanted, timeout).await?;
     }
-    let reading = Arc::clone(store);
-    let pins = tokio::task::spawn_blocking(move || reading.pins())
-        .await
-        .map_err(|e| Error::BadRequest(format!("reading pins failed: {e}")))??;
+    let pins = store.run("reading pins", |store| Ok(store.pins()?)).await?;
     for (root, _) in &pins {
         network.start_providing(*root).await?;
     }
@@ -235,10 +288,9 @@ async fn start_network(
     // Every pin record kept here goes back into the DHT (which lives in memory), tombstones
     // included: an unpin must outlast a restart of the whole cluster. Peers keep only what is
     // newer than what they hold.
-    let reading = Arc::clone(store);
-    let records = tokio::task::spawn_blocking(move || reading.pin_records())
-        .await
-        .map_err(|e| Error::BadRequest(format!("reading pin records failed: {e}")))??;
+    let records = store
+        .run("reading pin records", |store| Ok(store.pin_records()?))
+        .await?;
     for (root, record) in records {
         if let Err(e) = network.put_pin_record(record).await {
             tracing::debug!(%root, error = %e, "pin record not republished");
@@ -267,6 +319,12 @@ impl NodeHandle {
     /// The node's block store, for embedding programs and tests that inspect (or damage) it
     /// while the node runs.
     pub fn store(&self) -> &Arc<RocksBlockstore> {
+        self.store.store()
+    }
+
+    /// The store with the node's jobs, for embedding programs that call the node's async parts
+    /// (fetches, CAR import and export) so the node's `join` waits for them.
+    pub fn node_store(&self) -> &NodeStore {
         &self.store
     }
 
@@ -295,33 +353,25 @@ impl NodeHandle {
 
     /// Asks the node to stop; `join` waits for it.
     pub fn shutdown(&self) {
-        self.stop.cancel();
+        self.supervisor.stop_api();
     }
 
-    /// Waits until the node has stopped: the API has finished its calls, then the store is
+    /// Resolves when one of the node's long-lived tasks has ended unexpectedly, naming it: the
+    /// node can no longer do its job, and its owner should stop it (the daemon exits non-zero,
+    /// so systemd restarts it).
+    pub async fn failed(&self) -> TaskFailure {
+        self.supervisor.failure().await
+    }
+
+    /// Waits until the node has stopped: the API has finished its calls, the workers and every
+    /// job and store call they started have ended, the swarm is closed; then the store is
     /// flushed.
     pub async fn join(self) -> Result<()> {
-        let served = self
-            .api
-            .await
-            .map_err(|e| Error::BadRequest(format!("admin API task failed: {e}")))?;
-        tracing::info!("admin API stopped");
-        self.stop_workers.cancel();
-        for worker in self.workers {
-            if let Err(e) = worker.await {
-                tracing::error!(error = %e, "a worker failed");
-            }
-        }
-        tracing::info!("workers stopped");
-        self.stop_swarm.cancel();
-        if let Err(e) = self.swarm.await {
-            tracing::error!(error = %e, "the swarm task failed");
-        }
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || store.flush())
-            .await
-            .map_err(|e| Error::BadRequest(format!("flushing the store failed: {e}")))??;
+        self.supervisor.stop().await;
+        self.store
+            .run("flushing the store", |store| Ok(store.flush()?))
+            .await?;
         tracing::info!("block store flushed; node stopped");
-        served
+        Ok(())
     }
 }

@@ -23,7 +23,8 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cairn_blockstore::RocksBlockstore;
+use cairn_blockstore::RocksBackend;
+use cairn_blockstore::backend::Backend;
 use cairn_p2p::{Client as Network, NodeIdentity, PeerId};
 use cid::Cid;
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -35,6 +36,7 @@ pub use write::WriteOutcome;
 
 use crate::error::{Error, Result};
 use crate::pace::ByteRate;
+use crate::store::NodeStore;
 
 /// The `replication` section, as the workers use it.
 #[derive(Clone, Copy, Debug)]
@@ -50,9 +52,8 @@ pub struct Policy {
 }
 
 /// Everything replication needs; cheap to clone.
-#[derive(Clone)]
-pub struct Replicator {
-    store: Arc<RocksBlockstore>,
+pub struct Replicator<B: Backend = RocksBackend> {
+    store: NodeStore<B>,
     network: Network,
     identity: NodeIdentity,
     policy: Policy,
@@ -66,7 +67,24 @@ pub struct Replicator {
     root_locks: Arc<RootLocks>,
 }
 
-impl std::fmt::Debug for Replicator {
+impl<B: Backend> Clone for Replicator<B> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            network: self.network.clone(),
+            identity: self.identity.clone(),
+            policy: self.policy,
+            repair_rate: Arc::clone(&self.repair_rate),
+            audit_pace: Arc::clone(&self.audit_pace),
+            metrics: Arc::clone(&self.metrics),
+            health: Arc::clone(&self.health),
+            healing: Arc::clone(&self.healing),
+            root_locks: Arc::clone(&self.root_locks),
+        }
+    }
+}
+
+impl<B: Backend> std::fmt::Debug for Replicator<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replicator")
             .field("policy", &self.policy)
@@ -74,9 +92,9 @@ impl std::fmt::Debug for Replicator {
     }
 }
 
-impl Replicator {
+impl<B: Backend> Replicator<B> {
     pub fn new(
-        store: Arc<RocksBlockstore>,
+        store: NodeStore<B>,
         network: Network,
         identity: NodeIdentity,
         policy: Policy,
@@ -129,17 +147,6 @@ impl Replicator {
             .unwrap_or(0);
         self.metrics.set_health(under, min);
     }
-
-    /// Runs a store call on a blocking thread.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&RocksBlockstore) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| Error::BadRequest(format!("store worker failed: {e}")))?
-    }
 }
 
 /// A poisoned lock only means another task panicked mid-update of plain data; go on with it.
@@ -179,6 +186,9 @@ fn now_ms() -> u64 {
 
 fn random_nonce() -> Result<Vec<u8>> {
     let mut nonce = [0u8; 16];
-    getrandom::fill(&mut nonce).map_err(|e| Error::BadRequest(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut nonce).map_err(|e| Error::Internal {
+        what: "drawing a nonce",
+        reason: e.to_string(),
+    })?;
     Ok(nonce.to_vec())
 }

@@ -4,19 +4,22 @@
 //! the pass; fetching good copies from replicas is the replication worker's job.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cairn_blockstore::{RocksBlockstore, ScrubOptions};
+use cairn_blockstore::ScrubOptions;
+use cairn_blockstore::backend::Backend;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Result;
+use crate::store::NodeStore;
+
 /// Runs until `stop` is cancelled; a pass in progress stops after its current page.
-pub async fn run(
-    store: Arc<RocksBlockstore>,
+pub async fn run<B: Backend>(
+    store: NodeStore<B>,
     interval: Duration,
     bytes_per_second: u64,
     stop: CancellationToken,
-) {
+) -> Result<()> {
     loop {
         let wait = match time_until_due(&store, interval).await {
             Ok(wait) => wait,
@@ -26,48 +29,45 @@ pub async fn run(
             }
         };
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-        let s = Arc::clone(&store);
         let cancel = stop.clone();
         let opts = ScrubOptions { bytes_per_second };
-        let pass = tokio::task::spawn_blocking(move || {
-            s.scrub(opts, |_| {
-                if cancel.is_cancelled() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
+        let pass = store
+            .run("scrubbing", move |s| {
+                Ok(s.scrub(opts, |_| {
+                    if cancel.is_cancelled() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?)
             })
-        })
-        .await;
+            .await;
         match pass {
-            Ok(Ok(report)) if report.completed => tracing::info!(
+            Ok(report) if report.completed => tracing::info!(
                 blocks = report.progress.blocks_checked,
                 bytes = report.progress.bytes_checked,
                 corrupt = report.corrupt.len(),
                 elapsed = ?report.elapsed,
                 "scrub pass complete"
             ),
-            Ok(Ok(_)) => return,
-            Ok(Err(e)) => tracing::error!(error = %e, "scrub pass failed"),
-            Err(e) => tracing::error!(error = %e, "scrub task failed"),
+            Ok(_) => return Ok(()),
+            Err(e) => tracing::error!(error = %e, "scrub pass failed"),
         }
         if stop.is_cancelled() {
-            return;
+            return Ok(());
         }
     }
 }
 
-async fn time_until_due(
-    store: &Arc<RocksBlockstore>,
-    interval: Duration,
-) -> cairn_blockstore::Result<Duration> {
-    let s = Arc::clone(store);
-    let last = tokio::task::spawn_blocking(move || s.last_scrub_completed())
-        .await
-        .map_err(|e| cairn_blockstore::Error::Internal(e.to_string()))??;
+async fn time_until_due<B: Backend>(store: &NodeStore<B>, interval: Duration) -> Result<Duration> {
+    let last = store
+        .run("reading the scrub schedule", |s| {
+            Ok(s.last_scrub_completed()?)
+        })
+        .await?;
     let Some(last) = last else {
         return Ok(Duration::ZERO);
     };

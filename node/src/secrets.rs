@@ -2,10 +2,9 @@
 //! others can read them — a node whose key is readable by other users has no identity worth
 //! pinning.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -41,33 +40,10 @@ pub fn write_secret(path: &Path, content: &[u8], overwrite: bool) -> Result<()> 
     if !overwrite && path.exists() {
         return Err(Error::Exists(path.to_owned()));
     }
-    let tmp = sibling(path, ".tmp");
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        // A pre-existing temporary file keeps its old mode: set it explicitly.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-        file.write_all(content)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    written.map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        Error::Io {
-            what: "writing a secret file",
-            source,
-        }
+    crate::atomic_file::write(path, content, 0o600).map_err(|source| Error::Io {
+        what: "writing a secret file",
+        source,
     })
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(suffix);
-    path.with_file_name(name)
 }
 
 /// A fresh bearer token: 32 random bytes, hex-encoded.

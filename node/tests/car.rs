@@ -27,9 +27,14 @@ async fn file_as_car(len: usize) -> (Vec<u8>, cid::Cid, Vec<u8>) {
         .unwrap()
         .root;
     let mut car = Vec::new();
-    export_car(Arc::clone(&source), root, &mut car)
-        .await
-        .unwrap();
+    export_car(
+        Arc::clone(&source),
+        &cairn_node::tasks::Jobs::standalone(),
+        root,
+        &mut car,
+    )
+    .await
+    .unwrap();
     (data, root, car)
 }
 
@@ -37,7 +42,13 @@ async fn file_as_car(len: usize) -> (Vec<u8>, cid::Cid, Vec<u8>) {
 async fn a_file_moves_between_stores_through_car() {
     let (data, root, car) = file_as_car(5 * CHUNK_SIZE + 99).await;
     let target = store();
-    let imported = import_car(Arc::clone(&target), &car[..]).await.unwrap();
+    let imported = import_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        &car[..],
+    )
+    .await
+    .unwrap();
     assert_eq!(imported.roots, vec![root]);
     assert_eq!(imported.blocks, 7, "six leaves and a root");
     let mut out = Vec::new();
@@ -45,9 +56,14 @@ async fn a_file_moves_between_stores_through_car() {
     assert_eq!(out, data);
     // Exporting again gives the same bytes: the order is deterministic.
     let mut again = Vec::new();
-    export_car(Arc::clone(&target), root, &mut again)
-        .await
-        .unwrap();
+    export_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        root,
+        &mut again,
+    )
+    .await
+    .unwrap();
     assert_eq!(again, car);
 }
 
@@ -56,9 +72,13 @@ async fn a_truncated_car_is_refused() {
     let (_, _, car) = file_as_car(3 * CHUNK_SIZE).await;
     for cut in [car.len() - 1, car.len() / 2, 40, 3] {
         let target = store();
-        let err = import_car(Arc::clone(&target), &car[..cut])
-            .await
-            .unwrap_err();
+        let err = import_car(
+            Arc::clone(&target),
+            &cairn_node::tasks::Jobs::standalone(),
+            &car[..cut],
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, Error::Car(_) | Error::CarIncomplete { .. }),
             "cut at {cut}: {err}"
@@ -74,7 +94,13 @@ async fn a_car_with_a_forged_block_is_refused() {
     writer.write(good.cid, b"a different block").await.unwrap();
     writer.finish().await.unwrap();
     let target = store();
-    let err = import_car(Arc::clone(&target), &car[..]).await.unwrap_err();
+    let err = import_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        &car[..],
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -88,16 +114,26 @@ async fn a_car_with_a_forged_block_is_refused() {
 #[tokio::test]
 async fn garbage_and_rootless_cars_are_refused() {
     let target = store();
-    let err = import_car(Arc::clone(&target), &b"definitely not a car file"[..])
-        .await
-        .unwrap_err();
+    let err = import_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        &b"definitely not a car file"[..],
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Car(_)), "{err}");
     let mut car = Vec::new();
     let mut writer = CarWriter::new(CarHeader::new_v1(vec![]), &mut car);
     writer.write_header().await.unwrap();
     writer.finish().await.unwrap();
     assert!(!car.is_empty());
-    let err = import_car(Arc::clone(&target), &car[..]).await.unwrap_err();
+    let err = import_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        &car[..],
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Car(_)), "a CAR without roots: {err}");
 }
 
@@ -105,9 +141,14 @@ async fn garbage_and_rootless_cars_are_refused() {
 async fn exporting_a_missing_dag_fails() {
     let source = store();
     let missing = Block::build(RAW, HashAlg::Sha2_256, &b"absent"[..]).cid;
-    let err = export_car(source, missing, &mut Vec::new())
-        .await
-        .unwrap_err();
+    let err = export_car(
+        source,
+        &cairn_node::tasks::Jobs::standalone(),
+        missing,
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, Error::Store(cairn_blockstore::Error::NotFound(_))),
         "{err}"
@@ -129,7 +170,13 @@ async fn a_car_block_over_the_block_size_limit_is_refused_and_nothing_is_stored(
     writer.write(over.cid, &over.data).await.unwrap();
     writer.finish().await.unwrap();
     let target = store();
-    let err = import_car(Arc::clone(&target), &car[..]).await.unwrap_err();
+    let err = import_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        &car[..],
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(
             err,
@@ -154,7 +201,13 @@ async fn a_car_section_beyond_what_any_block_may_be_is_refused_before_it_is_read
     car.extend_from_slice(&root.cid.to_bytes());
     car.extend_from_slice(b"and far fewer bytes than promised");
     let target = store();
-    let err = import_car(Arc::clone(&target), &car[..]).await.unwrap_err();
+    let err = import_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        &car[..],
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Car(_)), "{err}");
     assert!(!target.has(&root.cid).unwrap());
 }

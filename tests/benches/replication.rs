@@ -80,7 +80,7 @@ async fn main() {
     let reader = &nodes[1];
     let started = Instant::now();
     let fetched =
-        cairn_node::fetch::fetch_dag(reader.handle.store(), reader.handle.network(), first)
+        cairn_node::fetch::fetch_dag(reader.handle.node_store(), reader.handle.network(), first)
             .await
             .unwrap();
     let transfer = started.elapsed();

@@ -85,13 +85,22 @@ async fn car_export_from_rocksdb_imports_into_a_fresh_store() {
         .unwrap()
         .root;
     let mut car = Vec::new();
-    cairn_node::car::export_car(Arc::clone(&source), root, &mut car)
-        .await
-        .unwrap();
+    cairn_node::car::export_car(
+        Arc::clone(&source),
+        &cairn_node::tasks::Jobs::standalone(),
+        root,
+        &mut car,
+    )
+    .await
+    .unwrap();
     let target = Arc::new(RocksBlockstore::open(dirs.1.path(), StoreOptions::default()).unwrap());
-    let imported = cairn_node::car::import_car(Arc::clone(&target), &car[..])
-        .await
-        .unwrap();
+    let imported = cairn_node::car::import_car(
+        Arc::clone(&target),
+        &cairn_node::tasks::Jobs::standalone(),
+        &car[..],
+    )
+    .await
+    .unwrap();
     assert_eq!(imported.roots, vec![root]);
     let mut out = Vec::new();
     export_to(&*target, root, &mut out).unwrap();

@@ -6,8 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cairn_blockstore::backend::Backend;
 use cairn_blockstore::{
-    Block, DAG_PB, HashAlg, PinMode, RAW, RocksBlockstore, ScrubOptions, ScrubReport, raw_cid,
+    Block, DAG_PB, HashAlg, PinMode, RAW, RocksBackend, ScrubOptions, ScrubReport, raw_cid,
 };
 use cairn_proto::admin::{self, admin_server::Admin};
 use cid::Cid;
@@ -22,6 +23,7 @@ use crate::car;
 use crate::error::Error;
 use crate::fetch::fetch_dag;
 use crate::replication::{HolderState, Replicator, WriteOutcome};
+use crate::store::NodeStore;
 use crate::unixfs::{CidVersion, FileImporter, FileReader, ImportOptions};
 
 /// Chunks in flight between a client stream and the importer.
@@ -35,17 +37,17 @@ const CAT_QUEUE: usize = 4;
 
 /// What every handler needs.
 #[derive(Debug)]
-pub struct AdminService {
-    pub store: Arc<RocksBlockstore>,
+pub struct AdminService<B: Backend = RocksBackend> {
+    pub store: NodeStore<B>,
     pub network: cairn_p2p::Client,
     pub tokens: Arc<Tokens>,
     pub peer_id: String,
     /// `scrub.bytes_per_second`, for scrubs run on request.
     pub scrub_bytes_per_second: u64,
-    pub replicator: Replicator,
+    pub replicator: Replicator<B>,
 }
 
-impl AdminService {
+impl<B: Backend> AdminService<B> {
     /// Tells the network this node holds a newly pinned root. A failure here does not undo the
     /// pin: the root is announced again at the next start.
     async fn announce(&self, root: Cid) {
@@ -89,15 +91,6 @@ fn parse_cid(text: &str) -> Result<Cid, Status> {
         .map_err(|e| Status::invalid_argument(format!("{text:?} is not a CID: {e}")))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-        .map_err(Status::from)
-}
-
 /// What the upload side hands the importer: bytes, then an explicit end.
 enum Feed {
     Data(Bytes),
@@ -123,14 +116,18 @@ type CarStream = Pin<Box<dyn Stream<Item = Result<admin::CarChunk, Status>> + Se
 const CAR_PIPE_BYTES: usize = 1 << 20;
 
 #[tonic::async_trait]
-impl Admin for AdminService {
+impl<B: Backend> Admin for AdminService<B> {
     async fn status(
         &self,
         request: Request<admin::StatusRequest>,
     ) -> Result<Response<admin::StatusResponse>, Status> {
         self.tokens.authorize(&request, Role::ReadOnly)?;
-        let store = Arc::clone(&self.store);
-        let (stats, pins) = blocking(move || Ok((store.stats()?, store.pins()?.len()))).await?;
+        let (stats, pins) = self
+            .store
+            .run("reading the node's status", |store| {
+                Ok((store.stats()?, store.pins()?.len()))
+            })
+            .await?;
         let peers = self.network.peers().await.map_err(Error::from)?;
         let (under_replicated_pins, min_failure_budget) = self.replicator.health_summary();
         Ok(Response::new(admin::StatusResponse {
@@ -171,8 +168,9 @@ impl Admin for AdminService {
             }
         };
         let (tx, mut rx) = mpsc::channel::<Feed>(ADD_QUEUE);
-        let store = Arc::clone(&self.store);
-        let importer = tokio::task::spawn_blocking(move || {
+        let store = Arc::clone(self.store.store());
+        // Started now (not when awaited): the upload below feeds it through the channel.
+        let importer = self.store.jobs().spawn_blocking(move || {
             // GC waits until the root is pinned, so no block of this file is collected meanwhile.
             let _guard = store.gc_guard();
             let opts = ImportOptions {
@@ -205,9 +203,10 @@ impl Admin for AdminService {
         }
         .await;
         drop(tx);
-        let imported = importer
-            .await
-            .map_err(|e| Status::internal(format!("importer failed: {e}")))?;
+        let imported = importer.await.map_err(|e| Error::Internal {
+            what: "importing a file",
+            reason: e.to_string(),
+        })?;
         fed?;
         let done = imported?;
         tracing::info!(cid = %done.root, size = done.size, "file added");
@@ -234,8 +233,8 @@ impl Admin for AdminService {
         // Content this node lacks comes from its peers first, verified block by block.
         fetch_dag(&self.store, &self.network, root).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes, Status>>(CAT_QUEUE);
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || {
+        let store = Arc::clone(self.store.store());
+        self.store.jobs().spawn_blocking(move || {
             for piece in FileReader::new(&*store, root) {
                 let failed = piece.is_err();
                 if tx.blocking_send(piece.map_err(Status::from)).is_err() || failed {
@@ -254,8 +253,10 @@ impl Admin for AdminService {
         request: Request<admin::PinLsRequest>,
     ) -> Result<Response<admin::PinLsResponse>, Status> {
         self.tokens.authorize(&request, Role::ReadOnly)?;
-        let store = Arc::clone(&self.store);
-        let pins = blocking(move || Ok(store.pins()?)).await?;
+        let pins = self
+            .store
+            .run("listing pins", |store| Ok(store.pins()?))
+            .await?;
         let pins = pins
             .into_iter()
             .map(|(cid, mode)| admin::Pin {
@@ -275,8 +276,10 @@ impl Admin for AdminService {
         request: Request<admin::RepoStatRequest>,
     ) -> Result<Response<admin::RepoStatResponse>, Status> {
         self.tokens.authorize(&request, Role::ReadOnly)?;
-        let store = Arc::clone(&self.store);
-        let stats = blocking(move || Ok(store.stats()?)).await?;
+        let stats = self
+            .store
+            .run("reading store stats", |store| Ok(store.stats()?))
+            .await?;
         Ok(Response::new(admin::RepoStatResponse {
             blocks: stats.blocks,
             bytes: stats.bytes,
@@ -300,8 +303,9 @@ impl Admin for AdminService {
         if mode == PinMode::Recursive {
             fetch_dag(&self.store, &self.network, root).await?;
         }
-        let store = Arc::clone(&self.store);
-        blocking(move || Ok(store.pin(&root, mode)?)).await?;
+        self.store
+            .run("pinning", move |store| Ok(store.pin(&root, mode)?))
+            .await?;
         self.announce(root).await;
         if mode == PinMode::Direct {
             return Ok(Response::new(admin::PinAddResponse::default()));
@@ -385,8 +389,9 @@ impl Admin for AdminService {
         };
         let block = Block::build(codec, HashAlg::Sha2_256, request.data);
         let (cid, size) = (block.cid, block.data.len() as u64);
-        let store = Arc::clone(&self.store);
-        blocking(move || Ok(store.put(&block)?)).await?;
+        self.store
+            .run("storing a block", move |store| Ok(store.put(&block)?))
+            .await?;
         Ok(Response::new(admin::BlockPutResponse {
             cid: cid.to_string(),
             size,
@@ -399,8 +404,10 @@ impl Admin for AdminService {
     ) -> Result<Response<admin::BlockGetResponse>, Status> {
         self.tokens.authorize(&request, Role::ReadOnly)?;
         let cid = parse_cid(&request.get_ref().cid)?;
-        let store = Arc::clone(&self.store);
-        let data = blocking(move || Ok(store.get(&cid)?)).await?;
+        let data = self
+            .store
+            .run("reading a block", move |store| Ok(store.get(&cid)?))
+            .await?;
         Ok(Response::new(admin::BlockGetResponse { data }))
     }
 
@@ -410,9 +417,12 @@ impl Admin for AdminService {
     ) -> Result<Response<admin::BlockStatResponse>, Status> {
         self.tokens.authorize(&request, Role::ReadOnly)?;
         let cid = parse_cid(&request.get_ref().cid)?;
-        let store = Arc::clone(&self.store);
-        let (size, last_verified) =
-            blocking(move || Ok((store.get(&cid)?.len(), store.last_verified(&cid)?))).await?;
+        let (size, last_verified) = self
+            .store
+            .run("reading a block", move |store| {
+                Ok((store.get(&cid)?.len(), store.last_verified(&cid)?))
+            })
+            .await?;
         Ok(Response::new(admin::BlockStatResponse {
             cid: cid.to_string(),
             size: size as u64,
@@ -426,19 +436,19 @@ impl Admin for AdminService {
     ) -> Result<Response<admin::BlockRmResponse>, Status> {
         self.tokens.authorize(&request, Role::Admin)?;
         let cid = parse_cid(&request.get_ref().cid)?;
-        let store = Arc::clone(&self.store);
-        blocking(move || {
-            // Hold GC and pins still between the check and the delete.
-            let _guard = store.gc_guard();
-            if store.is_reachable(&cid)? {
-                return Err(Error::Pinned(cid));
-            }
-            match store.delete(&cid)? {
-                true => Ok(()),
-                false => Err(cairn_blockstore::Error::NotFound(cid).into()),
-            }
-        })
-        .await?;
+        self.store
+            .run("removing a block", move |store| {
+                // Hold GC and pins still between the check and the delete.
+                let _guard = store.gc_guard();
+                if store.is_reachable(&cid)? {
+                    return Err(Error::Pinned(cid));
+                }
+                match store.delete(&cid)? {
+                    true => Ok(()),
+                    false => Err(cairn_blockstore::Error::NotFound(cid).into()),
+                }
+            })
+            .await?;
         Ok(Response::new(admin::BlockRmResponse {}))
     }
 
@@ -448,12 +458,15 @@ impl Admin for AdminService {
     ) -> Result<Response<admin::RepoScrubResponse>, Status> {
         // It quarantines what it finds: a change to the node, so the admin token.
         self.tokens.authorize(&request, Role::Admin)?;
-        let store = Arc::clone(&self.store);
         let opts = ScrubOptions {
             bytes_per_second: 0,
         };
-        let report =
-            blocking(move || Ok(store.scrub(opts, |_| ControlFlow::Continue(()))?)).await?;
+        let report = self
+            .store
+            .run("verifying the store", move |store| {
+                Ok(store.scrub(opts, |_| ControlFlow::Continue(()))?)
+            })
+            .await?;
         Ok(Response::new(scrub_response(report)))
     }
 
@@ -462,12 +475,15 @@ impl Admin for AdminService {
         request: Request<admin::RepoScrubRequest>,
     ) -> Result<Response<admin::RepoScrubResponse>, Status> {
         self.tokens.authorize(&request, Role::Admin)?;
-        let store = Arc::clone(&self.store);
         let opts = ScrubOptions {
             bytes_per_second: self.scrub_bytes_per_second,
         };
-        let report =
-            blocking(move || Ok(store.scrub(opts, |_| ControlFlow::Continue(()))?)).await?;
+        let report = self
+            .store
+            .run("scrubbing", move |store| {
+                Ok(store.scrub(opts, |_| ControlFlow::Continue(()))?)
+            })
+            .await?;
         Ok(Response::new(scrub_response(report)))
     }
 
@@ -476,8 +492,10 @@ impl Admin for AdminService {
         request: Request<admin::RepoGcRequest>,
     ) -> Result<Response<admin::RepoGcResponse>, Status> {
         self.tokens.authorize(&request, Role::Admin)?;
-        let store = Arc::clone(&self.store);
-        let report = blocking(move || Ok(store.gc()?)).await?;
+        let report = self
+            .store
+            .run("collecting garbage", |store| Ok(store.gc()?))
+            .await?;
         tracing::info!(
             removed = report.removed_blocks,
             bytes = report.removed_bytes,
@@ -498,34 +516,37 @@ impl Admin for AdminService {
         self.tokens.authorize(&request, Role::ReadOnly)?;
         let root = parse_cid(&request.get_ref().cid)?;
         let (writer, mut reader) = tokio::io::duplex(CAR_PIPE_BYTES);
-        let exporter = tokio::spawn(car::export_car(Arc::clone(&self.store), root, writer));
+        let jobs = self.store.jobs().clone();
+        let store = Arc::clone(self.store.store());
         let (tx, rx) = mpsc::channel::<Result<admin::CarChunk, Status>>(CAT_QUEUE);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        let chunk = admin::CarChunk {
-                            data: Bytes::copy_from_slice(&buf[..n]),
-                        };
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return;
+        self.store.jobs().spawn("exporting a CAR file", async move {
+            let export = car::export_car(store, &jobs, root, writer);
+            let forward = async {
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    match reader.read(&mut buf).await {
+                        // The pipe ends when the export finishes and when it fails.
+                        Ok(0) => return true,
+                        Ok(n) => {
+                            let chunk = admin::CarChunk {
+                                data: Bytes::copy_from_slice(&buf[..n]),
+                            };
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                return false;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                            return false;
                         }
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
                 }
-            }
-            // The pipe ends both when the export finishes and when it fails: say which.
-            let outcome = match exporter.await {
-                Ok(Ok(_blocks)) => return,
-                Ok(Err(e)) => Status::from(e),
-                Err(e) => Status::internal(format!("exporter failed: {e}")),
             };
-            let _ = tx.send(Err(outcome)).await;
+            let (exported, forwarded) = tokio::join!(export, forward);
+            // Say why the stream ended early, unless the client has gone.
+            if let (Err(e), true) = (exported, forwarded) {
+                let _ = tx.send(Err(Status::from(e))).await;
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -539,18 +560,19 @@ impl Admin for AdminService {
             .into_inner()
             .map(|chunk| chunk.map(|c| c.data).map_err(std::io::Error::other));
         let reader = tokio_util::io::StreamReader::new(chunks);
-        let imported = car::import_car(Arc::clone(&self.store), reader).await?;
-        let store = Arc::clone(&self.store);
+        let imported =
+            car::import_car(Arc::clone(self.store.store()), self.store.jobs(), reader).await?;
         let roots = imported.roots.clone();
         // Pinning walks each DAG again: anything lost since the import makes it fail, not vanish.
-        blocking(move || {
-            let _guard = store.gc_guard();
-            for root in &roots {
-                store.pin(root, PinMode::Recursive)?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.store
+            .run("pinning imported roots", move |store| {
+                let _guard = store.gc_guard();
+                for root in &roots {
+                    store.pin(root, PinMode::Recursive)?;
+                }
+                Ok(())
+            })
+            .await?;
         for root in &imported.roots {
             self.announce(*root).await;
             // Replicas are placed in the background; the import does not wait for receipts.
@@ -648,7 +670,11 @@ impl Admin for AdminService {
             Role::Admin
         };
         let tokens = Arc::clone(&self.tokens);
-        let file = blocking(move || tokens.rotate(role)).await?;
+        let file = self
+            .store
+            .jobs()
+            .blocking("rotating a token", move || tokens.rotate(role))
+            .await?;
         tracing::info!(?role, file = %file.display(), "token rotated");
         Ok(Response::new(admin::RotateTokenResponse {
             token_file: file.display().to_string(),

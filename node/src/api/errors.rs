@@ -34,6 +34,8 @@ impl From<Error> for Status {
                 | P2pError::Stopped,
             ) => Status::unavailable(message),
             Error::NotPinned(_) => Status::not_found(message),
+            Error::Stopping => Status::unavailable(message),
+            Error::Internal { .. } => Status::internal(message),
             Error::NotAFile { .. }
             | Error::MalformedDag { .. }
             | Error::Car(_)

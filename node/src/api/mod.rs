@@ -57,21 +57,24 @@ impl AdminEndpoint {
     }
 
     /// Serves until `stop` is cancelled, then finishes the calls in flight.
-    pub async fn serve(
+    pub async fn serve<B: cairn_blockstore::backend::Backend>(
         self,
-        service: AdminService,
+        service: AdminService<B>,
         metrics: Arc<NodeMetrics>,
         stop: CancellationToken,
     ) -> Result<()> {
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
-            .set_serving::<AdminServer<AdminService>>()
+            .set_serving::<AdminServer<AdminService<B>>>()
             .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cairn_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
-            .map_err(|e| Error::BadRequest(format!("reflection: {e}")))?;
+            .map_err(|e| Error::Internal {
+                what: "building gRPC reflection",
+                reason: e.to_string(),
+            })?;
         let mut server = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW));

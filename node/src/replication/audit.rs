@@ -4,7 +4,8 @@
 //! finds its own copy damaged while answering fetches it again.
 
 use bytes::Bytes;
-use cairn_blockstore::{PinMode, RocksBlockstore};
+use cairn_blockstore::backend::Backend;
+use cairn_blockstore::{PinMode, Store};
 use cairn_p2p::{AuditAnswer, AuditId, Offence, PeerId};
 use cid::Cid;
 use sha2::{Digest, Sha256};
@@ -39,8 +40,8 @@ pub(crate) fn proof(nonce: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 /// This node's answer to an audit of `root` (runs on a blocking thread: it reads a block).
-pub(crate) fn answer(
-    store: &RocksBlockstore,
+pub(crate) fn answer<B: Backend>(
+    store: &Store<B>,
     root: &Cid,
     block: Option<&Cid>,
     nonce: &[u8],
@@ -62,7 +63,7 @@ pub(crate) fn answer(
 
 /// A uniformly random block of the DAG under `root`, with its bytes (verified), from this node's
 /// copy: one pass over the DAG, reservoir sampling.
-pub(crate) fn sample_block(store: &RocksBlockstore, root: &Cid) -> Result<(Cid, Bytes)> {
+pub(crate) fn sample_block<B: Backend>(store: &Store<B>, root: &Cid) -> Result<(Cid, Bytes)> {
     let mut chosen = *root;
     let mut seen: u64 = 0;
     let mut random = [0u8; 8];
@@ -77,7 +78,7 @@ pub(crate) fn sample_block(store: &RocksBlockstore, root: &Cid) -> Result<(Cid, 
     Ok((chosen, data))
 }
 
-impl Replicator {
+impl<B: Backend> Replicator<B> {
     /// Answers a peer's audit; when this node's own copy turns out damaged, fetches it again.
     pub(crate) async fn serve_audit(
         &self,
@@ -87,7 +88,10 @@ impl Replicator {
         nonce: Vec<u8>,
     ) {
         let answered = self
-            .blocking(move |store| Ok(answer(store, &root, block.as_ref(), &nonce)))
+            .store
+            .run("a replication step", move |store| {
+                Ok(answer(store, &root, block.as_ref(), &nonce))
+            })
             .await;
         let answer = answered.unwrap_or_else(|e| AuditAnswer {
             error: e.to_string(),
@@ -106,7 +110,7 @@ impl Replicator {
             return;
         }
         let replicator = self.clone();
-        tokio::spawn(async move {
+        self.store.jobs().spawn("healing a copy", async move {
             let pace = Some(&*replicator.repair_rate);
             match crate::fetch::fetch_dag_paced(&replicator.store, &replicator.network, root, pace)
                 .await
@@ -189,14 +193,13 @@ impl Replicator {
 
 #[cfg(test)]
 mod tests {
-    use cairn_blockstore::{Block, HashAlg, RAW, StoreOptions};
+    use cairn_blockstore::{Block, HashAlg, MemBlockstore, RAW, StoreOptions};
 
     use super::*;
 
     #[test]
     fn a_proof_needs_the_block_and_the_nonce() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RocksBlockstore::open(dir.path(), StoreOptions::default()).unwrap();
+        let store = MemBlockstore::new(StoreOptions::default());
         let block = Block::build(RAW, HashAlg::Sha2_256, b"held".to_vec());
         store.put(&block).unwrap();
         store.pin(&block.cid, PinMode::Recursive).unwrap();

@@ -9,13 +9,17 @@ use cid::Cid;
 
 use super::{Replicator, now_ms};
 use crate::error::{Error, Result};
+use cairn_blockstore::backend::Backend;
 
-impl Replicator {
+impl<B: Backend> Replicator<B> {
     /// The pin record kept here for `root`, verified (a record that no longer verifies is
     /// ignored: the DHT's copy replaces it).
     pub(crate) async fn local_record(&self, root: Cid) -> Result<Option<PinRecord>> {
         let bytes = self
-            .blocking(move |store| Ok(store.pin_record(&root)?))
+            .store
+            .run("a replication step", move |store| {
+                Ok(store.pin_record(&root)?)
+            })
             .await?;
         Ok(bytes.and_then(|b| PinRecord::verify(&b).ok()))
     }
@@ -30,7 +34,10 @@ impl Replicator {
         let signed = PinRecord::sign(&self.identity, root, intent, version)?;
         let record = PinRecord::verify(&signed)?;
         let kept = signed.clone();
-        self.blocking(move |store| Ok(store.put_pin_record(&root, &kept)?))
+        self.store
+            .run("a replication step", move |store| {
+                Ok(store.put_pin_record(&root, &kept)?)
+            })
             .await?;
         if let Err(e) = self.network.put_pin_record(signed).await {
             // Kept here; the reconciliation worker stores it in the DHT again.
@@ -50,7 +57,10 @@ impl Replicator {
             .and_then(|bytes| PinRecord::verify(bytes).ok().map(|r| (r, bytes.clone())));
         match (local, remote) {
             (Some(local), Some((remote, bytes))) if remote.supersedes(&local) => {
-                self.blocking(move |store| Ok(store.put_pin_record(&root, &bytes)?))
+                self.store
+                    .run("a replication step", move |store| {
+                        Ok(store.put_pin_record(&root, &bytes)?)
+                    })
                     .await?;
                 Ok(Some(remote))
             }
@@ -63,11 +73,18 @@ impl Replicator {
             }
             (None, Some((remote, bytes))) => {
                 let held = self
-                    .blocking(move |store| Ok(store.pin_mode(&root)?))
+                    .store
+                    .run(
+                        "a replication step",
+                        move |store| Ok(store.pin_mode(&root)?),
+                    )
                     .await?
                     .is_some();
                 if held {
-                    self.blocking(move |store| Ok(store.put_pin_record(&root, &bytes)?))
+                    self.store
+                        .run("a replication step", move |store| {
+                            Ok(store.put_pin_record(&root, &bytes)?)
+                        })
                         .await?;
                 }
                 Ok(Some(remote))
@@ -88,7 +105,10 @@ impl Replicator {
     }
 
     pub(super) async fn local_bytes(&self, root: Cid) -> Result<Option<Vec<u8>>> {
-        self.blocking(move |store| Ok(store.pin_record(&root)?))
+        self.store
+            .run("a replication step", move |store| {
+                Ok(store.pin_record(&root)?)
+            })
             .await
     }
 
@@ -99,7 +119,11 @@ impl Replicator {
         let root = record.root;
         let _root = self.root_locks.lock(root).await;
         let held = self
-            .blocking(move |store| Ok(store.pin_mode(&root)?))
+            .store
+            .run(
+                "a replication step",
+                move |store| Ok(store.pin_mode(&root)?),
+            )
             .await?;
         let local = self.local_record(root).await?;
         if held.is_none() && local.is_none() {
@@ -108,7 +132,10 @@ impl Replicator {
         if local.is_some_and(|l| !record.supersedes(&l)) {
             return Ok(());
         }
-        self.blocking(move |store| Ok(store.put_pin_record(&root, &bytes)?))
+        self.store
+            .run("a replication step", move |store| {
+                Ok(store.put_pin_record(&root, &bytes)?)
+            })
             .await?;
         if record.intent == PinIntent::Unpinned && held == Some(PinMode::Recursive) {
             self.release(root, "unpinned by the cluster").await?;
@@ -119,7 +146,10 @@ impl Replicator {
     /// Drops this node's copy of `root`: the pin goes (the blocks become collectable), the
     /// provider announcement stops, and the reconciliation worker forgets it.
     pub(crate) async fn release(&self, root: Cid, why: &str) -> Result<()> {
-        let unpinned = self.blocking(move |store| Ok(store.unpin(&root)?)).await?;
+        let unpinned = self
+            .store
+            .run("a replication step", move |store| Ok(store.unpin(&root)?))
+            .await?;
         let _ = self.network.stop_providing(root).await;
         self.record_health(root, None);
         if unpinned {
@@ -134,10 +164,16 @@ impl Replicator {
     pub async fn unpin(&self, root: Cid) -> Result<()> {
         let _root = self.root_locks.lock(root).await;
         let held = self
-            .blocking(move |store| Ok(store.pin_mode(&root)?))
+            .store
+            .run(
+                "a replication step",
+                move |store| Ok(store.pin_mode(&root)?),
+            )
             .await?;
         if held == Some(PinMode::Direct) {
-            self.blocking(move |store| Ok(store.unpin(&root)?)).await?;
+            self.store
+                .run("a replication step", move |store| Ok(store.unpin(&root)?))
+                .await?;
             return Ok(());
         }
         let record = self.refresh_quietly(root).await;

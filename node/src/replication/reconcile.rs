@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::Replicator;
 use super::survey::HolderState;
 use crate::error::Result;
+use cairn_blockstore::backend::Backend;
 
 /// Pins reconciled at once.
 const CONCURRENT_PINS: usize = 8;
@@ -47,7 +48,7 @@ struct Tracked {
     repairing: Arc<AtomicBool>,
 }
 
-pub(crate) async fn run(replicator: Replicator, stop: CancellationToken) {
+pub(crate) async fn run<B: Backend>(replicator: Replicator<B>, stop: CancellationToken) {
     let policy = *replicator.policy();
     let round = policy
         .audit_interval
@@ -59,7 +60,11 @@ pub(crate) async fn run(replicator: Replicator, stop: CancellationToken) {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(round) => {}
         }
-        let pins = match replicator.blocking(|store| Ok(store.pins()?)).await {
+        let pins = match replicator
+            .store
+            .run("a replication step", |store| Ok(store.pins()?))
+            .await
+        {
             Ok(pins) => pins,
             Err(e) => {
                 tracing::warn!(error = %e, "reconciliation cannot list pins");
@@ -95,7 +100,7 @@ pub(crate) async fn run(replicator: Replicator, stop: CancellationToken) {
     }
 }
 
-impl Replicator {
+impl<B: Backend> Replicator<B> {
     async fn reconcile(&self, root: Cid, state: &mut Tracked) -> Result<()> {
         let now = Instant::now();
         let prove = state
@@ -157,7 +162,7 @@ impl Replicator {
         }
         let flag = Arc::clone(&state.repairing);
         let replicator = self.clone();
-        tokio::spawn(async move {
+        self.store.jobs().spawn("repairing a pin", async move {
             let everyone = replicator
                 .network
                 .placement(root, usize::MAX)

@@ -13,6 +13,7 @@ use futures_util::future::join_all;
 use super::Replicator;
 use super::audit::{Verdict, sample_block};
 use crate::error::Result;
+use cairn_blockstore::backend::Backend;
 
 /// Candidates asked per survey at most: far above any replication factor, far below a flood.
 const MAX_CANDIDATES: usize = 128;
@@ -98,7 +99,7 @@ impl Survey {
     }
 }
 
-impl Replicator {
+impl<B: Backend> Replicator<B> {
     /// Surveys `root`'s holders; with `prove`, every holder must prove a random block (when this
     /// node holds a copy to check against).
     pub async fn survey(&self, root: Cid, prove: bool) -> Result<Survey> {
@@ -125,11 +126,21 @@ impl Replicator {
         };
         let me = self.network.local_peer_id();
         let held_here = self
-            .blocking(move |store| Ok(store.pin_mode(&root)?))
+            .store
+            .run(
+                "a replication step",
+                move |store| Ok(store.pin_mode(&root)?),
+            )
             .await?
             == Some(PinMode::Recursive);
         let sample: Option<(Cid, Bytes)> = if held_here && prove {
-            match self.blocking(move |store| sample_block(store, &root)).await {
+            match self
+                .store
+                .run("a replication step", move |store| {
+                    sample_block(store, &root)
+                })
+                .await
+            {
                 Ok(sample) => Some(sample),
                 Err(e) => {
                     // This node audits its own copy too: a failed one counts like any other.
@@ -184,13 +195,14 @@ impl Replicator {
             .map(|h| h.peer.to_bytes())
             .collect();
         if !released.is_empty() {
-            self.blocking(move |store| {
-                for holder in &released {
-                    store.drop_receipt(&root, holder)?;
-                }
-                Ok(())
-            })
-            .await?;
+            self.store
+                .run("a replication step", move |store| {
+                    for holder in &released {
+                        store.drop_receipt(&root, holder)?;
+                    }
+                    Ok(())
+                })
+                .await?;
         }
         holders.retain(|h| h.state != HolderState::Released);
         holders.sort_by_key(|h| h.peer.to_bytes());
@@ -212,7 +224,11 @@ impl Replicator {
             }
         };
         let receipts = self
-            .blocking(move |store| Ok(store.receipts(&root)?))
+            .store
+            .run(
+                "a replication step",
+                move |store| Ok(store.receipts(&root)?),
+            )
             .await
             .unwrap_or_default();
         peers.extend(

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::{Replicator, now_ms, random_nonce};
 use crate::error::{Error, Result};
 use crate::fetch::fetch_dag_paced;
+use cairn_blockstore::backend::Backend;
 
 /// How long an add waits for its write quorum before it reports the pin as it stands.
 const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -29,14 +30,17 @@ pub struct WriteOutcome {
     pub under_replicated: bool,
 }
 
-impl Replicator {
+impl<B: Backend> Replicator<B> {
     /// Pins `root` here (again, if a record acted on since the caller pinned it released it)
     /// and publishes its pin record with `factor`, both under the root's lock; then asks the
     /// placement targets to hold it and waits for `quorum` receipts (0: none).
     pub async fn replicate(&self, root: Cid, factor: u32, quorum: u32) -> Result<WriteOutcome> {
         {
             let _root = self.root_locks.lock(root).await;
-            self.blocking(move |store| Ok(store.pin(&root, PinMode::Recursive)?))
+            self.store
+                .run("a replication step", move |store| {
+                    Ok(store.pin(&root, PinMode::Recursive)?)
+                })
                 .await?;
             self.publish(
                 root,
@@ -52,7 +56,7 @@ impl Replicator {
         let (done, mut results) = mpsc::channel::<Option<PeerId>>(targets.len().max(1));
         for target in &targets {
             let (replicator, done, target) = (self.clone(), done.clone(), *target);
-            tokio::spawn(async move {
+            self.store.jobs().spawn("asking for a replica", async move {
                 let confirmed = match replicator.ask(target, root, factor, false).await {
                     Ok(()) => Some(target),
                     Err(e) => {
@@ -111,12 +115,17 @@ impl Replicator {
             .await?;
         let receipt = Receipt::verify(&signed)?;
         if receipt.holder != target || receipt.root != root || receipt.nonce != nonce {
-            return Err(Error::BadRequest(format!(
-                "{target} answered with a receipt for another request"
-            )));
+            return Err(cairn_p2p::Error::Request {
+                peer: target,
+                reason: "answered with a receipt for another request".into(),
+            }
+            .into());
         }
         self.metrics.receipts.inc();
-        self.blocking(move |store| Ok(store.put_receipt(&root, &target.to_bytes(), &signed)?))
+        self.store
+            .run("a replication step", move |store| {
+                Ok(store.put_receipt(&root, &target.to_bytes(), &signed)?)
+            })
             .await
     }
 
@@ -133,7 +142,10 @@ impl Replicator {
             return Ok(current);
         };
         let kept = offered.clone();
-        self.blocking(move |store| Ok(store.put_pin_record(&root, &kept)?))
+        self.store
+            .run("a replication step", move |store| {
+                Ok(store.put_pin_record(&root, &kept)?)
+            })
             .await?;
         if let Err(e) = self.network.put_pin_record(offered).await {
             tracing::debug!(%root, error = %e, "an offered pin record was not stored in the DHT");
@@ -156,7 +168,10 @@ impl Replicator {
             let pace = repair.then_some(&*self.repair_rate);
             fetch_dag_paced(&self.store, &self.network, root, pace).await?;
             let _root = self.root_locks.lock(root).await;
-            self.blocking(move |store| Ok(store.pin(&root, PinMode::Recursive)?))
+            self.store
+                .run("a replication step", move |store| {
+                    Ok(store.pin(&root, PinMode::Recursive)?)
+                })
                 .await?;
             // The requester published the record first; taking it now (the root is pinned, so
             // it is kept here) tells this node the pin's factor. An unpin newer than the
