@@ -1,11 +1,19 @@
-//! Bearer tokens: the admin token may call everything, the read-only token only reads. Tokens are
-//! compared in constant time, so response timing does not leak how much of a guess was right.
+//! Who may call what on the admin API, in one place: [`required_role`] is the table of every
+//! admin method and the role it needs, and [`Authorize`] is the tower layer that applies it — the
+//! client's rate limit first, then its bearer token — before any handler runs. The admin token
+//! may call everything, the read-only token only reads. Tokens are compared in constant time, so
+//! response timing does not leak how much of a guess was right. The health and reflection
+//! services need no token (probes and `grpcurl` discover the API with them).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 
+use futures_util::future::BoxFuture;
 use subtle::ConstantTimeEq;
-use tonic::{Request, Status};
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::error::{Error, Result};
 use crate::secrets::{new_token, read_secret, write_secret};
@@ -15,6 +23,30 @@ use crate::secrets::{new_token, read_secret, write_secret};
 pub enum Role {
     ReadOnly,
     Admin,
+}
+
+/// The admin service's path prefix: `/cairn.admin.v1.Admin/<Method>`.
+pub const ADMIN_SERVICE: &str = "cairn.admin.v1.Admin";
+
+/// The authorisation table: the role each admin method needs. A method missing here (added to
+/// the .proto but not to this table) needs the admin token: new calls fail closed.
+fn role_of_method(method: &str) -> Role {
+    match method {
+        "Status" | "Cat" | "PinStatus" | "PinLs" | "BlockGet" | "BlockStat" | "RepoStat"
+        | "CarExport" | "PeersLs" => Role::ReadOnly,
+        // `repo verify` quarantines what it finds: a change to the node.
+        "RepoVerify" => Role::Admin,
+        "AddFile" | "PinAdd" | "PinRm" | "BlockPut" | "BlockRm" | "RepoScrub" | "RepoGc"
+        | "CarImport" | "PeersConnect" | "PeersBan" | "RotateToken" => Role::Admin,
+        _ => Role::Admin,
+    }
+}
+
+/// The role a call to `path` needs, or `None` for the services that need no token (health,
+/// reflection).
+pub fn required_role(path: &str) -> Option<Role> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    (service == ADMIN_SERVICE).then(|| role_of_method(method))
 }
 
 /// The two tokens a node accepts, and the files they come from. They can change while the node
@@ -124,11 +156,15 @@ impl Tokens {
         }
     }
 
-    /// Admits a request: within the client's rate limit, with a bearer token good for `needed`.
-    pub fn authorize<T>(&self, request: &Request<T>, needed: Role) -> Result<Role, Status> {
-        self.limit.check(request)?;
-        let header = request
-            .metadata()
+    /// Admits a call: within `client`'s rate limit, with a bearer token good for `needed`.
+    pub fn authorize(
+        &self,
+        headers: &http::HeaderMap,
+        client: Option<IpAddr>,
+        needed: Role,
+    ) -> Result<Role, Status> {
+        self.limit.check(client)?;
+        let header = headers
             .get("authorization")
             .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
         let presented = header
@@ -145,5 +181,86 @@ impl Tokens {
             ));
         }
         Ok(role)
+    }
+}
+
+/// The tower layer that authorises every admin call by [`required_role`] before it reaches a
+/// handler; a refused call gets its gRPC status at once.
+#[derive(Clone, Debug)]
+pub struct Authorize(pub Arc<Tokens>);
+
+impl<S> tower::Layer<S> for Authorize {
+    type Service = Authorized<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorized {
+            inner,
+            tokens: Arc::clone(&self.0),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Authorized<S> {
+    inner: S,
+    tokens: Arc<Tokens>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Authorized<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        if let Some(needed) = required_role(request.uri().path()) {
+            let client = client_address(&request);
+            if let Err(status) = self.tokens.authorize(request.headers(), client, needed) {
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        }
+        Box::pin(self.inner.call(request))
+    }
+}
+
+/// The caller's address, over plain TCP or TLS.
+fn client_address<B>(request: &http::Request<B>) -> Option<IpAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        })
+        .map(|addr| addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_covers_reads_writes_and_other_services() {
+        let path = |m: &str| format!("/{ADMIN_SERVICE}/{m}");
+        assert_eq!(required_role(&path("Status")), Some(Role::ReadOnly));
+        assert_eq!(required_role(&path("PinRm")), Some(Role::Admin));
+        // A method this table does not know needs the admin token.
+        assert_eq!(required_role(&path("SomethingNew")), Some(Role::Admin));
+        assert_eq!(required_role("/grpc.health.v1.Health/Check"), None);
+        assert_eq!(
+            required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            None
+        );
+        assert_eq!(required_role("/cairn.admin.v1.AdminX/Status"), None);
     }
 }

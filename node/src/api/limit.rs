@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use tonic::{Request, Status};
+use tonic::Status;
 
 /// Forget idle clients every this many calls, so the table of addresses stays small.
 const PRUNE_EVERY: u64 = 4096;
@@ -38,14 +38,13 @@ impl ClientLimit {
         Arc::clone(&self.rejected)
     }
 
-    pub fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// Takes one call from `client`'s allowance (`None`: a call without a peer address, from an
+    /// in-process transport; those share one bucket).
+    pub fn check(&self, client: Option<IpAddr>) -> Result<(), Status> {
         if self.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.limiter.retain_recent();
         }
-        // Calls that arrive without a peer address (in-process transports) share one bucket.
-        let client = request
-            .remote_addr()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        let client = client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         self.limiter.check_key(&client).map_err(|not_until| {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             let wait = not_until.wait_time_from(self.clock.now());

@@ -1,4 +1,5 @@
-//! The gRPC admin API: the admin service behind bearer tokens, the standard health service (so
+//! The gRPC admin API: the admin service behind bearer tokens (authorised in one layer, see
+//! [`auth`]), the standard health service (so
 //! probes and `grpcurl` work) and server reflection.
 
 mod admin;
@@ -83,8 +84,10 @@ impl AdminEndpoint {
                 .tls_config(tls)
                 .map_err(|e| Error::BadRequest(format!("admin TLS: {e}")))?;
         }
+        let authorize = auth::Authorize(Arc::clone(&service.tokens));
         server
             .layer(CountRequests(metrics))
+            .layer(authorize)
             .add_service(health)
             .add_service(reflection)
             .add_service(
