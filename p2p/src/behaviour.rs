@@ -59,6 +59,8 @@ pub const MAX_BLOCK_REQUEST_BYTES: usize = MAX_CIDS_PER_REQUEST * 110;
 /// Provider records this node keeps for its own pins. Each is a few hundred bytes, so the bound
 /// holds the memory at tens of MiB while covering clusters with many pins.
 pub const MAX_PROVIDED_KEYS: usize = 100_000;
+/// A Kademlia query that takes longer than this ends with what it found.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// A block request that takes longer than this failed; the fetcher asks another provider.
 pub const BLOCK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent block streams per connection; beyond this, yamux refuses new streams.
@@ -115,7 +117,7 @@ impl Behaviour {
                     .with_interval(PING_INTERVAL)
                     .with_timeout(PING_TIMEOUT),
             ),
-            kad: kademlia(local),
+            kad: kademlia(local, settings.query_timeout),
             blocks: request_response::Behaviour::with_codec(
                 ProstCodec::new(FrameLimits {
                     max_request_bytes: MAX_BLOCK_REQUEST_BYTES,
@@ -123,7 +125,7 @@ impl Behaviour {
                 }),
                 [(BLOCK_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
-                    .with_request_timeout(BLOCK_REQUEST_TIMEOUT)
+                    .with_request_timeout(settings.block_request_timeout)
                     .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
             ),
             replicate: request_response::Behaviour::with_codec(
@@ -133,7 +135,7 @@ impl Behaviour {
                 }),
                 [(REPLICATE_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
-                    .with_request_timeout(REPLICATE_TIMEOUT)
+                    .with_request_timeout(settings.replicate_timeout)
                     .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
             ),
             audit: request_response::Behaviour::with_codec(
@@ -143,7 +145,7 @@ impl Behaviour {
                 }),
                 [(AUDIT_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default()
-                    .with_request_timeout(AUDIT_TIMEOUT)
+                    .with_request_timeout(settings.audit_timeout)
                     .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
             ),
         }
@@ -163,10 +165,10 @@ fn dht_store(local: PeerId) -> kad::store::MemoryStore {
     )
 }
 
-fn kademlia(local: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+fn kademlia(local: PeerId, query_timeout: Duration) -> kad::Behaviour<kad::store::MemoryStore> {
     let store = dht_store(local);
     let mut config = kad::Config::new(KAD_PROTOCOL);
-    config.set_query_timeout(Duration::from_secs(30));
+    config.set_query_timeout(query_timeout);
     config.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
     // Every record a peer offers is checked before it is kept (a signed pin record, newer than
     // the one held; providers as announced); see `event_loop::records`.

@@ -68,6 +68,15 @@ pub struct NetworkSettings {
     /// Capacity of the queue of inbound requests waiting for the node; when it is full, new
     /// requests are answered "slow down" at once.
     pub inbound_queue: usize,
+    /// A block request unanswered this long has failed; the fetcher asks another provider.
+    pub block_request_timeout: Duration,
+    /// A replicate request unanswered this long has failed (the target fetches a whole DAG
+    /// before it answers).
+    pub replicate_timeout: Duration,
+    /// An audit unanswered this long has failed.
+    pub audit_timeout: Duration,
+    /// A Kademlia query (providers, pin records) gives up after this.
+    pub query_timeout: Duration,
 }
 
 impl NetworkSettings {
@@ -90,6 +99,10 @@ impl NetworkSettings {
             ban_score: BAN_SCORE,
             ban_duration: BAN_DURATION,
             inbound_queue: INBOUND_QUEUE,
+            block_request_timeout: crate::behaviour::BLOCK_REQUEST_TIMEOUT,
+            replicate_timeout: crate::behaviour::REPLICATE_TIMEOUT,
+            audit_timeout: crate::behaviour::AUDIT_TIMEOUT,
+            query_timeout: crate::behaviour::QUERY_TIMEOUT,
         }
     }
 

@@ -10,7 +10,7 @@ use cid::Cid;
 use libp2p::request_response::{self, ResponseChannel};
 use libp2p_identity::PeerId;
 
-use super::{EventLoop, MAX_PENDING_OUTBOUND, Replier, fail_outbound, millis};
+use super::{EventLoop, Replier, fail_outbound, millis};
 use crate::client::{AuditAnswer, AuditId, NetworkEvent};
 use crate::error::Error;
 use crate::scores::Offence;
@@ -31,13 +31,15 @@ impl EventLoop {
         nonce: Vec<u8>,
         reply: Replier<AuditAnswer>,
     ) {
-        if self.pending_audits.len() >= MAX_PENDING_OUTBOUND {
-            let _ = reply.send(Err(Error::Request {
+        let Some(reply) = self
+            .pending_audits
+            .refuse_when_full(reply, || Error::Request {
                 peer,
                 reason: "too many audits in flight".into(),
-            }));
+            })
+        else {
             return;
-        }
+        };
         let request = AuditRequest {
             root: root.to_bytes().into(),
             block: block.map(|c| Bytes::from(c.to_bytes())).unwrap_or_default(),
@@ -168,9 +170,7 @@ impl EventLoop {
             block,
             nonce: request.nonce.to_vec(),
         };
-        if self.inbound_audits.len() >= self.settings.inbound_queue
-            || self.events.try_send(event).is_err()
-        {
+        if self.inbound_audits.is_full() || self.events.try_send(event).is_err() {
             self.metrics.limited("queue");
             self.refuse_audit(channel, "busy; retry later".into(), QUEUE_FULL_WAIT);
             return;

@@ -8,7 +8,7 @@ use cid::Cid;
 use libp2p::kad::{self, QueryId, store::RecordStore};
 use libp2p_identity::PeerId;
 
-use super::{EventLoop, MAX_PENDING_OUTBOUND, Replier};
+use super::{EventLoop, Replier};
 use crate::client::NetworkEvent;
 use crate::error::Error;
 use crate::records::PinRecord;
@@ -107,10 +107,12 @@ impl EventLoop {
     }
 
     pub(super) fn get_pin_record(&mut self, root: Cid, reply: Replier<Option<Vec<u8>>>) {
-        if self.pending_records.len() >= MAX_PENDING_OUTBOUND {
-            let _ = reply.send(Err(Error::Lookup("too many lookups in flight".into())));
+        let Some(reply) = self
+            .pending_records
+            .refuse_when_full(reply, || Error::Lookup("too many lookups in flight".into()))
+        else {
             return;
-        }
+        };
         let id = self
             .swarm
             .behaviour_mut()
