@@ -192,3 +192,74 @@ fn random_nonce() -> Result<Vec<u8>> {
     })?;
     Ok(nonce.to_vec())
 }
+
+/// A replicator on the memory store, with a swarm of its own on loopback and no peers: the
+/// single-node case of every replication step, for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cairn_blockstore::{MemBackend, MemBlockstore, StoreOptions};
+    use cairn_p2p::{NetworkEvent, NetworkSettings, NodeIdentity};
+    use prometheus_client::registry::Registry;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Policy, ReplicationMetrics, Replicator};
+    use crate::store::NodeStore;
+    use crate::tasks::Jobs;
+
+    pub(crate) struct LoneNode {
+        pub replicator: Replicator<MemBackend>,
+        pub store: NodeStore<MemBackend>,
+        pub identity: NodeIdentity,
+        _events: mpsc::Receiver<NetworkEvent>,
+        stop: CancellationToken,
+    }
+
+    impl Drop for LoneNode {
+        fn drop(&mut self) {
+            self.stop.cancel();
+        }
+    }
+
+    pub(crate) fn policy() -> Policy {
+        Policy {
+            factor: 3,
+            write_quorum: 2,
+            audit_interval: Duration::from_secs(600),
+            repair_grace: Duration::from_secs(300),
+            repair_bytes_per_second: 64 << 20,
+            audits_per_peer_per_second: 50,
+        }
+    }
+
+    pub(crate) fn lone_node() -> LoneNode {
+        let identity = NodeIdentity::generate();
+        let mut registry = Registry::default();
+        let settings = NetworkSettings::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+        let (network, events, event_loop) =
+            cairn_p2p::new(&identity, settings, &mut registry).unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(event_loop.run(stop.clone()));
+        let store = NodeStore::new(
+            Arc::new(MemBlockstore::new(StoreOptions::default())),
+            Jobs::standalone(),
+        );
+        let replicator = Replicator::new(
+            store.clone(),
+            network,
+            identity.clone(),
+            policy(),
+            ReplicationMetrics::register(&mut registry),
+        );
+        LoneNode {
+            replicator,
+            store,
+            identity,
+            _events: events,
+            stop,
+        }
+    }
+}

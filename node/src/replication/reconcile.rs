@@ -335,3 +335,59 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use cairn_blockstore::{Block, HashAlg, RAW};
+    use cairn_p2p::records::{PinIntent, PinRecord};
+
+    use super::*;
+    use crate::replication::now_ms;
+    use crate::replication::testing::lone_node;
+
+    #[tokio::test]
+    async fn a_short_pin_is_remembered_as_short_and_reported_in_the_health_summary() {
+        let node = lone_node();
+        let block = Block::build(RAW, HashAlg::Sha2_256, b"one copy".to_vec());
+        node.store.store().put(&block).unwrap();
+        node.store
+            .store()
+            .pin(&block.cid, PinMode::Recursive)
+            .unwrap();
+        let mut state = Tracked::default();
+        node.replicator
+            .reconcile(block.cid, &mut state)
+            .await
+            .unwrap();
+        assert!(state.short_since.is_some(), "1 of 3 copies is short");
+        assert!(state.last_proof.is_some(), "the first round proves");
+        assert!(state.surplus_since.is_none());
+        // Within the grace nothing is repaired, and no peer exists to repair onto anyway.
+        assert!(!state.repairing.load(Ordering::SeqCst));
+        assert_eq!(node.replicator.health_summary(), (1, Some(0)));
+    }
+
+    #[tokio::test]
+    async fn a_newer_unpin_kept_here_releases_the_copy() {
+        let node = lone_node();
+        let block = Block::build(RAW, HashAlg::Sha2_256, b"to release".to_vec());
+        node.store.store().put(&block).unwrap();
+        node.store
+            .store()
+            .pin(&block.cid, PinMode::Recursive)
+            .unwrap();
+        let unpin =
+            PinRecord::sign(&node.identity, block.cid, PinIntent::Unpinned, now_ms()).unwrap();
+        node.store
+            .store()
+            .put_pin_record(&block.cid, &unpin)
+            .unwrap();
+
+        node.replicator
+            .reconcile(block.cid, &mut Tracked::default())
+            .await
+            .unwrap();
+        assert_eq!(node.store.store().pin_mode(&block.cid).unwrap(), None);
+        assert_eq!(node.replicator.health_summary(), (0, None));
+    }
+}

@@ -241,3 +241,77 @@ impl<B: Backend> Replicator<B> {
         peers
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_blockstore::{Block, HashAlg, PinMode, RAW};
+
+    use super::*;
+    use crate::replication::testing::lone_node;
+
+    fn view(state: HolderState) -> HolderView {
+        HolderView {
+            peer: PeerId::random(),
+            state,
+            audited: false,
+        }
+    }
+
+    #[test]
+    fn the_state_follows_live_copies_and_the_record() {
+        let survey = |holders: Vec<HolderView>| Survey {
+            root: Block::build(RAW, HashAlg::Sha2_256, b"s".to_vec()).cid,
+            record: None,
+            factor: 2,
+            holders,
+        };
+        let ok = survey(vec![view(HolderState::Live), view(HolderState::Live)]);
+        assert_eq!((ok.state(), ok.health().failure_budget()), ("ok", 1));
+        let short = survey(vec![
+            view(HolderState::Live),
+            view(HolderState::Unreachable("gone".into())),
+        ]);
+        assert_eq!(short.state(), "under_replicated");
+        assert_eq!(short.live().len(), 1);
+        assert_eq!(short.health().failure_budget(), 0);
+        let lost = survey(vec![view(HolderState::FailedAudit("liar".into()))]);
+        assert_eq!((lost.state(), lost.health().failure_budget()), ("lost", -1));
+    }
+
+    #[tokio::test]
+    async fn a_lone_holder_proves_its_own_copy_on_the_memory_store() {
+        let node = lone_node();
+        let block = Block::build(RAW, HashAlg::Sha2_256, b"held here".to_vec());
+        node.store.store().put(&block).unwrap();
+        node.store
+            .store()
+            .pin(&block.cid, PinMode::Recursive)
+            .unwrap();
+
+        let survey = node.replicator.survey(block.cid, true).await.unwrap();
+        let me = node.identity.peer_id();
+        assert_eq!(survey.factor, 3, "no record: the configured factor");
+        assert_eq!(
+            survey.holders,
+            vec![HolderView {
+                peer: me,
+                state: HolderState::Live,
+                audited: true
+            }]
+        );
+        assert_eq!(survey.state(), "under_replicated");
+
+        // Lost behind the node's back: its own audit fails, and the pin counts as lost.
+        node.store.store().delete(&block.cid).unwrap();
+        let survey = node.replicator.survey(block.cid, true).await.unwrap();
+        assert!(matches!(
+            survey.holders.as_slice(),
+            [HolderView {
+                state: HolderState::FailedAudit(_),
+                audited: false,
+                ..
+            }]
+        ));
+        assert_eq!(survey.state(), "lost");
+    }
+}
