@@ -56,9 +56,7 @@ fn raw(data: &[u8]) -> Block {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
-        .collect()
+    cairn_tests::random_bytes(len, u64::from(seed))
 }
 
 /// A DAG-PB node linking to `children`.

@@ -22,10 +22,11 @@ const GROUPS_PER_SYNC: u32 = 3;
 
 fn block(i: u32) -> Block {
     let len = 1 + (i as usize * 7919) % (200 * 1024);
-    let data: Vec<u8> = (0..len)
-        .map(|j| (j as u32 ^ i.wrapping_mul(2_654_435_761)) as u8)
-        .collect();
-    Block::build(RAW, HashAlg::Sha2_256, data)
+    Block::build(
+        RAW,
+        HashAlg::Sha2_256,
+        cairn_tests::random_bytes(len, u64::from(i)),
+    )
 }
 
 fn group(g: u32) -> Vec<Block> {

@@ -13,9 +13,6 @@
     clippy::panic
 )]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,28 +31,13 @@ const MALLOC_ARENA_MAX: &str = "2";
 
 /// Resident set size of `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
+    cairn_tests::daemon::rss_of(pid).unwrap()
 }
 
 /// `len` bytes where no two 256 KiB chunks are alike (no deduplication to flatter the figure),
 /// made from `seed` so each round adds a different file.
 fn content(len: usize, seed: u64) -> Bytes {
-    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out.into()
+    cairn_tests::random_bytes(len, seed).into()
 }
 
 async fn add(client: &mut cairn_node::client::Client, data: &Bytes) -> String {
@@ -96,13 +78,16 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     cairn_node::init::init(&dir, false).unwrap();
-    common::rewrite_config(&dir, |c| c.log.format = cairn_config::LogFormat::Json);
-    // As deployed (scripts/run-node.sh; the systemd unit and image to come): glibc's default of 8
+    cairn_tests::daemon::write_config(&dir, |_| {}).unwrap();
+    // As deployed (scripts/run-node.sh, the systemd unit and the image): glibc's default of 8
     // arenas per core keeps freed gRPC buffers in per-thread heaps.
-    let (daemon, url) = common::start_daemon(&dir, &[("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)]).await;
-    let pid = daemon.id().unwrap();
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
-    let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cairn"));
+    let env = [("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)];
+    let daemon = cairn_tests::daemon::Daemon::start_with_env(binary, &dir, &env)
+        .await
+        .unwrap();
+    let pid = daemon.pid().unwrap();
+    let mut client = daemon.admin().await.unwrap();
     client.status(admin::StatusRequest {}).await.unwrap();
     let idle = rss(pid);
 
@@ -144,7 +129,7 @@ async fn main() {
     sampling.abort();
     let peak = peak.load(Ordering::Relaxed).max(rss(pid));
     drop(client);
-    drop(daemon);
+    daemon.kill_9().await.unwrap();
 
     let sha = mib_per_s(THROUGHPUT_BYTES, sha_best);
     println!();

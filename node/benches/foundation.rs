@@ -33,10 +33,7 @@ const ROUNDS: usize = 5;
 fn blocks() -> Vec<Block> {
     (0..BLOCKS as u32)
         .map(|i| {
-            let mut data = vec![0u8; BLOCK];
-            for (j, chunk) in data.chunks_mut(4).enumerate() {
-                chunk.copy_from_slice(&(i.wrapping_mul(0x9E37_79B9) ^ j as u32).to_le_bytes());
-            }
+            let data = cairn_tests::random_bytes(BLOCK, u64::from(i));
             Block::build(RAW, HashAlg::Sha2_256, data)
         })
         .collect()

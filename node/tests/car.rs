@@ -15,14 +15,10 @@ fn store() -> Arc<MemBlockstore> {
     Arc::new(MemBlockstore::new(StoreOptions::default()))
 }
 
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
 /// A file in one store, exported as CAR bytes.
 async fn file_as_car(len: usize) -> (Vec<u8>, cid::Cid, Vec<u8>) {
     let source = store();
-    let data = pattern(len);
+    let data = cairn_tests::random_bytes(len, len as u64);
     let root = import_reader(&*source, &data[..], ImportOptions::default())
         .unwrap()
         .root;

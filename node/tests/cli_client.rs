@@ -9,11 +9,11 @@ use std::process::Output;
 
 use cairn_node::{Node, NodeHandle};
 
-mod common;
-
 async fn start(dir: &Path) -> NodeHandle {
     cairn_node::init::init(dir, false).unwrap();
-    Node::spawn(common::loopback_config(dir)).await.unwrap()
+    Node::spawn(cairn_tests::test_config(dir).unwrap().validate().unwrap())
+        .await
+        .unwrap()
 }
 
 /// Runs `cairn ARGS --api … --token-file …` against `node`.
@@ -197,7 +197,7 @@ async fn encrypted_files_stay_secret_from_the_node() {
     );
 
     // Tampered or cut ciphertext, stored as new files: the capability's key refuses them.
-    let node = cairn_node::Node::spawn(common::loopback_config(&dir))
+    let node = cairn_node::Node::spawn(cairn_tests::test_config(&dir).unwrap().validate().unwrap())
         .await
         .unwrap();
     let mut tampered = ciphertext.clone();
@@ -247,14 +247,17 @@ async fn the_cli_speaks_tls_when_the_data_directory_says_so() {
         c.admin.tls_cert_file = "admin.crt".into();
         c.admin.tls_key_file = "admin.key".into();
     };
-    common::rewrite_config(&dir, tls);
-    let node = Node::spawn(common::loopback_config(&dir)).await.unwrap();
+    cairn_tests::daemon::write_config(&dir, tls).unwrap();
+    let node = Node::spawn(cairn_tests::test_config(&dir).unwrap().validate().unwrap())
+        .await
+        .unwrap();
     // The CLI finds the address, the scheme and the certificate to trust in config.toml.
     let port = node.admin_addr().port();
-    common::rewrite_config(&dir, |c| {
+    cairn_tests::daemon::write_config(&dir, |c| {
         tls(c);
         c.admin.listen = format!("127.0.0.1:{port}");
-    });
+    })
+    .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["status", "--json", "--data-dir", dir.to_str().unwrap()])
         .env_remove("CAIRN_DATA_DIR")

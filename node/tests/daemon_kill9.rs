@@ -4,21 +4,15 @@
 // Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use std::path::Path;
 use std::time::Duration;
 
 use cairn_proto::admin;
-
-mod common;
+use cairn_tests::daemon::{Daemon, write_config};
 
 fn content(i: u32) -> Vec<u8> {
     let len = 100_000 + (i as usize * 37_123) % 600_000;
-    (0..len)
-        .map(|j| {
-            (j as u32)
-                .wrapping_mul(31)
-                .wrapping_add(i.wrapping_mul(7919)) as u8
-        })
-        .collect()
+    cairn_tests::random_bytes(len, u64::from(i))
 }
 
 async fn add(
@@ -48,11 +42,11 @@ async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     cairn_node::init::init(&dir, false).unwrap();
-    common::rewrite_config(&dir, |c| c.log.format = cairn_config::LogFormat::Json);
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+    write_config(&dir, |_| {}).unwrap();
+    let binary = Path::new(env!("CARGO_BIN_EXE_cairn"));
 
-    let (mut daemon, url) = common::start_daemon(&dir, &[]).await;
-    let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
+    let daemon = Daemon::start(binary, &dir).await.unwrap();
+    let mut client = daemon.admin().await.unwrap();
     let mut acknowledged = Vec::new();
     for i in 0..20 {
         acknowledged.push((i, add(&mut client, content(i)).await.unwrap()));
@@ -75,16 +69,15 @@ async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
         .expect("no add in flight was acknowledged")
         .expect("the adding task ended");
     acknowledged.push(first);
-    daemon.start_kill().unwrap(); // SIGKILL
-    daemon.wait().await.unwrap();
+    daemon.kill_9().await.unwrap();
     // Everything acknowledged before the kill landed counts; the sender ends at the first error.
     while let Some(ack) = acked.recv().await {
         acknowledged.push(ack);
     }
     assert!(acknowledged.len() > 20);
 
-    let (mut daemon, url) = common::start_daemon(&dir, &[]).await;
-    let mut client = cairn_node::client::connect(&url, &token).await.unwrap();
+    let daemon = Daemon::start(binary, &dir).await.unwrap();
+    let mut client = daemon.admin().await.unwrap();
     let pins = client
         .pin_ls(admin::PinLsRequest {})
         .await
@@ -116,6 +109,5 @@ async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
         .unwrap()
         .into_inner();
     assert!(verify.corrupt.is_empty());
-    daemon.start_kill().unwrap();
-    daemon.wait().await.unwrap();
+    daemon.kill_9().await.unwrap();
 }

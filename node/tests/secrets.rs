@@ -4,12 +4,20 @@
 //! exercises every path that handles them.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-mod common;
-
+use std::path::Path;
 use std::time::Duration;
 
 use cairn_proto::admin;
+use cairn_tests::daemon::{Daemon, whole_log, write_config};
+use cairn_tests::eventually;
 use tonic::Code;
+
+/// How long a daemon gets to act on a signal.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_cairn"))
+}
 
 async fn status_with(url: &str, token: &str) -> Result<admin::StatusResponse, tonic::Status> {
     let mut client = cairn_node::client::connect(url, token).await.unwrap();
@@ -24,29 +32,6 @@ fn token(dir: &std::path::Path, file: &str) -> String {
         .unwrap()
         .trim()
         .to_owned()
-}
-
-fn signal(pid: &str, which: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([which, pid])
-        .status();
-    assert!(sent.unwrap().success(), "kill {which} {pid}");
-}
-
-/// Polls `check` every 50 ms for up to 30 s; whether it came true.
-async fn wait_until<F, Fut>(mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    true
 }
 
 /// Every form a secret of `bytes` could take in a log line.
@@ -71,14 +56,15 @@ async fn tokens_rotate_without_a_restart_and_no_secret_is_ever_logged() {
     cairn_node::init::init(&dir, false).unwrap();
     let swarm_key = cairn_p2p::SwarmKey::generate().unwrap().to_file_text();
     cairn_node::secrets::write_secret(&dir.join("swarm.key"), swarm_key.as_bytes(), false).unwrap();
-    common::rewrite_config(&dir, |c| {
-        c.log.format = cairn_config::LogFormat::Json;
+    write_config(&dir, |c| {
         c.log.level = "debug".into();
         c.p2p.swarm_key_file = "swarm.key".into();
-    });
+    })
+    .unwrap();
     let first_admin = token(&dir, "admin.token");
     let first_readonly = token(&dir, "readonly.token");
-    let (mut daemon, url, log) = common::start_daemon_logged(&dir, &[]).await;
+    let daemon = Daemon::start(binary(), &dir).await.unwrap();
+    let url = daemon.url.clone();
 
     // Work that touches tokens and keys: calls with good, wrong and read-only tokens, an add.
     status_with(&url, &first_admin).await.unwrap();
@@ -135,30 +121,29 @@ async fn tokens_rotate_without_a_restart_and_no_secret_is_ever_logged() {
     let third_admin = cairn_node::secrets::new_token().unwrap();
     cairn_node::secrets::write_secret(&dir.join("admin.token"), third_admin.as_bytes(), true)
         .unwrap();
-    let pid = daemon.id().unwrap().to_string();
-    signal(&pid, "-HUP");
-    let reloaded = wait_until(|| async { status_with(&url, &third_admin).await.is_ok() }).await;
-    assert!(reloaded, "SIGHUP did not reload the token");
+    daemon.signal("HUP").unwrap();
+    eventually("SIGHUP to reload the token", WAIT, || async {
+        status_with(&url, &third_admin).await.is_ok()
+    })
+    .await
+    .unwrap();
     assert_eq!(
         status_with(&url, &second_admin).await.unwrap_err().code(),
         Code::Unauthenticated
     );
     // A broken file and SIGHUP: the tokens in use stay.
     std::fs::write(dir.join("admin.token"), "").unwrap();
-    signal(&pid, "-HUP");
-    let reported =
-        wait_until(|| async { log.lock().unwrap().contains("tokens not reloaded") }).await;
-    assert!(reported, "the bad token file was not reported");
+    daemon.signal("HUP").unwrap();
+    eventually("the bad token file to be reported", WAIT, || async {
+        daemon.whole_log().contains("tokens not reloaded")
+    })
+    .await
+    .unwrap();
     status_with(&url, &third_admin).await.unwrap();
 
-    signal(&pid, "-TERM");
-    let exit = tokio::time::timeout(Duration::from_secs(60), daemon.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exit.success());
+    daemon.stop().await.unwrap();
 
-    let log = log.lock().unwrap().clone();
+    let log = whole_log(&dir);
     assert!(
         log.contains("token rotated") && log.lines().count() > 20,
         "a thin log proves nothing"
@@ -191,7 +176,7 @@ async fn an_encrypted_identity_key_needs_its_passphrase_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     let made = cairn_node::init::init(&dir, false).unwrap();
-    common::rewrite_config(&dir, |c| c.log.format = cairn_config::LogFormat::Json);
+    write_config(&dir, |_| {}).unwrap();
     let plain = std::fs::read(dir.join("identity.key")).unwrap();
     let secret_file = |name: &str, text: &str| {
         let path = tmp.path().join(name);
@@ -266,11 +251,11 @@ async fn an_encrypted_identity_key_needs_its_passphrase_to_start() {
         "CAIRN_IDENTITY__PASSPHRASE_FILE",
         passphrase.to_str().unwrap(),
     )];
-    let (mut daemon, url) = common::start_daemon(&dir, &env).await;
+    let daemon = Daemon::start_with_env(binary(), &dir, &env).await.unwrap();
     let admin = token(&dir, "admin.token");
     assert_eq!(
-        status_with(&url, &admin).await.unwrap().peer_id,
+        status_with(&daemon.url, &admin).await.unwrap().peer_id,
         made.peer_id.to_string()
     );
-    daemon.kill().await.unwrap();
+    daemon.kill_9().await.unwrap();
 }

@@ -8,8 +8,6 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-mod common;
-
 fn next_message(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 512];
     let n = socket
@@ -23,7 +21,7 @@ fn the_daemon_reports_ready_and_stopping() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("node");
     cairn_node::init::init(&dir, false).unwrap();
-    common::rewrite_config(&dir, |_| {});
+    cairn_tests::daemon::write_config(&dir, |_| {}).unwrap();
     let socket_path = tmp.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket

@@ -16,10 +16,7 @@ use cairn_node::unixfs::{
 use cid::Cid;
 use proptest::prelude::*;
 
-/// Byte `i` is `i % 251`, as `shared/vectors/make_fixtures.py` writes.
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
+use cairn_tests::pattern;
 
 fn vector_input(name: &str, len: usize) -> Vec<u8> {
     if name == "hello.txt" {
@@ -258,9 +255,9 @@ proptest! {
         links in 2usize..8,
         write_size in 1usize..5_000,
         v0 in any::<bool>(),
-        seed in any::<u8>(),
+        seed in any::<u64>(),
     ) {
-        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed | 1).wrapping_add(seed)).collect();
+        let data = cairn_tests::random_bytes(len, seed);
         let s = store();
         let opts = ImportOptions {
             cid_version: if v0 { CidVersion::V0 } else { CidVersion::V1 },

@@ -12,6 +12,7 @@ use cairn_p2p::{
     AuditAnswer, Client, Multiaddr, NetworkEvent, NetworkSettings, NodeIdentity, Offence, PeerId,
     SwarmKey,
 };
+use cairn_tests::eventually;
 use cid::Cid;
 use multihash_codetable::{Code, MultihashDigest};
 use prometheus_client::registry::Registry;
@@ -158,22 +159,6 @@ fn cairn_p2p_protocol_p2p(peer: PeerId) -> libp2p::multiaddr::Protocol<'static> 
     libp2p::multiaddr::Protocol::P2p(peer)
 }
 
-/// Waits for `check` to hold, polling; fails after the deadline with `what`.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn connected(a: &Peer, b: &Peer) -> bool {
     a.client
         .peers()
@@ -201,10 +186,11 @@ async fn blocks_move_between_two_peers_and_missing_ones_are_named() {
     );
     assert_eq!(reply.missing, vec![absent]);
     assert_eq!(reply.retry_after, None);
-    eventually("the connection to show on both sides", || async {
+    eventually("the connection to show on both sides", DEADLINE, || async {
         connected(&a, &b).await && connected(&b, &a).await
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -231,18 +217,20 @@ async fn peers_discover_each_other_through_one_bootstrap_peer_and_find_providers
             .collect();
         eventually(
             "a leaf's routing table to hold the other leaves",
+            DEADLINE,
             || async {
                 let table = leaf.client.routing_table().await.unwrap();
                 others.iter().all(|p| table.contains(p))
             },
         )
-        .await;
+        .await
+        .unwrap();
     }
     // A provider record published by one leaf is found by another.
     let cid = leaves[0].hold(b"announced").await;
     leaves[0].client.start_providing(cid).await.unwrap();
     let finder = &leaves[3];
-    eventually("the provider record to be found", || async {
+    eventually("the provider record to be found", DEADLINE, || async {
         finder
             .client
             .providers(cid)
@@ -250,7 +238,8 @@ async fn peers_discover_each_other_through_one_bootstrap_peer_and_find_providers
             .unwrap()
             .contains(&leaves[0].id())
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -270,24 +259,30 @@ async fn a_peer_off_the_allowlist_cannot_connect_either_way_nor_enter_the_routin
     assert!(err.to_string().contains("dialling"), "{err}");
     // Inbound: the stranger's handshake completes, then the connection is dropped.
     let _ = stranger.client.dial(guarded.pinned_addr()).await;
-    eventually("the inbound refusal to be counted", || async {
+    eventually("the inbound refusal to be counted", DEADLINE, || async {
         guarded.metric("p2p_dials_refused_total{reason=\"not_allowlisted\"}") >= 2.0
     })
-    .await;
+    .await
+    .unwrap();
     // The friend gets in; the stranger is in no routing table of the guarded node's.
     assert_eq!(
         friend.client.dial(guarded.pinned_addr()).await.unwrap(),
         guarded.id()
     );
-    eventually("the friend to enter the guarded routing table", || async {
-        guarded
-            .client
-            .routing_table()
-            .await
-            .unwrap()
-            .contains(&friend.id())
-    })
-    .await;
+    eventually(
+        "the friend to enter the guarded routing table",
+        DEADLINE,
+        || async {
+            guarded
+                .client
+                .routing_table()
+                .await
+                .unwrap()
+                .contains(&friend.id())
+        },
+    )
+    .await
+    .unwrap();
     let table = guarded.client.routing_table().await.unwrap();
     assert!(!table.contains(&stranger.id()));
     assert!(!connected(&guarded, &stranger).await);
@@ -383,19 +378,21 @@ async fn a_lying_peer_is_banned_after_its_wrong_blocks_are_reported() {
             .await
             .unwrap();
     }
-    eventually("the liar to be disconnected", || async {
+    eventually("the liar to be disconnected", DEADLINE, || async {
         !connected(&node, &liar).await
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(node.metric("p2p_bans_total"), 1.0);
     assert_eq!(node.metric("p2p_bad_blocks_received_total"), 2.0);
     // Banned: it cannot come back. (Its own dial may see the handshake finish before the node
     // drops the connection, so the node's side is what counts.)
     let _ = liar.client.dial(node.pinned_addr()).await;
-    eventually("the node to refuse the banned liar", || async {
+    eventually("the node to refuse the banned liar", DEADLINE, || async {
         node.metric("p2p_dials_refused_total{reason=\"banned\"}") >= 1.0
     })
-    .await;
+    .await
+    .unwrap();
     assert!(!connected(&node, &liar).await);
     assert!(node.client.dial(liar.pinned_addr()).await.is_err());
 }
@@ -439,12 +436,13 @@ async fn a_peer_over_its_request_limit_is_told_to_slow_down_and_others_are_serve
         assert_eq!(reply.blocks.len(), 1);
     }
     // Flooding on costs the flooder its score: it is banned.
-    eventually("the flooder to be banned", || async {
+    eventually("the flooder to be banned", DEADLINE, || async {
         let wave = (0..50).map(|_| flooder.client.request_blocks(server.id(), vec![cid]));
         futures::future::join_all(wave).await;
         server.metric("p2p_bans_total") == 1.0
     })
-    .await;
+    .await
+    .unwrap();
     assert!(!connected(&server, &flooder).await);
     assert!(connected(&server, &honest).await);
 }
@@ -623,10 +621,11 @@ async fn quic_works_without_a_swarm_key_and_the_allowlist_holds_over_it() {
     let guarded = Peer::start(s, Answers::Honest).await;
     let stranger = Peer::start(settings(), Answers::Honest).await;
     let _ = stranger.client.dial(guarded.pinned_addr()).await;
-    eventually("the QUIC stranger to be refused", || async {
+    eventually("the QUIC stranger to be refused", DEADLINE, || async {
         guarded.metric("p2p_dials_refused_total{reason=\"not_allowlisted\"}") >= 1.0
     })
-    .await;
+    .await
+    .unwrap();
     assert!(!connected(&guarded, &stranger).await);
     assert!(
         !guarded
@@ -677,10 +676,11 @@ async fn connections_beyond_the_limit_are_refused() {
         let _ = peer.client.dial(server.pinned_addr()).await;
         clients.push(peer);
     }
-    eventually("the third connection to be refused", || async {
+    eventually("the third connection to be refused", DEADLINE, || async {
         server.metric("p2p_dials_refused_total{reason=\"connection_limit\"}") >= 1.0
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(server.client.peers().await.unwrap().len(), 2);
 }
 
@@ -711,10 +711,11 @@ async fn a_routing_table_learnt_through_one_bootstrap_peer_is_reported() {
     s.min_bootstrap_peers = 1;
     let node = Peer::start(s, Answers::Honest).await;
     node.client.wait_bootstrapped(1, DEADLINE).await.unwrap();
-    eventually("the domination to be reported", || async {
+    eventually("the domination to be reported", DEADLINE, || async {
         node.metric("p2p_routing_dominated_by_one_bootstrap_peer_total") >= 1.0
     })
-    .await;
+    .await
+    .unwrap();
     // A node whose table comes from two answering bootstrap peers is not flagged.
     let mut s = settings();
     s.bootstrap = vec![
@@ -734,11 +735,16 @@ async fn a_routing_table_learnt_through_one_bootstrap_peer_is_reported() {
         .wait_bootstrapped(2, DEADLINE)
         .await
         .unwrap();
-    eventually("the balanced node to learn the leaves", || async {
-        let table = balanced.client.routing_table().await.unwrap();
-        leaves.iter().skip(1).all(|l| table.contains(&l.id()))
-    })
-    .await;
+    eventually(
+        "the balanced node to learn the leaves",
+        DEADLINE,
+        || async {
+            let table = balanced.client.routing_table().await.unwrap();
+            leaves.iter().skip(1).all(|l| table.contains(&l.id()))
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(
         balanced.metric("p2p_routing_dominated_by_one_bootstrap_peer_total"),
         0.0

@@ -24,16 +24,7 @@ const SIZE: usize = 1024 * MIB;
 
 /// `len` bytes where no two 256 KiB chunks are alike, made from `seed`.
 fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    cairn_tests::random_bytes(len, seed)
 }
 
 /// Stores and pins `data` on `node` without replicating it, and announces it.

@@ -21,11 +21,19 @@ const LOG_TAIL: usize = 200;
 /// How long a daemon may take to report its admin address.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The `cairn` binary: `$CAIRN_BIN`, else the workspace's debug build.
+/// The `cairn` binary: `$CAIRN_BIN`, else the one cargo built beside this test (the test runs
+/// from `<target>/<profile>/deps/`, wherever `CARGO_TARGET_DIR` put it).
 pub fn binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("CAIRN_BIN") {
         Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cairn"),
+        None => {
+            let test = std::env::current_exe()?;
+            let profile_dir = test
+                .parent()
+                .and_then(Path::parent)
+                .context("the test binary has no <target>/<profile>/deps/ above it")?;
+            profile_dir.join("cairn")
+        }
     };
     anyhow::ensure!(
         path.is_file(),
@@ -81,10 +89,20 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `cairn daemon` on `dir` and waits, with a deadline, until it serves its admin API.
     pub async fn start(binary: &Path, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(binary, dir, &[]).await
+    }
+
+    /// [`Daemon::start`] with `env` set for the process (systemd's variables, say).
+    pub async fn start_with_env(
+        binary: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary)
             .args(["daemon", "--data-dir"])
             .arg(dir)
             .env_remove("CAIRN_DATA_DIR")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -145,6 +163,35 @@ impl Daemon {
             .collect()
     }
 
+    /// Every line this data directory's daemons logged so far.
+    pub fn whole_log(&self) -> String {
+        whole_log(&self.dir)
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, …) to the daemon.
+    pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid().context("the daemon already exited")?;
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()?;
+        anyhow::ensure!(sent.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
+    /// Waits, with a deadline, for the daemon to exit on its own; its exit status.
+    pub async fn exited(mut self, deadline: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        match tokio::time::timeout(deadline, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => {
+                self.child.start_kill()?;
+                anyhow::bail!(
+                    "the daemon was still running after {} s",
+                    deadline.as_secs()
+                )
+            }
+        }
+    }
+
     /// SIGKILL, and waits until the process is gone.
     pub async fn kill_9(mut self) -> anyhow::Result<PathBuf> {
         self.child.start_kill()?;
@@ -153,26 +200,11 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits (with a deadline) for the orderly shutdown; SIGKILL after it.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        let pid = self.pid().context("the daemon already exited")?;
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
-        anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
-        match tokio::time::timeout(START_DEADLINE, self.child.wait()).await {
-            Ok(status) => {
-                let status = status?;
-                anyhow::ensure!(status.success(), "the daemon exited with {status}");
-                Ok(())
-            }
-            Err(_) => {
-                self.child.start_kill()?;
-                anyhow::bail!(
-                    "the daemon ignored SIGTERM for {} s",
-                    START_DEADLINE.as_secs()
-                )
-            }
-        }
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.signal("TERM")?;
+        let status = self.exited(START_DEADLINE).await?;
+        anyhow::ensure!(status.success(), "the daemon exited with {status}");
+        Ok(())
     }
 
     pub async fn admin(&self) -> anyhow::Result<Client> {
@@ -214,6 +246,11 @@ async fn drain_log(
             log.push_back(line);
         }
     }
+}
+
+/// Every line the daemons of data directory `dir` logged (also after they stopped).
+pub fn whole_log(dir: &Path) -> String {
+    std::fs::read_to_string(log_file(dir)).unwrap_or_default()
 }
 
 /// Where every line a data directory's daemons log is kept: beside the directory.

@@ -16,10 +16,19 @@ use cairn_node::client::{self, Client};
 use cairn_node::{Node, NodeHandle};
 use cairn_proto::admin;
 
-/// Deterministic test content: byte `i` is `i % 251`, as `shared/vectors/make_fixtures.py` writes,
-/// so inputs can be regenerated instead of committed.
+/// The content of the UnixFS CID vectors: byte `i` is `i % 251`, as
+/// `shared/vectors/make_fixtures.py` writes, so inputs can be regenerated instead of committed.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Test data that does not repeat: `len` bytes drawn from a generator seeded with `seed`, the
+/// same on every run, so a seed names its content and the content is regenerated, never kept.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut data = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    data
 }
 
 /// A node initialised in its own temporary folder, running in this process.
@@ -236,15 +245,35 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
 /// How long a test waits for a cluster to settle before it fails.
 pub const SETTLE: Duration = Duration::from_secs(30);
 
-/// Polls `check` until it holds; fails naming `what` after `deadline`.
+/// What a check passed to [`eventually`] answers: whether the condition holds, or (for checks
+/// that can fail outright) a result of that.
+pub trait Holds {
+    fn holds(self) -> anyhow::Result<bool>;
+}
+
+impl Holds for bool {
+    fn holds(self) -> anyhow::Result<bool> {
+        Ok(self)
+    }
+}
+
+impl Holds for anyhow::Result<bool> {
+    fn holds(self) -> anyhow::Result<bool> {
+        self
+    }
+}
+
+/// The one way tests wait: polls `check` until it holds, and fails naming `what` after
+/// `deadline` (or as soon as the check itself fails).
 pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+    Fut: std::future::Future,
+    Fut::Output: Holds,
 {
     let give_up = tokio::time::Instant::now() + deadline;
     loop {
-        if check().await? {
+        if check().await.holds()? {
             return Ok(());
         }
         anyhow::ensure!(

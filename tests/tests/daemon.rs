@@ -71,9 +71,7 @@ async fn add_and_cat_round_trip_with_the_reference_cids() {
 async fn a_100_mib_file_round_trips() {
     let node = TestNode::start().await.unwrap();
     let mut client = node.admin().await.unwrap();
-    let data: Vec<u8> = (0..100u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let data = cairn_tests::random_bytes(100 << 20, 100);
     let added = add(&mut client, &data, 1).await.unwrap();
     assert_eq!(added.size, 100 << 20);
     let back = cat(&mut client, &added.cid).await.unwrap();

@@ -44,30 +44,21 @@ fn phase_seconds(var: &str, default: u64) -> Duration {
     Duration::from_secs(seconds)
 }
 
-/// `len` bytes that only `seed` produces (splitmix64), so contents are regenerated, not kept.
+/// `len` bytes that only `seed` produces, so contents are regenerated, not kept.
 fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    cairn_tests::random_bytes(len, seed)
 }
 
-/// A small deterministic generator for the clients' choices.
-struct Dice(u64);
+/// A deterministic generator for the clients' choices.
+struct Dice(rand::rngs::StdRng);
 
 impl Dice {
+    fn new(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
+    }
+
     fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
+        rand::Rng::random_range(&mut self.0, 0..n.max(1))
     }
 }
 
@@ -178,7 +169,7 @@ async fn honest_client(
     seed: u64,
     until: Instant,
 ) {
-    let mut dice = Dice(seed | 1);
+    let mut dice = Dice::new(seed);
     let mut step = 0usize;
     let started = Instant::now();
     while Instant::now() < until {
