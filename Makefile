@@ -11,6 +11,10 @@ ROCKSDB_SYS_VERSION := $(shell awk '/^name = "librocksdb-sys"/ { getline; gsub(/
 ROCKSDB_CACHE ?= $(HOME)/.cache/cairn/librocksdb-sys-$(ROCKSDB_SYS_VERSION)-lz4-zstd-sse42
 # Where `make run` keeps its node.
 RUN_DIR ?= $(CURDIR)/.cairn
+# Where cargo puts what it builds: ./target, or CARGO_TARGET_DIR (or a config's build.target-dir)
+# when set. Evaluated when a recipe first needs it.
+TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --offline 2>/dev/null \
+	| sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
 .PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster cluster-up cluster-down install clean
 
@@ -48,7 +52,7 @@ build: rocksdb
 
 run: rocksdb
 	$(CARGO) build --locked -p cairn-node --bin cairn
-	@scripts/run-node.sh "$(CURDIR)/target/debug/cairn" "$(RUN_DIR)"
+	@scripts/run-node.sh "$(TARGET_DIR)/debug/cairn" "$(RUN_DIR)"
 
 # The log feeds the one-line total printed last (cargo prints a result line per test binary).
 test: rocksdb
@@ -85,7 +89,7 @@ deny:
 test-soak: rocksdb
 	$(CARGO) build --release --locked -p cairn-node --bin cairn
 	@mkdir -p target
-	CAIRN_BIN=$(CURDIR)/target/release/cairn $(CARGO) test --release --locked -p cairn-tests \
+	CAIRN_BIN=$(TARGET_DIR)/release/cairn $(CARGO) test --release --locked -p cairn-tests \
 		--test soak -- --ignored --nocapture 2>&1 | tee target/test-soak.log
 
 # The docker cluster tests: an image built from the host's binary (no registry is reachable on
@@ -93,7 +97,7 @@ test-soak: rocksdb
 CLUSTER_IMAGE ?= cairn:test
 test-cluster: rocksdb
 	$(CARGO) build --locked -p cairn-node --bin cairn
-	scripts/host-image.sh target/debug/cairn $(CLUSTER_IMAGE)
+	scripts/host-image.sh "$(TARGET_DIR)/debug/cairn" $(CLUSTER_IMAGE)
 	@mkdir -p target
 	CAIRN_IMAGE=$(CLUSTER_IMAGE) $(CARGO) test --locked -p cairn-tests --test cluster -- \
 		--ignored --test-threads=1 2>&1 | tee target/test-cluster.log
@@ -120,7 +124,7 @@ cluster-down:
 PREFIX ?= /usr/local
 install: rocksdb
 	$(CARGO) build --release --locked -p cairn-node --bin cairn
-	install -D -m 0755 target/release/cairn $(DESTDIR)$(PREFIX)/bin/cairn
+	install -D -m 0755 "$(TARGET_DIR)/release/cairn" $(DESTDIR)$(PREFIX)/bin/cairn
 	install -D -m 0644 systemd/cairn.service $(DESTDIR)/etc/systemd/system/cairn.service
 	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/cairn/README.md
 	@if [ ! -e $(DESTDIR)/etc/cairn/cairn.toml ]; then \
