@@ -173,6 +173,7 @@ async fn start(
         peer_id: peer_id.clone(),
         scrub_bytes_per_second: config.raw().scrub.bytes_per_second.bytes(),
         replicator: replicator.clone(),
+        cut_off: supervisor.cut_off_token(),
     };
     let metrics = Arc::new(NodeMetrics::new(
         registry,

@@ -70,6 +70,9 @@ impl Stage {
 #[derive(Debug)]
 pub struct Supervisor {
     root: CancellationToken,
+    /// Cancelled when the API's drain deadline passes: streaming calls still running (an upload
+    /// that never ends, a download nobody reads) end there, unacknowledged.
+    cut_off: CancellationToken,
     api: Stage,
     workers: Stage,
     swarm: Stage,
@@ -87,6 +90,8 @@ pub enum StageName {
 /// How long the API's calls in flight may take to finish once the node stops; a client still
 /// uploading then is cut off (nothing it sent is pinned, since nothing was acknowledged).
 pub const API_DRAIN: Duration = Duration::from_secs(10);
+/// How long cut-off calls get to unwind.
+const CUT_OFF_GRACE: Duration = Duration::from_secs(5);
 /// How long the workers' jobs may take to wind down after cancellation: only blocking store
 /// calls already running (a batch write, a page of a scrub) go on past it.
 pub const WORKERS_DRAIN: Duration = Duration::from_secs(30);
@@ -102,6 +107,7 @@ impl Supervisor {
     pub fn new() -> Self {
         let root = CancellationToken::new();
         Self {
+            cut_off: root.child_token(),
             api: Stage::new(&root),
             workers: Stage::new(&root),
             swarm: Stage::new(&root),
@@ -116,6 +122,11 @@ impl Supervisor {
             StageName::Workers => &self.workers,
             StageName::Swarm => &self.swarm,
         }
+    }
+
+    /// The token that cuts off the API's streaming calls still running at the drain deadline.
+    pub fn cut_off_token(&self) -> CancellationToken {
+        self.cut_off.clone()
     }
 
     /// The token that stops `stage`.
@@ -196,8 +207,12 @@ impl Supervisor {
         if !self.api.stop(API_DRAIN).await {
             tracing::warn!(
                 after_s = API_DRAIN.as_secs(),
-                "admin API calls still running; cut off"
+                "admin API calls still running; cutting them off"
             );
+            self.cut_off.cancel();
+            if !self.api.stop(CUT_OFF_GRACE).await {
+                tracing::warn!("admin API calls still running after the cut-off; going on");
+            }
         }
         tracing::info!("admin API stopped");
         if !self.workers.stop(WORKERS_DRAIN).await {

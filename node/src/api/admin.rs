@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{Role, Tokens};
@@ -45,6 +46,9 @@ pub struct AdminService<B: Backend = RocksBackend> {
     /// `scrub.bytes_per_second`, for scrubs run on request.
     pub scrub_bytes_per_second: u64,
     pub replicator: Replicator<B>,
+    /// Cancelled when the node stops and its drain deadline has passed: streaming calls still
+    /// running end with UNAVAILABLE, acknowledging nothing.
+    pub cut_off: CancellationToken,
 }
 
 impl<B: Backend> AdminService<B> {
@@ -112,6 +116,22 @@ fn scrub_response(report: ScrubReport) -> admin::RepoScrubResponse {
 type CatStream = Pin<Box<dyn Stream<Item = Result<admin::CatResponse, Status>> + Send>>;
 type CarStream = Pin<Box<dyn Stream<Item = Result<admin::CarChunk, Status>> + Send>>;
 
+/// `stream`, ended by UNAVAILABLE if the node cuts off its calls before it ends: a download cut
+/// short must never look complete.
+fn until_cut_off<T: Send + 'static>(
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    cut_off: &CancellationToken,
+) -> Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>> {
+    let cut = cut_off.clone();
+    let data = futures_util::StreamExt::take_until(stream, cut_off.clone().cancelled_owned());
+    let ending = futures_util::stream::once(async move {
+        cut.is_cancelled()
+            .then(|| Err(Status::from(Error::Stopping)))
+    })
+    .filter_map(|item| item);
+    Box::pin(data.chain(ending))
+}
+
 /// CAR bytes buffered between the exporter and the response stream.
 const CAR_PIPE_BYTES: usize = 1 << 20;
 
@@ -152,8 +172,12 @@ impl<B: Backend> Admin for AdminService<B> {
         &self,
         request: Request<Streaming<admin::AddFileRequest>>,
     ) -> Result<Response<admin::AddFileResponse>, Status> {
-        let mut incoming = request.into_inner();
-        let first = incoming.message().await?.unwrap_or_default();
+        // An upload still running at the node's cut-off ends there, unacknowledged.
+        let mut incoming = Box::pin(futures_util::StreamExt::take_until(
+            request.into_inner(),
+            self.cut_off.clone().cancelled_owned(),
+        ));
+        let first = incoming.next().await.transpose()?.unwrap_or_default();
         let options = first.options.unwrap_or_default();
         let factor = self.factor(options.replication)?;
         let cid_version = match options.cid_version.unwrap_or(1) {
@@ -190,11 +214,15 @@ impl<B: Backend> Admin for AdminService<B> {
         });
         let fed = async {
             tx.send(Feed::Data(first.data)).await.ok();
-            while let Some(msg) = incoming.message().await? {
-                if tx.send(Feed::Data(msg.data)).await.is_err() {
+            while let Some(msg) = incoming.next().await {
+                if tx.send(Feed::Data(msg?.data)).await.is_err() {
                     // The importer stopped; its error is reported below.
                     return Ok(());
                 }
+            }
+            if self.cut_off.is_cancelled() {
+                // Never `End`: the importer must not pin what was cut short.
+                return Err(Status::from(Error::Stopping));
             }
             tx.send(Feed::End).await.ok();
             Ok::<_, Status>(())
@@ -242,7 +270,7 @@ impl<B: Backend> Admin for AdminService<B> {
         });
         let stream =
             ReceiverStream::new(rx).map(|piece| piece.map(|data| admin::CatResponse { data }));
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(until_cut_off(stream, &self.cut_off)))
     }
 
     async fn pin_ls(
@@ -531,7 +559,10 @@ impl<B: Backend> Admin for AdminService<B> {
                 let _ = tx.send(Err(Status::from(e))).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(until_cut_off(
+            ReceiverStream::new(rx),
+            &self.cut_off,
+        )))
     }
 
     async fn car_import(
@@ -541,9 +572,17 @@ impl<B: Backend> Admin for AdminService<B> {
         let chunks = request
             .into_inner()
             .map(|chunk| chunk.map(|c| c.data).map_err(std::io::Error::other));
+        let chunks = Box::pin(futures_util::StreamExt::take_until(
+            chunks,
+            self.cut_off.clone().cancelled_owned(),
+        ));
         let reader = tokio_util::io::StreamReader::new(chunks);
         let imported =
             car::import_car(Arc::clone(self.store.store()), self.store.jobs(), reader).await?;
+        if self.cut_off.is_cancelled() {
+            // Cut short at a block boundary the file may still look whole: pin nothing.
+            return Err(Status::from(Error::Stopping));
+        }
         let roots = imported.roots.clone();
         // Pinning walks each DAG again: anything lost since the import makes it fail, not vanish.
         self.store
