@@ -223,3 +223,20 @@ async fn a_node_stops_in_time_while_fetching_a_replica_and_pins_nothing_half_fet
     assert!(cat(&mut on_a, &added.cid).await.unwrap() == data);
     a.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_half_way_leaves_nothing_running_and_the_folder_free() {
+    let (_tmp, dir) = cairn_tests::initialised_dir().unwrap();
+    // The admin address is taken: the start fails after the store, the swarm and the block
+    // service were started.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let failed = TestNode::start_with(&dir, |c| c.admin.listen = addr).await;
+    let error = failed.expect_err("the start succeeded on a taken address");
+    assert!(format!("{error:#}").contains("admin.listen"), "{error:#}");
+    // Everything it had started is gone: the store's lock is free at once, for the node itself
+    // and for anything else.
+    drop(cairn_tests::open_store(&dir).unwrap());
+    let node = TestNode::start_in(&dir).await.unwrap();
+    node.stop().await.unwrap();
+}

@@ -45,3 +45,32 @@ impl From<Error> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn our_own_failures_are_never_the_callers_bad_input() {
+        let code = |e: Error| Status::from(e).code();
+        assert_eq!(
+            code(Error::BadRequest("not a CID".into())),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(Error::Internal {
+                what: "reading pins",
+                reason: "panicked".into()
+            }),
+            Code::Internal
+        );
+        assert_eq!(code(Error::Stopping), Code::Unavailable);
+        assert_eq!(code(Error::P2p(P2pError::Stopped)), Code::Unavailable);
+        assert_eq!(
+            code(Error::Store(StoreError::Internal("a page broke".into()))),
+            Code::Internal
+        );
+    }
+}
