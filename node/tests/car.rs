@@ -7,12 +7,27 @@ use std::sync::Arc;
 
 use cairn_blockstore::{Block, HashAlg, MemBlockstore, RAW, StoreOptions};
 use cairn_node::Error;
-use cairn_node::car::{export_car, import_car};
+use cairn_node::car::{CarImport, export_car, import_car};
+use cairn_node::tasks::Jobs;
 use cairn_node::unixfs::{CHUNK_SIZE, ImportOptions, export_to, import_reader};
 use iroh_car::{CarHeader, CarWriter};
 
 fn store() -> Arc<MemBlockstore> {
     Arc::new(MemBlockstore::new(StoreOptions::default()))
+}
+
+/// Writes `root`'s DAG in `source` as a CAR file into `out`.
+async fn export(
+    source: &Arc<MemBlockstore>,
+    root: cid::Cid,
+    out: &mut Vec<u8>,
+) -> Result<u64, Error> {
+    export_car(Arc::clone(source), &Jobs::standalone(), root, out).await
+}
+
+/// Reads CAR bytes into `target`.
+async fn import(target: &Arc<MemBlockstore>, car: &[u8]) -> Result<CarImport, Error> {
+    import_car(Arc::clone(target), &Jobs::standalone(), car).await
 }
 
 /// A file in one store, exported as CAR bytes.
@@ -23,14 +38,7 @@ async fn file_as_car(len: usize) -> (Vec<u8>, cid::Cid, Vec<u8>) {
         .unwrap()
         .root;
     let mut car = Vec::new();
-    export_car(
-        Arc::clone(&source),
-        &cairn_node::tasks::Jobs::standalone(),
-        root,
-        &mut car,
-    )
-    .await
-    .unwrap();
+    export(&source, root, &mut car).await.unwrap();
     (data, root, car)
 }
 
@@ -38,13 +46,7 @@ async fn file_as_car(len: usize) -> (Vec<u8>, cid::Cid, Vec<u8>) {
 async fn a_file_moves_between_stores_through_car() {
     let (data, root, car) = file_as_car(5 * CHUNK_SIZE + 99).await;
     let target = store();
-    let imported = import_car(
-        Arc::clone(&target),
-        &cairn_node::tasks::Jobs::standalone(),
-        &car[..],
-    )
-    .await
-    .unwrap();
+    let imported = import(&target, &car[..]).await.unwrap();
     assert_eq!(imported.roots, vec![root]);
     assert_eq!(imported.blocks, 7, "six leaves and a root");
     let mut out = Vec::new();
@@ -52,14 +54,7 @@ async fn a_file_moves_between_stores_through_car() {
     assert_eq!(out, data);
     // Exporting again gives the same bytes: the order is deterministic.
     let mut again = Vec::new();
-    export_car(
-        Arc::clone(&target),
-        &cairn_node::tasks::Jobs::standalone(),
-        root,
-        &mut again,
-    )
-    .await
-    .unwrap();
+    export(&target, root, &mut again).await.unwrap();
     assert_eq!(again, car);
 }
 
@@ -68,13 +63,7 @@ async fn a_truncated_car_is_refused() {
     let (_, _, car) = file_as_car(3 * CHUNK_SIZE).await;
     for cut in [car.len() - 1, car.len() / 2, 40, 3] {
         let target = store();
-        let err = import_car(
-            Arc::clone(&target),
-            &cairn_node::tasks::Jobs::standalone(),
-            &car[..cut],
-        )
-        .await
-        .unwrap_err();
+        let err = import(&target, &car[..cut]).await.unwrap_err();
         assert!(
             matches!(err, Error::Car(_) | Error::CarIncomplete { .. }),
             "cut at {cut}: {err}"
@@ -90,13 +79,7 @@ async fn a_car_with_a_forged_block_is_refused() {
     writer.write(good.cid, b"a different block").await.unwrap();
     writer.finish().await.unwrap();
     let target = store();
-    let err = import_car(
-        Arc::clone(&target),
-        &cairn_node::tasks::Jobs::standalone(),
-        &car[..],
-    )
-    .await
-    .unwrap_err();
+    let err = import(&target, &car[..]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -110,26 +93,16 @@ async fn a_car_with_a_forged_block_is_refused() {
 #[tokio::test]
 async fn garbage_and_rootless_cars_are_refused() {
     let target = store();
-    let err = import_car(
-        Arc::clone(&target),
-        &cairn_node::tasks::Jobs::standalone(),
-        &b"definitely not a car file"[..],
-    )
-    .await
-    .unwrap_err();
+    let err = import(&target, &b"definitely not a car file"[..])
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Car(_)), "{err}");
     let mut car = Vec::new();
     let mut writer = CarWriter::new(CarHeader::new_v1(vec![]), &mut car);
     writer.write_header().await.unwrap();
     writer.finish().await.unwrap();
     assert!(!car.is_empty());
-    let err = import_car(
-        Arc::clone(&target),
-        &cairn_node::tasks::Jobs::standalone(),
-        &car[..],
-    )
-    .await
-    .unwrap_err();
+    let err = import(&target, &car[..]).await.unwrap_err();
     assert!(matches!(err, Error::Car(_)), "a CAR without roots: {err}");
 }
 
@@ -137,14 +110,7 @@ async fn garbage_and_rootless_cars_are_refused() {
 async fn exporting_a_missing_dag_fails() {
     let source = store();
     let missing = Block::build(RAW, HashAlg::Sha2_256, &b"absent"[..]).cid;
-    let err = export_car(
-        source,
-        &cairn_node::tasks::Jobs::standalone(),
-        missing,
-        &mut Vec::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = export(&source, missing, &mut Vec::new()).await.unwrap_err();
     assert!(
         matches!(err, Error::Store(cairn_blockstore::Error::NotFound(_))),
         "{err}"
@@ -166,13 +132,7 @@ async fn a_car_block_over_the_block_size_limit_is_refused_and_nothing_is_stored(
     writer.write(over.cid, &over.data).await.unwrap();
     writer.finish().await.unwrap();
     let target = store();
-    let err = import_car(
-        Arc::clone(&target),
-        &cairn_node::tasks::Jobs::standalone(),
-        &car[..],
-    )
-    .await
-    .unwrap_err();
+    let err = import(&target, &car[..]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -197,13 +157,7 @@ async fn a_car_section_beyond_what_any_block_may_be_is_refused_before_it_is_read
     car.extend_from_slice(&root.cid.to_bytes());
     car.extend_from_slice(b"and far fewer bytes than promised");
     let target = store();
-    let err = import_car(
-        Arc::clone(&target),
-        &cairn_node::tasks::Jobs::standalone(),
-        &car[..],
-    )
-    .await
-    .unwrap_err();
+    let err = import(&target, &car[..]).await.unwrap_err();
     assert!(matches!(err, Error::Car(_)), "{err}");
     assert!(!target.has(&root.cid).unwrap());
 }
