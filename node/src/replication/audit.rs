@@ -89,7 +89,7 @@ impl<B: Backend> Replicator<B> {
     ) {
         let answered = self
             .store
-            .run("a replication step", move |store| {
+            .run("answering an audit", move |store| {
                 Ok(answer(store, &root, block.as_ref(), &nonce))
             })
             .await;

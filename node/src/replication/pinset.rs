@@ -17,7 +17,7 @@ impl<B: Backend> Replicator<B> {
     pub(crate) async fn local_record(&self, root: Cid) -> Result<Option<PinRecord>> {
         let bytes = self
             .store
-            .run("a replication step", move |store| {
+            .run("reading a pin record", move |store| {
                 Ok(store.pin_record(&root)?)
             })
             .await?;
@@ -35,7 +35,7 @@ impl<B: Backend> Replicator<B> {
         let record = PinRecord::verify(&signed)?;
         let kept = signed.clone();
         self.store
-            .run("a replication step", move |store| {
+            .run("keeping a pin record", move |store| {
                 Ok(store.put_pin_record(&root, &kept)?)
             })
             .await?;
@@ -58,7 +58,7 @@ impl<B: Backend> Replicator<B> {
         match (local, remote) {
             (Some(local), Some((remote, bytes))) if remote.supersedes(&local) => {
                 self.store
-                    .run("a replication step", move |store| {
+                    .run("keeping a pin record", move |store| {
                         Ok(store.put_pin_record(&root, &bytes)?)
                     })
                     .await?;
@@ -74,15 +74,12 @@ impl<B: Backend> Replicator<B> {
             (None, Some((remote, bytes))) => {
                 let held = self
                     .store
-                    .run(
-                        "a replication step",
-                        move |store| Ok(store.pin_mode(&root)?),
-                    )
+                    .run("reading a pin", move |store| Ok(store.pin_mode(&root)?))
                     .await?
                     .is_some();
                 if held {
                     self.store
-                        .run("a replication step", move |store| {
+                        .run("keeping a pin record", move |store| {
                             Ok(store.put_pin_record(&root, &bytes)?)
                         })
                         .await?;
@@ -106,7 +103,7 @@ impl<B: Backend> Replicator<B> {
 
     pub(super) async fn local_bytes(&self, root: Cid) -> Result<Option<Vec<u8>>> {
         self.store
-            .run("a replication step", move |store| {
+            .run("reading a pin record", move |store| {
                 Ok(store.pin_record(&root)?)
             })
             .await
@@ -120,10 +117,7 @@ impl<B: Backend> Replicator<B> {
         let _root = self.root_locks.lock(root).await;
         let held = self
             .store
-            .run(
-                "a replication step",
-                move |store| Ok(store.pin_mode(&root)?),
-            )
+            .run("reading a pin", move |store| Ok(store.pin_mode(&root)?))
             .await?;
         let local = self.local_record(root).await?;
         if held.is_none() && local.is_none() {
@@ -133,7 +127,7 @@ impl<B: Backend> Replicator<B> {
             return Ok(());
         }
         self.store
-            .run("a replication step", move |store| {
+            .run("keeping a pin record", move |store| {
                 Ok(store.put_pin_record(&root, &bytes)?)
             })
             .await?;
@@ -148,7 +142,7 @@ impl<B: Backend> Replicator<B> {
     pub(crate) async fn release(&self, root: Cid, why: &str) -> Result<()> {
         let unpinned = self
             .store
-            .run("a replication step", move |store| Ok(store.unpin(&root)?))
+            .run("unpinning", move |store| Ok(store.unpin(&root)?))
             .await?;
         let _ = self.network.stop_providing(root).await;
         self.record_health(root, None);
@@ -165,14 +159,11 @@ impl<B: Backend> Replicator<B> {
         let _root = self.root_locks.lock(root).await;
         let held = self
             .store
-            .run(
-                "a replication step",
-                move |store| Ok(store.pin_mode(&root)?),
-            )
+            .run("reading a pin", move |store| Ok(store.pin_mode(&root)?))
             .await?;
         if held == Some(PinMode::Direct) {
             self.store
-                .run("a replication step", move |store| Ok(store.unpin(&root)?))
+                .run("unpinning", move |store| Ok(store.unpin(&root)?))
                 .await?;
             return Ok(());
         }

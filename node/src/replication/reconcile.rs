@@ -62,7 +62,7 @@ pub(crate) async fn run<B: Backend>(replicator: Replicator<B>, stop: Cancellatio
         }
         let pins = match replicator
             .store
-            .run("a replication step", |store| Ok(store.pins()?))
+            .run("listing pins", |store| Ok(store.pins()?))
             .await
         {
             Ok(pins) => pins,

@@ -127,16 +127,13 @@ impl<B: Backend> Replicator<B> {
         let me = self.network.local_peer_id();
         let held_here = self
             .store
-            .run(
-                "a replication step",
-                move |store| Ok(store.pin_mode(&root)?),
-            )
+            .run("reading a pin", move |store| Ok(store.pin_mode(&root)?))
             .await?
             == Some(PinMode::Recursive);
         let sample: Option<(Cid, Bytes)> = if held_here && prove {
             match self
                 .store
-                .run("a replication step", move |store| {
+                .run("sampling a block to audit", move |store| {
                     sample_block(store, &root)
                 })
                 .await
@@ -196,7 +193,7 @@ impl<B: Backend> Replicator<B> {
             .collect();
         if !released.is_empty() {
             self.store
-                .run("a replication step", move |store| {
+                .run("dropping a released holder's receipt", move |store| {
                     for holder in &released {
                         store.drop_receipt(&root, holder)?;
                     }
@@ -225,10 +222,7 @@ impl<B: Backend> Replicator<B> {
         };
         let receipts = self
             .store
-            .run(
-                "a replication step",
-                move |store| Ok(store.receipts(&root)?),
-            )
+            .run("reading receipts", move |store| Ok(store.receipts(&root)?))
             .await
             .unwrap_or_default();
         peers.extend(

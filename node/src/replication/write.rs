@@ -38,7 +38,7 @@ impl<B: Backend> Replicator<B> {
         {
             let _root = self.root_locks.lock(root).await;
             self.store
-                .run("a replication step", move |store| {
+                .run("pinning a replica", move |store| {
                     Ok(store.pin(&root, PinMode::Recursive)?)
                 })
                 .await?;
@@ -123,7 +123,7 @@ impl<B: Backend> Replicator<B> {
         }
         self.metrics.receipts.inc();
         self.store
-            .run("a replication step", move |store| {
+            .run("keeping a receipt", move |store| {
                 Ok(store.put_receipt(&root, &target.to_bytes(), &signed)?)
             })
             .await
@@ -143,7 +143,7 @@ impl<B: Backend> Replicator<B> {
         };
         let kept = offered.clone();
         self.store
-            .run("a replication step", move |store| {
+            .run("keeping a pin record", move |store| {
                 Ok(store.put_pin_record(&root, &kept)?)
             })
             .await?;
@@ -169,7 +169,7 @@ impl<B: Backend> Replicator<B> {
             fetch_dag_paced(&self.store, &self.network, root, pace).await?;
             let _root = self.root_locks.lock(root).await;
             self.store
-                .run("a replication step", move |store| {
+                .run("pinning a replica", move |store| {
                     Ok(store.pin(&root, PinMode::Recursive)?)
                 })
                 .await?;
