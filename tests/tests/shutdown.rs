@@ -155,18 +155,19 @@ async fn a_node_stops_in_time_during_an_endless_add_and_a_half_import_and_keeps_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stops_in_time_while_fetching_a_replica_and_pins_nothing_half_fetched() {
-    // A serves B at 1 MiB/s: B's fetch of a 24 MiB replica is still running when B stops.
+    // A serves B at 2 MiB/s (the least the config allows: one largest block a second), so B's
+    // fetch of a 32 MiB replica is still running when B stops.
     let nodes = start_cluster(2, |index, c| {
         c.replication.factor = 2;
         if index == 0 {
-            c.p2p.limits.bytes_per_second = "1MiB".parse().unwrap();
+            c.p2p.limits.bytes_per_second = "2MiB".parse().unwrap();
         }
     })
     .await
     .unwrap();
     let mut nodes = nodes.into_iter();
     let (a, b) = (nodes.next().unwrap(), nodes.next().unwrap());
-    let data = random_bytes(24 << 20, 20);
+    let data = random_bytes(32 << 20, 20);
     let messages: Vec<admin::AddFileRequest> = data
         .chunks(256 * 1024)
         .enumerate()
@@ -215,7 +216,7 @@ async fn a_node_stops_in_time_while_fetching_a_replica_and_pins_nothing_half_fet
         )
         .unwrap();
     assert!(report.corrupt.is_empty());
-    assert!(report.progress.blocks_checked < (24 << 20) / (256 * 1024));
+    assert!(report.progress.blocks_checked < (32 << 20) / (256 * 1024));
     drop(store);
 
     // A still holds and serves what it acknowledged.
