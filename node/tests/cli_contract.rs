@@ -346,6 +346,18 @@ async fn every_json_command_prints_its_documented_fields_one_object_per_line() {
         ],
     );
     assert_eq!(listed[0]["peer_id"], peer.peer_id());
+    assert_eq!(listed[0]["connected"], true);
+    // With --all, the routing table's entries too (here the same peer: one line).
+    expect(
+        &["peers", "ls", "--all"],
+        api,
+        1,
+        &[
+            ("peer_id", Str),
+            ("connected", Bool),
+            ("in_routing_table", Bool),
+        ],
+    );
     expect(
         &["peers", "ban", peer.peer_id()],
         api,

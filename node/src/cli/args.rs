@@ -170,6 +170,9 @@ pub(crate) enum Command {
 pub(crate) enum PeersAction {
     /// Connected peers and their addresses.
     Ls {
+        /// Also the peers in Kademlia's routing table that are not connected now.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         api: ApiArgs,
     },

@@ -204,7 +204,7 @@ impl Report for Status {
     }
 }
 
-/// `cairn peers ls`: one line per peer that is connected or in the routing table.
+/// `cairn peers ls`: one line per connected peer (`--all`: and per routing-table entry).
 #[derive(Debug, Serialize)]
 pub struct PeerEntry {
     pub peer_id: String,

@@ -9,19 +9,14 @@ use super::output::{self, emit};
 
 pub(crate) async fn run(json: bool, action: PeersAction) -> anyhow::Result<()> {
     match action {
-        PeersAction::Ls { api } => {
+        PeersAction::Ls { all, api } => {
             let mut client = api.connect().await?;
             let listed = client
                 .peers_ls(admin::PeersLsRequest {})
                 .await?
                 .into_inner();
             let peers = merge(listed);
-            // People see the connected peers; scripts get the routing table too.
-            if json {
-                output::emit_all(json, &peers)?;
-            } else {
-                output::emit_all(json, peers.iter().filter(|p| p.connected))?;
-            }
+            output::emit_all(json, peers.iter().filter(|p| all || p.connected))?;
         }
         PeersAction::Connect { multiaddr, api } => {
             let mut client = api.connect().await?;
