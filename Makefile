@@ -92,12 +92,14 @@ test-soak: rocksdb
 	CAIRN_BIN=$(TARGET_DIR)/release/cairn $(CARGO) test --release --locked -p cairn-tests \
 		--test soak -- --ignored --nocapture 2>&1 | tee target/test-soak.log
 
-# The docker cluster tests: an image built from the host's binary (no registry is reachable on
-# the build machines), then the scenarios of tests/tests/cluster.rs, one cluster at a time.
+# The docker cluster tests: an image built from the host's release binary (no registry is
+# reachable on the build machines; release, as operators run it: a debug build replicates 64 MiB
+# to two peers close to the write path's 60 s quorum wait on 2 cores), then the scenarios of
+# tests/tests/cluster.rs, one cluster at a time.
 CLUSTER_IMAGE ?= cairn:test
 test-cluster: rocksdb
-	$(CARGO) build --locked -p cairn-node --bin cairn
-	scripts/host-image.sh "$(TARGET_DIR)/debug/cairn" $(CLUSTER_IMAGE)
+	$(CARGO) build --release --locked -p cairn-node --bin cairn
+	scripts/host-image.sh "$(TARGET_DIR)/release/cairn" $(CLUSTER_IMAGE)
 	@mkdir -p target
 	CAIRN_IMAGE=$(CLUSTER_IMAGE) $(CARGO) test --locked -p cairn-tests --test cluster -- \
 		--ignored --test-threads=1 2>&1 | tee target/test-cluster.log

@@ -16,8 +16,8 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Starts replacing `path`; the new file gets `mode` (before the umask applies to nothing:
-    /// the mode is set explicitly).
+    /// Starts replacing `path`; the new file is created with `mode` (less the umask, as any new
+    /// file).
     pub fn create(path: &Path, mode: u32) -> io::Result<Self> {
         let folder = folder_of(path);
         let name = path.file_name().unwrap_or_default().to_string_lossy();
