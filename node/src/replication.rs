@@ -224,6 +224,20 @@ pub(crate) mod testing {
         }
     }
 
+    impl LoneNode {
+        /// Stores `data` as one raw block and pins it here (recursively), as an add would.
+        pub(crate) fn hold(&self, data: &[u8]) -> cid::Cid {
+            use cairn_blockstore::{Block, HashAlg, PinMode, RAW};
+            let block = Block::build(RAW, HashAlg::Sha2_256, data.to_vec());
+            self.store.store().put(&block).unwrap();
+            self.store
+                .store()
+                .pin(&block.cid, PinMode::Recursive)
+                .unwrap();
+            block.cid
+        }
+    }
+
     pub(crate) fn policy() -> Policy {
         Policy {
             factor: 3,

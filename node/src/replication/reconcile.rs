@@ -338,7 +338,6 @@ mod tests {
 
 #[cfg(test)]
 mod store_tests {
-    use cairn_blockstore::{Block, HashAlg, RAW};
     use cairn_p2p::records::{PinIntent, PinRecord};
 
     use super::*;
@@ -348,17 +347,9 @@ mod store_tests {
     #[tokio::test]
     async fn a_short_pin_is_remembered_as_short_and_reported_in_the_health_summary() {
         let node = lone_node();
-        let block = Block::build(RAW, HashAlg::Sha2_256, b"one copy".to_vec());
-        node.store.store().put(&block).unwrap();
-        node.store
-            .store()
-            .pin(&block.cid, PinMode::Recursive)
-            .unwrap();
+        let root = node.hold(b"one copy");
         let mut state = Tracked::default();
-        node.replicator
-            .reconcile(block.cid, &mut state)
-            .await
-            .unwrap();
+        node.replicator.reconcile(root, &mut state).await.unwrap();
         assert!(state.short_since.is_some(), "1 of 3 copies is short");
         assert!(state.last_proof.is_some(), "the first round proves");
         assert!(state.surplus_since.is_none());
@@ -370,24 +361,15 @@ mod store_tests {
     #[tokio::test]
     async fn a_newer_unpin_kept_here_releases_the_copy() {
         let node = lone_node();
-        let block = Block::build(RAW, HashAlg::Sha2_256, b"to release".to_vec());
-        node.store.store().put(&block).unwrap();
-        node.store
-            .store()
-            .pin(&block.cid, PinMode::Recursive)
-            .unwrap();
-        let unpin =
-            PinRecord::sign(&node.identity, block.cid, PinIntent::Unpinned, now_ms()).unwrap();
-        node.store
-            .store()
-            .put_pin_record(&block.cid, &unpin)
-            .unwrap();
+        let root = node.hold(b"to release");
+        let unpin = PinRecord::sign(&node.identity, root, PinIntent::Unpinned, now_ms()).unwrap();
+        node.store.store().put_pin_record(&root, &unpin).unwrap();
 
         node.replicator
-            .reconcile(block.cid, &mut Tracked::default())
+            .reconcile(root, &mut Tracked::default())
             .await
             .unwrap();
-        assert_eq!(node.store.store().pin_mode(&block.cid).unwrap(), None);
+        assert_eq!(node.store.store().pin_mode(&root).unwrap(), None);
         assert_eq!(node.replicator.health_summary(), (0, None));
     }
 }

@@ -238,7 +238,7 @@ impl<B: Backend> Replicator<B> {
 
 #[cfg(test)]
 mod tests {
-    use cairn_blockstore::{Block, HashAlg, PinMode, RAW};
+    use cairn_blockstore::{Block, HashAlg, RAW};
 
     use super::*;
     use crate::replication::testing::lone_node;
@@ -275,14 +275,9 @@ mod tests {
     #[tokio::test]
     async fn a_lone_holder_proves_its_own_copy_on_the_memory_store() {
         let node = lone_node();
-        let block = Block::build(RAW, HashAlg::Sha2_256, b"held here".to_vec());
-        node.store.store().put(&block).unwrap();
-        node.store
-            .store()
-            .pin(&block.cid, PinMode::Recursive)
-            .unwrap();
+        let root = node.hold(b"held here");
 
-        let survey = node.replicator.survey(block.cid, true).await.unwrap();
+        let survey = node.replicator.survey(root, true).await.unwrap();
         let me = node.identity.peer_id();
         assert_eq!(survey.factor, 3, "no record: the configured factor");
         assert_eq!(
@@ -296,8 +291,8 @@ mod tests {
         assert_eq!(survey.state(), "under_replicated");
 
         // Lost behind the node's back: its own audit fails, and the pin counts as lost.
-        node.store.store().delete(&block.cid).unwrap();
-        let survey = node.replicator.survey(block.cid, true).await.unwrap();
+        node.store.store().delete(&root).unwrap();
+        let survey = node.replicator.survey(root, true).await.unwrap();
         assert!(matches!(
             survey.holders.as_slice(),
             [HolderView {
