@@ -191,11 +191,6 @@ impl Supervisor {
         }
     }
 
-    /// Whether a stop was requested (by [`Self::stop_api`] or [`Self::abort`]).
-    pub fn api_stopping(&self) -> CancellationToken {
-        self.api.stop.clone()
-    }
-
     /// Asks the API to stop taking calls; [`Self::stop`] does the rest.
     pub fn stop_api(&self) {
         self.api.stop.cancel();
