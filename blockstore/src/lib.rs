@@ -14,6 +14,7 @@ pub mod backend;
 mod block;
 mod dag;
 mod error;
+mod grace;
 mod metrics;
 mod pins;
 mod replicas;

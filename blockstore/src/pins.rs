@@ -22,7 +22,7 @@ pub enum PinMode {
 }
 
 impl PinMode {
-    fn encode(self) -> u8 {
+    pub(crate) fn encode(self) -> u8 {
         match self {
             Self::Direct => 1,
             Self::Recursive => 2,
@@ -73,6 +73,10 @@ impl<B: Backend> Store<B> {
             None => mode,
         };
         let mut batch = Batch::default();
+        if mode == PinMode::Recursive {
+            // Pinned again: any unpin grace of the root is over.
+            batch.delete(Cf::Replicas, crate::grace::grace_key(root));
+        }
         batch.put(Cf::Pins, key, vec![mode.encode()]);
         self.backend.write(batch)
     }
@@ -120,15 +124,36 @@ impl<B: Backend> Store<B> {
         crate::dag::walk(self, root, visit)
     }
 
-    /// Whether any pin keeps `cid` (directly, as a root, or below a recursive root).
+    /// Whether any pin (or unpin grace) keeps `cid` (directly, as a root, or below a recursive
+    /// root).
     pub fn is_reachable(&self, cid: &Cid) -> Result<bool> {
-        Ok(self.mark()?.contains(cid.hash()))
+        Ok(self.mark()?.0.contains(cid.hash()))
     }
 
-    /// The multihashes every pin keeps. Fails when a pinned DAG cannot be walked: GC must never
-    /// guess what lies below a missing node.
-    fn mark(&self) -> Result<HashSet<Multihash<64>>> {
+    /// The multihashes every pin and every running unpin grace keeps, and the roots whose grace
+    /// has ended. Fails when a pinned DAG cannot be walked: GC must never guess what lies below a
+    /// missing node. A root in its grace keeps whatever of it can still be walked: it is on its
+    /// way out, and a damaged one must not stop GC for the rest.
+    fn mark(&self) -> Result<(HashSet<Multihash<64>>, Vec<Cid>)> {
         let mut keep = HashSet::new();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut expired = Vec::new();
+        for (root, until_ms) in self.graced()? {
+            if until_ms <= now_ms {
+                expired.push(root);
+                continue;
+            }
+            let walked = self.walk(&root, |c| {
+                keep.insert(*c.hash());
+            });
+            if let Err(e) = walked
+                && !matches!(e, Error::Incomplete { .. } | Error::HashMismatch { .. })
+            {
+                return Err(e);
+            }
+        }
         for (root, mode) in self.pins()? {
             match mode {
                 PinMode::Direct => {
@@ -139,13 +164,14 @@ impl<B: Backend> Store<B> {
                 })?,
             }
         }
-        Ok(keep)
+        Ok((keep, expired))
     }
 
     /// Removes every block no pin reaches. Imports and pins wait while it runs.
     pub fn gc(&self) -> Result<GcReport> {
         let _exclusive = self.gc_lock.write();
-        let keep = self.mark()?;
+        let (keep, expired) = self.mark()?;
+        self.end_graces(&expired)?;
         let mut report = GcReport::default();
         let mut after: Option<Vec<u8>> = None;
         loop {

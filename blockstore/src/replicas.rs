@@ -4,7 +4,9 @@
 //! - `receipt/<root multihash><holder peer-ID bytes>` → a holder's signed receipt, so one prefix
 //!   scan lists a root's holders;
 //! - `record/<root CID>` → the newest signed pin record this node knows for the root (pinned with
-//!   its replication factor, or an unpin's tombstone, kept so a stale record never wins again).
+//!   its replication factor, or an unpin's tombstone, kept so a stale record never wins again);
+//! - `charge/<root CID>` → the bytes this node holds for a replica a peer asked for, and the
+//!   owner they count against (`replication.max_share_per_peer`).
 
 use cid::Cid;
 
@@ -16,6 +18,13 @@ use crate::store::{PAGE, Store};
 const MAX_HOLDERS: usize = 1024;
 const RECEIPT: &[u8] = b"receipt/";
 const RECORD: &[u8] = b"record/";
+const CHARGE: &[u8] = b"charge/";
+
+fn charge_key(root: &Cid) -> Vec<u8> {
+    let mut key = CHARGE.to_vec();
+    key.extend_from_slice(&root.to_bytes());
+    key
+}
 
 fn receipt_prefix(root: &Cid) -> Vec<u8> {
     let mut key = RECEIPT.to_vec();
@@ -71,6 +80,46 @@ impl<B: Backend> Store<B> {
         self.backend().get(Cf::Replicas, &record_key(root))
     }
 
+    /// Counts `bytes` of `root`'s replica against `owner` (peer-ID bytes), replacing any charge.
+    pub fn put_charge(&self, root: &Cid, owner: &[u8], bytes: u64) -> Result<()> {
+        let mut value = bytes.to_be_bytes().to_vec();
+        value.extend_from_slice(owner);
+        let mut batch = Batch::default();
+        batch.put(Cf::Replicas, charge_key(root), value);
+        self.backend().write(batch)
+    }
+
+    /// Forgets `root`'s charge (its replica was released or unpinned).
+    pub fn drop_charge(&self, root: &Cid) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.delete(Cf::Replicas, charge_key(root));
+        self.backend().write(batch)
+    }
+
+    /// The bytes of replicas held here that count against `owner`.
+    pub fn charged_to(&self, owner: &[u8]) -> Result<u64> {
+        let mut total = 0u64;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self
+                .backend()
+                .scan(Cf::Replicas, CHARGE, after.as_deref(), PAGE)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (_, value) in page {
+                let Some((size, charged)) = value.split_first_chunk::<8>() else {
+                    return Err(Error::Corrupt(format!("charge {value:?} has no size")));
+                };
+                if charged == owner {
+                    total = total.saturating_add(u64::from_be_bytes(*size));
+                }
+            }
+        }
+        Ok(total)
+    }
+
     /// Every pin record kept, in key order.
     pub fn pin_records(&self) -> Result<Vec<(Cid, Vec<u8>)>> {
         let mut out = Vec::new();
@@ -121,6 +170,23 @@ mod tests {
         store.drop_receipt(&root, b"holder-a").unwrap();
         assert_eq!(store.receipts(&root).unwrap().len(), 1);
         assert_eq!(store.receipts(&other).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn charges_add_up_per_owner_and_go_with_the_replica() {
+        let store = MemBlockstore::new(StoreOptions::default());
+        let roots: Vec<_> = (0..3u8)
+            .map(|i| Block::build(RAW, HashAlg::Sha2_256, vec![i]).cid)
+            .collect();
+        store.put_charge(&roots[0], b"owner-a", 100).unwrap();
+        store.put_charge(&roots[1], b"owner-a", 50).unwrap();
+        store.put_charge(&roots[2], b"owner-b", 7).unwrap();
+        store.put_pin_record(&roots[0], b"a record").unwrap();
+        assert_eq!(store.charged_to(b"owner-a").unwrap(), 150);
+        assert_eq!(store.charged_to(b"owner-b").unwrap(), 7);
+        store.drop_charge(&roots[1]).unwrap();
+        assert_eq!(store.charged_to(b"owner-a").unwrap(), 100);
+        assert_eq!(store.charged_to(b"nobody").unwrap(), 0);
     }
 
     #[test]

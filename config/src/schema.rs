@@ -135,6 +135,23 @@ pub struct ReplicationConfig {
     pub repair_grace: HumanDuration,
     pub repair_bytes_per_second: Size,
     pub audit_interval: HumanDuration,
+    /// How long a holder may take to answer a proof round: fetching the sampled blocks from
+    /// another holder on demand should take longer.
+    pub audit_deadline: HumanDuration,
+    /// Keys (peer IDs, as `cairn operator-key new` prints them) that may unpin, restore or
+    /// change any pin. Empty: each pin's owner only.
+    pub operators: Vec<String>,
+    /// The largest replication factor any pin record may ask for.
+    pub max_factor: u32,
+    /// How long an unpinned root's blocks stay on its holders (`cairn pin restore` undoes the
+    /// unpin until then).
+    pub unpin_grace: HumanDuration,
+    /// The largest DAG a peer may ask this node to hold.
+    pub max_pin_bytes: Size,
+    /// Bytes this node holds for the pins of any one owner, over all its roots.
+    pub max_share_per_peer: Size,
+    /// How long fetching one replica may take before the request fails.
+    pub replica_fetch_timeout: HumanDuration,
 }
 
 impl Default for ReplicationConfig {
@@ -145,6 +162,13 @@ impl Default for ReplicationConfig {
             repair_grace: HumanDuration::secs(5 * 60),
             repair_bytes_per_second: Size::mib(64),
             audit_interval: HumanDuration::secs(10 * 60),
+            audit_deadline: HumanDuration::secs(5),
+            operators: Vec::new(),
+            max_factor: 5,
+            unpin_grace: HumanDuration::secs(24 * 3600),
+            max_pin_bytes: Size::mib(64 * 1024),
+            max_share_per_peer: Size::mib(256 * 1024),
+            replica_fetch_timeout: HumanDuration::secs(3600),
         }
     }
 }

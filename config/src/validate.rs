@@ -33,6 +33,8 @@ pub struct ValidConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<BootstrapPeer>,
     pub allowlist: Vec<PeerId>,
+    /// `replication.operators`, parsed.
+    pub operators: Vec<PeerId>,
     pub replication_factor: NonZeroU32,
     pub write_quorum: NonZeroU32,
     pub admin_listen: SocketAddr,
@@ -75,6 +77,7 @@ impl Config {
         self.validate_limits()?;
         self.validate_storage()?;
         let (replication_factor, write_quorum) = self.validate_replication()?;
+        let operators = self.validate_operators()?;
         self.validate_scrub()?;
         let admin_listen = self.validate_admin()?;
         let metrics_listen = self.validate_metrics()?;
@@ -84,6 +87,7 @@ impl Config {
             listen,
             bootstrap,
             allowlist,
+            operators,
             replication_factor,
             write_quorum,
             admin_listen,
@@ -146,19 +150,19 @@ impl Config {
     }
 
     fn validate_allowlist(&self) -> Result<Vec<PeerId>, ConfigError> {
-        self.p2p
-            .allowlist
-            .iter()
-            .map(|text| {
-                text.parse::<PeerId>().map_err(|e| {
-                    ConfigError::invalid(
-                        "p2p.allowlist",
-                        format!("{text:?} is not a peer ID ({e})"),
-                        "list peer IDs as `cairn id` prints them, e.g. \"12D3KooW…\"",
-                    )
-                })
-            })
-            .collect()
+        peer_ids(
+            "p2p.allowlist",
+            &self.p2p.allowlist,
+            "list peer IDs as `cairn id` prints them, e.g. \"12D3KooW…\"",
+        )
+    }
+
+    fn validate_operators(&self) -> Result<Vec<PeerId>, ConfigError> {
+        peer_ids(
+            "replication.operators",
+            &self.replication.operators,
+            "list operator key IDs as `cairn operator-key new` prints them, e.g. \"12D3KooW…\"",
+        )
     }
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
@@ -264,6 +268,28 @@ impl Config {
             "replication.audit_interval",
             r.audit_interval.get().as_millis() as u64,
         )?;
+        if r.max_factor < r.factor || r.max_factor > MAX_REPLICATION_FACTOR {
+            return Err(ConfigError::invalid(
+                "replication.max_factor",
+                format!("is {} with replication.factor {}", r.max_factor, r.factor),
+                format!(
+                    "set it between replication.factor ({}) and {MAX_REPLICATION_FACTOR}",
+                    r.factor
+                ),
+            ));
+        }
+        for (key, duration) in [
+            ("replication.audit_deadline", r.audit_deadline),
+            ("replication.unpin_grace", r.unpin_grace),
+            ("replication.replica_fetch_timeout", r.replica_fetch_timeout),
+        ] {
+            positive(key, duration.get().as_millis() as u64)?;
+        }
+        positive("replication.max_pin_bytes", r.max_pin_bytes.bytes())?;
+        positive(
+            "replication.max_share_per_peer",
+            r.max_share_per_peer.bytes(),
+        )?;
         Ok((factor, quorum))
     }
 
@@ -351,6 +377,21 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn peer_ids(
+    key: &'static str,
+    texts: &[String],
+    fix: &'static str,
+) -> Result<Vec<PeerId>, ConfigError> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<PeerId>().map_err(|e| {
+                ConfigError::invalid(key, format!("{text:?} is not a peer ID ({e})"), fix)
+            })
+        })
+        .collect()
 }
 
 fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {

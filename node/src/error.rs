@@ -14,6 +14,14 @@ pub enum Error {
     Pinned(Cid),
     #[error("{0} is not pinned")]
     NotPinned(Cid),
+    /// A pin this node's key has no authority over (another owner's), or a signed record the
+    /// authority rule refuses.
+    #[error("{0}")]
+    NotAuthorised(String),
+    #[error("{what} is over the limit of {limit} bytes")]
+    TooLarge { what: String, limit: u64 },
+    #[error("{0} is not in its unpin grace (never unpinned here, or the grace is over)")]
+    NotInGrace(Cid),
     #[error("cannot decrypt: {0}")]
     Decrypt(String),
     #[error("bad request: {0}")]

@@ -35,6 +35,20 @@ const BATCH: usize = 16;
 const MAX_FAILURES: u32 = 3;
 /// How long the provider lookup may take before the fetch goes on with connected peers.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// "Slow down" answers in a row, with no block, after which a provider counts as failing: a peer
+/// that only ever asks for patience would otherwise hold a fetch forever.
+const MAX_SLOW_DOWNS: u32 = 20;
+
+/// Bounds on one fetch (a replica a peer asked for; a repair).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FetchLimits<'a> {
+    /// Move at most this many bytes per second on average (repairs).
+    pub pace: Option<&'a ByteRate>,
+    /// Fail once more than this many bytes would be fetched.
+    pub max_bytes: Option<u64>,
+    /// Fail when the whole fetch takes longer than this.
+    pub timeout: Option<Duration>,
+}
 
 /// What a fetch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,6 +65,7 @@ struct Provider {
     in_flight: usize,
     ready_at: Instant,
     failures: u32,
+    slow_downs: u32,
     dropped: bool,
 }
 
@@ -67,15 +82,38 @@ pub async fn fetch_dag<B: Backend>(
     network: &Network,
     root: Cid,
 ) -> Result<FetchReport> {
-    fetch_dag_paced(store, network, root, None).await
+    fetch_dag_paced(store, network, root, None, None).await
 }
 
-/// [`fetch_dag`], moving at most `pace` bytes per second on average when given (repairs).
-pub async fn fetch_dag_paced<B: Backend>(
+/// [`fetch_dag`] within `limits`.
+pub async fn fetch_dag_limited<B: Backend>(
+    store: &NodeStore<B>,
+    network: &Network,
+    root: Cid,
+    limits: FetchLimits<'_>,
+) -> Result<FetchReport> {
+    let fetch = fetch_dag_paced(store, network, root, limits.pace, limits.max_bytes);
+    match limits.timeout {
+        None => fetch.await,
+        Some(timeout) => {
+            tokio::time::timeout(timeout, fetch)
+                .await
+                .map_err(|_| Error::NotOnNetwork {
+                    cid: root,
+                    reason: format!("not fetched within {} s", timeout.as_secs()),
+                })?
+        }
+    }
+}
+
+/// [`fetch_dag`], moving at most `pace` bytes per second on average when given (repairs), and
+/// failing once more than `max_bytes` would be fetched.
+async fn fetch_dag_paced<B: Backend>(
     store: &NodeStore<B>,
     network: &Network,
     root: Cid,
     pace: Option<&ByteRate>,
+    max_bytes: Option<u64>,
 ) -> Result<FetchReport> {
     let mut wanted: VecDeque<Cid> = missing_below(store, vec![root]).await?.into();
     let mut report = FetchReport::default();
@@ -141,8 +179,17 @@ pub async fn fetch_dag_paced<B: Backend>(
                 requeue(&mut wanted, asked);
                 continue;
             }
+            Ok(reply) if reply.blocks.is_empty() && reply.retry_after.is_some() => {
+                provider.slow_downs += 1;
+                if provider.slow_downs >= MAX_SLOW_DOWNS {
+                    tracing::debug!(%peer, "provider dropped from the fetch: only 'slow down'");
+                    provider.dropped = true;
+                }
+                reply
+            }
             Ok(reply) => {
                 provider.failures = 0;
+                provider.slow_downs = 0;
                 reply
             }
             Err(e) => {
@@ -182,6 +229,15 @@ pub async fn fetch_dag_paced<B: Backend>(
         let bytes = good.iter().map(|b| b.data.len() as u64).sum::<u64>();
         report.blocks += good.len() as u64;
         report.bytes += bytes;
+        if let Some(max) = max_bytes
+            && report.bytes > max
+        {
+            // Nothing was pinned: what arrived so far is collectable.
+            return Err(Error::TooLarge {
+                what: format!("the DAG under {root}"),
+                limit: max,
+            });
+        }
         if let Some(pace) = pace {
             pace.spend(bytes).await;
         }
@@ -418,6 +474,7 @@ async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
             in_flight: 0,
             ready_at: now,
             failures: 0,
+            slow_downs: 0,
             dropped: false,
         })
         .collect())
@@ -438,6 +495,7 @@ mod tests {
             in_flight: 0,
             ready_at: now,
             failures: 0,
+            slow_downs: 0,
             dropped: false,
         }
     }

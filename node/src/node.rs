@@ -11,6 +11,7 @@ use std::sync::Arc;
 use cairn_blockstore::{RocksBlockstore, StoreOptions};
 use cairn_config::ValidConfig;
 
+use cairn_p2p::claims::PinClaims;
 use cairn_p2p::{Multiaddr, NetworkSettings, SwarmKey};
 
 use crate::api::limit::ClientLimit;
@@ -141,6 +142,11 @@ async fn start(
         // A quarter of the per-peer request limit (members share one config): the rest is
         // for block fetches and replicate requests.
         audits_per_peer_per_second: (config.raw().p2p.limits.requests_per_second / 4).max(1),
+        audit_deadline: replication.audit_deadline.get(),
+        unpin_grace: replication.unpin_grace.get(),
+        max_pin_bytes: replication.max_pin_bytes.bytes(),
+        max_share_per_peer: replication.max_share_per_peer.bytes(),
+        replica_fetch_timeout: replication.replica_fetch_timeout.get(),
     };
     let replicator = Replicator::new(
         store.clone(),
@@ -286,15 +292,22 @@ async fn start_network(
     if !pins.is_empty() {
         tracing::info!(pins = pins.len(), "announced pinned roots");
     }
-    // Every pin record kept here goes back into the DHT (which lives in memory), tombstones
-    // included: an unpin must outlast a restart of the whole cluster. Peers keep only what is
-    // newer than what they hold.
+    // Every pin claim kept here goes back into the DHT (which lives in memory), tombstones
+    // included: an unpin must outlast a restart of the whole cluster. Each record passes the
+    // authority rule again on the way (the operators or the allowlist may have changed), and
+    // peers merge only what is newer per owner.
     let records = store
         .run("reading pin records", |store| Ok(store.pin_records()?))
         .await?;
-    for (root, record) in records {
-        if let Err(e) = network.put_pin_record(record).await {
-            tracing::debug!(%root, error = %e, "pin record not republished");
+    for (root, bytes) in records {
+        let Ok(opened) = PinClaims::open(&bytes, root, network.record_gate(), None) else {
+            continue;
+        };
+        if opened.claims.is_empty() {
+            continue;
+        }
+        if let Err(e) = network.put_pin_claims(opened.claims).await {
+            tracing::debug!(%root, error = %e, "pin claims not republished");
         }
     }
     Ok(())

@@ -3,8 +3,9 @@
 //!
 //! - [`write`]: `add` asks the placement targets (the R peers closest to the root in Kademlia's
 //!   XOR space) to hold the root and collects their signed receipts.
-//! - [`pinset`]: the signed pin record of each root in the DHT; an unpin is a newer record.
-//! - [`audit`]: `/cairn/audit/1`, proof of possession over a nonce and a random block.
+//! - [`pinset`]: every owner's signed pin record of each root in the DHT; an unpin is a newer
+//!   record in the owner's slot, and the blocks stay for the unpin grace.
+//! - [`audit`]: `/cairn/audit/1`, proof of possession of random blocks, bound to both parties.
 //! - [`survey`]: who holds a root right now, each holder audited; `pin status` shows it.
 //! - [`reconcile`]: the worker on every holder. The live holder closest to the root repairs
 //!   (after `repair_grace`, or at once after a failed audit); a holder beyond the R closest live
@@ -30,6 +31,7 @@ use cid::Cid;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 pub use metrics::ReplicationMetrics;
+pub use pinset::UnpinOutcome;
 pub(crate) use reconcile::run as run_reconciler;
 pub use survey::{HolderState, HolderView, PinHealth, Survey};
 pub use write::WriteOutcome;
@@ -49,6 +51,16 @@ pub struct Policy {
     /// Audits this node sends one peer per second at most: they share that peer's request limit
     /// with block fetches, and one over it costs this node score there.
     pub audits_per_peer_per_second: u32,
+    /// A proof that arrives later than this fails (it could have been fetched elsewhere).
+    pub audit_deadline: Duration,
+    /// How long an unpinned root's blocks stay.
+    pub unpin_grace: Duration,
+    /// The largest DAG a peer may ask this node to hold.
+    pub max_pin_bytes: u64,
+    /// Bytes held for any one owner's pins.
+    pub max_share_per_peer: u64,
+    /// How long fetching one replica may take.
+    pub replica_fetch_timeout: Duration,
 }
 
 /// Everything replication needs; cheap to clone.
@@ -64,6 +76,9 @@ pub struct Replicator<B: Backend = RocksBackend> {
     health: Arc<Mutex<HashMap<Cid, PinHealth>>>,
     /// Roots this node is re-fetching because its own copy failed a check.
     healing: Arc<Mutex<HashSet<Cid>>>,
+    /// When each holder of each pin held here last passed a proof round this node sent: only a
+    /// holder proved within `audit_interval` counts as live.
+    proven: Arc<Mutex<HashMap<(Cid, PeerId), tokio::time::Instant>>>,
     root_locks: Arc<RootLocks>,
 }
 
@@ -79,6 +94,7 @@ impl<B: Backend> Clone for Replicator<B> {
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
             healing: Arc::clone(&self.healing),
+            proven: Arc::clone(&self.proven),
             root_locks: Arc::clone(&self.root_locks),
         }
     }
@@ -112,12 +128,18 @@ impl<B: Backend> Replicator<B> {
             metrics,
             health: Arc::default(),
             healing: Arc::default(),
+            proven: Arc::default(),
             root_locks: Arc::default(),
         }
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Counts a refused replication obligation (see [`ReplicationMetrics`]).
+    pub(crate) fn count_refusal(&self, reason: &str) {
+        self.metrics.refused(reason);
     }
 
     /// Under-replicated pins among those held here, and the smallest failure budget among them
@@ -246,6 +268,11 @@ pub(crate) mod testing {
             repair_grace: Duration::from_secs(300),
             repair_bytes_per_second: 64 << 20,
             audits_per_peer_per_second: 50,
+            audit_deadline: Duration::from_secs(5),
+            unpin_grace: Duration::from_secs(3600),
+            max_pin_bytes: 1 << 30,
+            max_share_per_peer: 4 << 30,
+            replica_fetch_timeout: Duration::from_secs(60),
         }
     }
 

@@ -79,7 +79,7 @@ async fn acknowledged_adds_survive_kill_9_of_the_daemon() {
     let daemon = Daemon::start(binary, &dir).await.unwrap();
     let mut client = daemon.admin().await.unwrap();
     let pins = client
-        .pin_ls(admin::PinLsRequest {})
+        .pin_ls(admin::PinLsRequest::default())
         .await
         .unwrap()
         .into_inner()

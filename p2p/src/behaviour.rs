@@ -159,7 +159,7 @@ fn dht_store(local: PeerId) -> kad::store::MemoryStore {
         kad::store::MemoryStoreConfig {
             max_provided_keys: MAX_PROVIDED_KEYS,
             max_records: MAX_PIN_RECORDS,
-            max_value_bytes: crate::records::MAX_SIGNED_BYTES,
+            max_value_bytes: crate::claims::MAX_CLAIMS_BYTES,
             ..Default::default()
         },
     )
@@ -176,6 +176,9 @@ fn kademlia(local: PeerId, query_timeout: Duration) -> kad::Behaviour<kad::store
     // A pin record (and an unpin's tombstone) holds until a newer one replaces it: expiring it
     // would let an old pinned record come back.
     config.set_record_ttl(None);
+    // A root's pin claims (one signed record per owner) with room for the closer peers that a
+    // lookup's answer carries beside them.
+    config.set_max_packet_size(crate::claims::MAX_CLAIMS_BYTES + 16 * 1024);
     // Small private clusters: a provider lookup should not wait for 20 answers that cannot come.
     if let Some(parallelism) = NonZeroUsize::new(3) {
         config.set_parallelism(parallelism);

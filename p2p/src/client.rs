@@ -11,6 +11,8 @@ use libp2p::request_response::InboundRequestId;
 use libp2p_identity::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::authority::RecordGate;
+use crate::claims::PinClaims;
 use crate::error::Error;
 use crate::scores::Offence;
 
@@ -44,13 +46,13 @@ pub struct ReplicateId(pub(crate) InboundRequestId);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AuditId(pub(crate) InboundRequestId);
 
-/// A holder's answer to an audit. The proof is NOT checked here: the auditor compares it with
-/// SHA-256(nonce || block) computed from its own copy.
+/// A holder's answer to an audit. The proof is NOT checked here: the auditor computes the
+/// expected one from its own copy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditAnswer {
     /// The holder has the root pinned.
     pub holding: bool,
-    /// SHA-256(nonce || block bytes), when a block was asked for and is held.
+    /// The proof over the asked blocks, when blocks were asked for and are held.
     pub proof: Vec<u8>,
     /// Why there is no proof.
     pub error: String,
@@ -82,20 +84,21 @@ pub enum NetworkEvent {
         nonce: Vec<u8>,
         /// A repair: fetch at the repair bandwidth cap.
         repair: bool,
-        /// The requester's signed pin record (unverified; may be empty).
-        record: Vec<u8>,
+        /// The requester's pin claims for `root` (encoded, unverified; may be empty).
+        claims: Vec<u8>,
     },
     /// A peer audits this node's copy of `root`; answer with [`Client::respond_audit`].
     Audit {
         id: AuditId,
         peer: PeerId,
         root: Cid,
-        block: Option<Cid>,
+        /// The blocks to prove (empty: a plain "do you hold it").
+        blocks: Vec<Cid>,
         nonce: Vec<u8>,
     },
-    /// A peer stored a pin record here that is newer than the one held (already verified: see
-    /// [`crate::records::PinRecord::verify`]); the node may need to act on it (an unpin).
-    PinRecord { record: Vec<u8> },
+    /// A peer stored pin claims here that changed the ones held (every record in them admitted
+    /// by the [`RecordGate`]); the node may need to act on them (an unpin, a restore).
+    PinClaims { claims: PinClaims },
 }
 
 /// How far bootstrap has come.
@@ -150,7 +153,7 @@ pub(crate) enum Command {
     Audit {
         peer: PeerId,
         root: Cid,
-        block: Option<Cid>,
+        blocks: Vec<Cid>,
         nonce: Vec<u8>,
         reply: oneshot::Sender<Result<AuditAnswer, Error>>,
     },
@@ -159,12 +162,12 @@ pub(crate) enum Command {
         answer: AuditAnswer,
     },
     PutPinRecord {
-        record: Vec<u8>,
+        claims: PinClaims,
         reply: oneshot::Sender<Result<(), Error>>,
     },
     GetPinRecord {
         root: Cid,
-        reply: oneshot::Sender<Result<Option<Vec<u8>>, Error>>,
+        reply: oneshot::Sender<Result<Option<PinClaims>, Error>>,
     },
     StopProviding {
         cid: Cid,
@@ -194,11 +197,18 @@ pub struct Client {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) bootstrap: watch::Receiver<BootstrapProgress>,
     pub(crate) listening: watch::Receiver<Vec<Multiaddr>>,
+    pub(crate) gate: RecordGate,
 }
 
 impl Client {
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// The authority rule for pin records, shared with the swarm task, so the node judges
+    /// records from its store, its clients and replicate requests exactly as the DHT's.
+    pub fn record_gate(&self) -> &RecordGate {
+        &self.gate
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
@@ -285,8 +295,8 @@ impl Client {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Asks `peer` to hold `root`, offering this node's signed pin `record` for it; returns its
-    /// signed receipt (not yet verified: see [`crate::records::Receipt::verify`]).
+    /// Asks `peer` to hold `root`, offering this node's pin `claims` for it (encoded); returns
+    /// its signed receipt (not yet verified: see [`crate::records::Receipt::verify`]).
     pub async fn replicate(
         &self,
         peer: PeerId,
@@ -294,7 +304,7 @@ impl Client {
         replication_factor: u32,
         nonce: Vec<u8>,
         repair: bool,
-        record: Vec<u8>,
+        claims: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         self.call(|reply| Command::Replicate {
             peer,
@@ -302,24 +312,25 @@ impl Client {
             replication_factor,
             nonce,
             repair,
-            record,
+            record: claims,
             reply,
         })
         .await?
     }
 
-    /// Audits `peer`'s copy of `root`: with `block`, it must answer with a proof over `nonce`.
+    /// Audits `peer`'s copy of `root`: with `blocks`, it must answer with a proof over them and
+    /// `nonce`, bound to both parties.
     pub async fn audit(
         &self,
         peer: PeerId,
         root: Cid,
-        block: Option<Cid>,
+        blocks: Vec<Cid>,
         nonce: Vec<u8>,
     ) -> Result<AuditAnswer, Error> {
         self.call(|reply| Command::Audit {
             peer,
             root,
-            block,
+            blocks,
             nonce,
             reply,
         })
@@ -334,15 +345,15 @@ impl Client {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Stores a signed pin record in the DHT (here at once, at the closest peers in the
-    /// background). Refused when this node holds a newer record for the root.
-    pub async fn put_pin_record(&self, record: Vec<u8>) -> Result<(), Error> {
-        self.call(|reply| Command::PutPinRecord { record, reply })
+    /// Stores pin claims in the DHT, merged with what this node holds (here at once, at the
+    /// closest peers in the background).
+    pub async fn put_pin_claims(&self, claims: PinClaims) -> Result<(), Error> {
+        self.call(|reply| Command::PutPinRecord { claims, reply })
             .await?
     }
 
-    /// The newest valid pin record for `root` that this node or the DHT holds.
-    pub async fn get_pin_record(&self, root: Cid) -> Result<Option<Vec<u8>>, Error> {
+    /// Every admitted pin record for `root` that this node and the DHT hold, merged.
+    pub async fn get_pin_claims(&self, root: Cid) -> Result<Option<PinClaims>, Error> {
         self.call(|reply| Command::GetPinRecord { root, reply })
             .await?
     }

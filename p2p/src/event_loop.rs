@@ -17,6 +17,7 @@ use libp2p_identity::PeerId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::authority::RecordGate;
 use crate::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::client::{
     AuditAnswer, AuditId, BlockReply, BootstrapProgress, Command, InboundId, NetworkEvent,
@@ -30,6 +31,7 @@ use crate::settings::NetworkSettings;
 
 mod admission;
 mod audit;
+pub use audit::MAX_AUDIT_BLOCKS;
 mod blocks;
 mod bootstrap;
 mod pending;
@@ -51,7 +53,8 @@ pub(crate) type Replier<T> = oneshot::Sender<Result<T, Error>>;
 /// Runs the swarm until stopped.
 pub struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
-    pub(crate) settings: NetworkSettings,
+    /// Judges every pin record the swarm takes in.
+    pub(crate) gate: RecordGate,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: mpsc::Sender<NetworkEvent>,
     pub(crate) metrics: P2pMetrics,
@@ -90,6 +93,7 @@ impl EventLoop {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
         settings: NetworkSettings,
+        gate: RecordGate,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetworkEvent>,
         metrics: P2pMetrics,
@@ -108,7 +112,7 @@ impl EventLoop {
             limits: PeerLimits::new(settings.requests_per_second, settings.bytes_per_second),
             scores: Scores::new(settings.ban_score, settings.ban_duration),
             swarm,
-            settings,
+            gate,
             commands,
             events,
             metrics,
@@ -223,13 +227,13 @@ impl EventLoop {
             Command::Audit {
                 peer,
                 root,
-                block,
+                blocks,
                 nonce,
                 reply,
-            } => self.send_audit(peer, root, block, nonce, reply),
+            } => self.send_audit(peer, root, blocks, nonce, reply),
             Command::RespondAudit { id, answer } => self.respond_audit(id, answer),
-            Command::PutPinRecord { record, reply } => {
-                let _ = reply.send(self.put_pin_record(record));
+            Command::PutPinRecord { claims, reply } => {
+                let _ = reply.send(self.put_pin_claims(claims));
             }
             Command::GetPinRecord { root, reply } => self.get_pin_record(root, reply),
             Command::StopProviding { cid } => {

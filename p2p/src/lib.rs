@@ -7,7 +7,9 @@
 //! that need the store leave as [`NetworkEvent`]s for the node to answer.
 #![forbid(unsafe_code)]
 
+pub mod authority;
 mod behaviour;
+pub mod claims;
 mod client;
 pub mod codec;
 mod error;
@@ -31,6 +33,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use event_loop::EventLoop;
+pub use event_loop::MAX_AUDIT_BLOCKS;
 pub use identity::NodeIdentity;
 pub use libp2p::Multiaddr;
 pub use libp2p_identity::PeerId;

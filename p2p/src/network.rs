@@ -5,6 +5,7 @@ use libp2p::{Multiaddr, SwarmBuilder};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
+use crate::authority::{Authority, RecordGate};
 use crate::behaviour::Behaviour;
 use crate::client::{Client, NetworkEvent};
 use crate::error::Error;
@@ -41,6 +42,15 @@ pub fn new(
         .build();
     let libp2p_metrics = libp2p::metrics::Metrics::new(libp2p_registry);
     let metrics = P2pMetrics::register(registry);
+    let gate = RecordGate::new(
+        Authority {
+            local: identity.peer_id(),
+            allowlist: settings.allowlist.iter().copied().collect(),
+            operators: settings.operators.iter().copied().collect(),
+            max_factor: settings.max_factor,
+        },
+        registry,
+    );
 
     if let Some(key) = &settings.swarm_key {
         tracing::info!(
@@ -69,10 +79,12 @@ pub fn new(
         commands: commands_tx,
         bootstrap: bootstrap_rx,
         listening: listening_rx,
+        gate: gate.clone(),
     };
     let event_loop = EventLoop::new(
         swarm,
         settings,
+        gate,
         commands_rx,
         events_tx,
         metrics,

@@ -24,10 +24,14 @@ pub enum PinIntent {
     Unpinned,
 }
 
-/// A verified pin record.
+/// A verified pin record: one owner's intent for a root. Verified means well-formed and signed
+/// by the key it names; whether that signer may speak for the owner is
+/// [`crate::authority::Authority`]'s question.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinRecord {
     pub root: Cid,
+    /// Whose pin this is: the slot this record writes.
+    pub owner: PeerId,
     pub intent: PinIntent,
     pub version: u64,
     pub signer: PeerId,
@@ -85,10 +89,11 @@ fn root(bytes: &[u8]) -> Result<Cid, Error> {
 }
 
 impl PinRecord {
-    /// Signs a record for `root` as `identity`.
+    /// Signs `owner`'s record for `root` as `identity` (the owner itself, or an operator).
     pub fn sign(
         identity: &NodeIdentity,
         root: Cid,
+        owner: PeerId,
         intent: PinIntent,
         version: u64,
     ) -> Result<Vec<u8>, Error> {
@@ -102,6 +107,7 @@ impl PinRecord {
             state: state.into(),
             version,
             signer: identity.peer_id().to_bytes().into(),
+            owner: owner.to_bytes().into(),
         };
         sign(identity, PIN_RECORD_TAG, body.encode_to_vec())
     }
@@ -127,18 +133,24 @@ impl PinRecord {
             Ok(PinState::Unpinned) => PinIntent::Unpinned,
             _ => return Err(Error::BadRecord(format!("unknown state {}", record.state))),
         };
+        let owner = match record.owner.is_empty() {
+            true => signer,
+            false => peer(&record.owner, "owner")?,
+        };
         Ok(Self {
             root: root(&record.root)?,
+            owner,
             intent,
             version: record.version,
             signer,
         })
     }
 
-    /// Whether `self` should replace `held`: same root, and a newer version (ties broken by
-    /// signer, so every node picks the same winner).
+    /// Whether `self` should replace `held`: the same root and owner's slot, and a newer version
+    /// (ties broken by signer, so every node picks the same winner).
     pub fn supersedes(&self, held: &PinRecord) -> bool {
         self.root == held.root
+            && self.owner == held.owner
             && (self.version, self.signer.to_bytes()) > (held.version, held.signer.to_bytes())
     }
 }
@@ -196,6 +208,7 @@ mod tests {
         let signed = PinRecord::sign(
             &node,
             root,
+            node.peer_id(),
             PinIntent::Pinned {
                 replication_factor: 3,
             },
@@ -212,13 +225,14 @@ mod tests {
         );
         assert_eq!(record.version, 7);
         assert_eq!(record.signer, node.peer_id());
+        assert_eq!(record.owner, node.peer_id());
     }
 
     #[test]
     fn tampered_forged_or_cross_kind_records_are_refused() {
         let node = NodeIdentity::generate();
         let root = cid(b"root");
-        let signed = PinRecord::sign(&node, root, PinIntent::Unpinned, 1).unwrap();
+        let signed = PinRecord::sign(&node, root, node.peer_id(), PinIntent::Unpinned, 1).unwrap();
         // Any flipped byte breaks it (or its encoding).
         for at in [4, signed.len() / 2, signed.len() - 1] {
             let mut bad = signed.clone();
@@ -233,6 +247,7 @@ mod tests {
             state: PinState::Pinned.into(),
             version: 99,
             signer: other.peer_id().to_bytes().into(),
+            owner: Default::default(),
         };
         let forged = sign(&node, PIN_RECORD_TAG, forged_body.encode_to_vec()).unwrap();
         let err = PinRecord::verify(&forged).unwrap_err().to_string();
@@ -251,7 +266,8 @@ mod tests {
         let (a, b) = (NodeIdentity::generate(), NodeIdentity::generate());
         let root = cid(b"root");
         let record = |who: &NodeIdentity, intent, version| {
-            PinRecord::verify(&PinRecord::sign(who, root, intent, version).unwrap()).unwrap()
+            PinRecord::verify(&PinRecord::sign(who, root, a.peer_id(), intent, version).unwrap())
+                .unwrap()
         };
         let pinned = record(
             &a,
@@ -266,10 +282,19 @@ mod tests {
         let tie_a = record(&a, PinIntent::Unpinned, 5);
         let tie_b = record(&b, PinIntent::Unpinned, 5);
         assert!(tie_a.supersedes(&tie_b) != tie_b.supersedes(&tie_a));
-        let elsewhere =
-            PinRecord::verify(&PinRecord::sign(&a, cid(b"other"), PinIntent::Unpinned, 9).unwrap())
-                .unwrap();
+        let elsewhere = PinRecord::verify(
+            &PinRecord::sign(&a, cid(b"other"), a.peer_id(), PinIntent::Unpinned, 9).unwrap(),
+        )
+        .unwrap();
         assert!(!elsewhere.supersedes(&pinned));
+        let own_slot = PinRecord::verify(
+            &PinRecord::sign(&b, root, b.peer_id(), PinIntent::Unpinned, u64::MAX).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            !own_slot.supersedes(&pinned),
+            "another owner's slot never replaces this one, whatever its version"
+        );
     }
 
     #[test]

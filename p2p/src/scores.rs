@@ -21,6 +21,10 @@ pub enum Offence {
     /// disk lost data does this too, so it costs less than a wrong block: a lost copy is
     /// repaired, a peer that keeps claiming what it cannot prove is banned in the end.
     FailedAudit,
+    /// Sent a pin record that the authority rule refuses (a signer speaking for a pin it does not
+    /// own, a factor over the cap, a version from the future): a member trying to take over
+    /// pins it has no say in.
+    UnauthorisedRecord,
 }
 
 impl Offence {
@@ -30,6 +34,7 @@ impl Offence {
             Self::OverLimit => 1,
             Self::Malformed => 20,
             Self::FailedAudit => 10,
+            Self::UnauthorisedRecord => 25,
         }
     }
 }

@@ -77,6 +77,10 @@ pub struct NetworkSettings {
     pub audit_timeout: Duration,
     /// A Kademlia query (providers, pin records) gives up after this.
     pub query_timeout: Duration,
+    /// Keys that may change any pin (`replication.operators`).
+    pub operators: Vec<PeerId>,
+    /// The largest replication factor a pin record may ask for (`replication.max_factor`).
+    pub max_factor: u32,
 }
 
 impl NetworkSettings {
@@ -103,6 +107,8 @@ impl NetworkSettings {
             replicate_timeout: crate::behaviour::REPLICATE_TIMEOUT,
             audit_timeout: crate::behaviour::AUDIT_TIMEOUT,
             query_timeout: crate::behaviour::QUERY_TIMEOUT,
+            operators: Vec::new(),
+            max_factor: cairn_config::ReplicationConfig::default().max_factor,
         }
     }
 
@@ -120,6 +126,8 @@ impl NetworkSettings {
             max_pending_connections: p2p.limits.max_connections.min(MAX_PENDING_CONNECTIONS),
             requests_per_second: p2p.limits.requests_per_second,
             bytes_per_second: p2p.limits.bytes_per_second.bytes(),
+            operators: config.operators.clone(),
+            max_factor: config.raw().replication.max_factor,
             ..Self::new(config.listen.clone())
         }
     }

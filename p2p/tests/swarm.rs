@@ -546,7 +546,11 @@ async fn an_audit_over_the_request_limit_is_refused_with_a_wait_never_as_not_hol
     let root = server.hold(b"audited").await;
     let auditor = Peer::start(settings(), Answers::Honest).await;
     auditor.client.dial(server.pinned_addr()).await.unwrap();
-    let wave = (0..20).map(|_| auditor.client.audit(server.id(), root, None, vec![1; 16]));
+    let wave = (0..20).map(|_| {
+        auditor
+            .client
+            .audit(server.id(), root, Vec::new(), vec![1; 16])
+    });
     let (mut answered, mut refused) = (0, 0);
     for answer in futures::future::join_all(wave).await {
         let answer = answer.expect("every audit gets an answer");

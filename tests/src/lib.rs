@@ -359,7 +359,7 @@ pub async fn pinners(nodes: &[TestNode], cid: &str) -> anyhow::Result<Vec<String
         let pins = node
             .readonly()
             .await?
-            .pin_ls(admin::PinLsRequest {})
+            .pin_ls(admin::PinLsRequest::default())
             .await?
             .into_inner()
             .pins;

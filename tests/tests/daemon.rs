@@ -57,7 +57,7 @@ async fn add_and_cat_round_trip_with_the_reference_cids() {
         assert_eq!(&cat(&mut client, v0).await.unwrap(), data, "{v0}");
     }
     let pins = client
-        .pin_ls(admin::PinLsRequest {})
+        .pin_ls(admin::PinLsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -305,11 +305,17 @@ async fn pins_blocks_and_gc_through_the_api() {
     assert_eq!(cat(&mut client, &file).await.unwrap(), data);
     // Unpinned, the file goes at the next GC; pinning what is gone fails clearly.
     client
-        .pin_rm(admin::PinRmRequest { cid: file.clone() })
+        .pin_rm(admin::PinRmRequest {
+            cid: file.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let err = client
-        .pin_rm(admin::PinRmRequest { cid: file.clone() })
+        .pin_rm(admin::PinRmRequest {
+            cid: file.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -482,7 +488,7 @@ async fn a_dag_moves_between_nodes_as_a_car_file() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
     assert!(
-        on_b.pin_ls(admin::PinLsRequest {})
+        on_b.pin_ls(admin::PinLsRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -494,7 +500,7 @@ async fn a_dag_moves_between_nodes_as_a_car_file() {
     assert_eq!(imported.blocks, 7);
     assert_eq!(cat(&mut on_b, &cid).await.unwrap(), data);
     let pins = on_b
-        .pin_ls(admin::PinLsRequest {})
+        .pin_ls(admin::PinLsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -642,7 +648,7 @@ async fn a_message_over_the_api_limit_is_refused_whole_and_the_node_keeps_servin
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
     assert!(refused.message().contains("too large"), "{refused:?}");
     let pins = client
-        .pin_ls(admin::PinLsRequest {})
+        .pin_ls(admin::PinLsRequest::default())
         .await
         .unwrap()
         .into_inner()

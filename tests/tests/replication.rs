@@ -269,6 +269,7 @@ async fn an_unpin_made_while_a_holder_is_down_is_not_undone_when_it_returns() {
         .unwrap()
         .pin_rm(admin::PinRmRequest {
             cid: added.cid.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -324,6 +325,7 @@ async fn a_node_that_knows_only_an_old_unpin_takes_the_newer_record_a_replica_re
     let root: Cid = added.cid.parse().unwrap();
     let request = admin::PinRmRequest {
         cid: added.cid.clone(),
+        ..Default::default()
     };
     node.admin().await.unwrap().pin_rm(request).await.unwrap();
     let tombstone = pin_status(&node, &added.cid).await.unwrap();
@@ -348,15 +350,18 @@ async fn a_node_that_knows_only_an_old_unpin_takes_the_newer_record_a_replica_re
     let newer = cairn_p2p::records::PinRecord::sign(
         &identity,
         root,
+        identity.peer_id(),
         cairn_p2p::records::PinIntent::Pinned {
             replication_factor: 3,
         },
         tombstone.record_version + 1,
     )
     .unwrap();
+    let mut claims = cairn_p2p::claims::PinClaims::new(root);
+    claims.take(newer, requester.record_gate()).unwrap();
     let nonce = b"sixteen byte nce".to_vec();
     let signed = requester
-        .replicate(target, root, 3, nonce.clone(), false, newer)
+        .replicate(target, root, 3, nonce.clone(), false, claims.encode())
         .await
         .expect("the node holds the root again");
     let receipt = cairn_p2p::records::Receipt::verify(&signed).unwrap();

@@ -124,7 +124,7 @@ async fn a_node_stops_in_time_during_an_endless_add_and_a_half_import_and_keeps_
     let node = stopped.start_with(|_| {}).await.unwrap();
     let mut client = node.admin().await.unwrap();
     let pins: Vec<String> = client
-        .pin_ls(admin::PinLsRequest {})
+        .pin_ls(admin::PinLsRequest::default())
         .await
         .unwrap()
         .into_inner()

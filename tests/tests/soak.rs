@@ -229,6 +229,7 @@ async fn honest_client(
                     let removed = node
                         .pin_rm(admin::PinRmRequest {
                             cid: entry.cid.clone(),
+                            ..Default::default()
                         })
                         .await;
                     ledger.set(index, PinState::Unpinned, at("unpinned"));
@@ -383,7 +384,7 @@ async fn flood(
                     let _permit = permit;
                     let outcome = match audit {
                         Some((root, block)) => client
-                            .audit(target_id, root, Some(block), vec![7; 16])
+                            .audit(target_id, root, vec![block], vec![7; 16])
                             .await
                             .map(|a| (a.retry_after.is_some(), a.proof.is_empty(), 0)),
                         None => {
@@ -434,7 +435,7 @@ async fn sample_rss(pids: Vec<Arc<AtomicU32>>, stop: CancellationToken) -> Vec<u
 /// Those of `wanted` that the node does not pin.
 async fn missing_pins(client: &mut Client, wanted: &[String]) -> anyhow::Result<Vec<String>> {
     let pins = client
-        .pin_ls(admin::PinLsRequest {})
+        .pin_ls(admin::PinLsRequest::default())
         .await?
         .into_inner()
         .pins;

@@ -10,6 +10,7 @@ use cairn_blockstore::backend::Backend;
 use cairn_blockstore::{
     Block, DAG_PB, HashAlg, PinMode, RAW, RocksBackend, ScrubOptions, ScrubReport, raw_cid,
 };
+use cairn_p2p::records::PinIntent;
 use cairn_proto::admin::{self, admin_server::Admin};
 use cid::Cid;
 use tokio::io::AsyncReadExt;
@@ -62,12 +63,12 @@ impl<B: Backend> AdminService<B> {
 
     /// The replication factor a call asked for, or the configured one.
     fn factor(&self, replication: Option<u32>) -> Result<u32, Status> {
+        let max = self.network.record_gate().authority().max_factor;
         match replication {
             None => Ok(self.replicator.policy().factor),
-            Some(n) if (1..=cairn_config::MAX_REPLICATION_FACTOR).contains(&n) => Ok(n),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
             Some(n) => Err(Status::invalid_argument(format!(
-                "replication {n} is not between 1 and {}",
-                cairn_config::MAX_REPLICATION_FACTOR
+                "replication {n} is not between 1 and {max} (replication.max_factor)"
             ))),
         }
     }
@@ -275,8 +276,23 @@ impl<B: Backend> Admin for AdminService<B> {
 
     async fn pin_ls(
         &self,
-        _request: Request<admin::PinLsRequest>,
+        request: Request<admin::PinLsRequest>,
     ) -> Result<Response<admin::PinLsResponse>, Status> {
+        if request.get_ref().unpinned {
+            let graced = self
+                .store
+                .run("listing unpinned roots", |store| Ok(store.graced()?))
+                .await?;
+            let pins = graced
+                .into_iter()
+                .map(|(cid, until)| admin::Pin {
+                    cid: cid.to_string(),
+                    mode: "unpinned".to_owned(),
+                    expires_at_ms: until,
+                })
+                .collect();
+            return Ok(Response::new(admin::PinLsResponse { pins }));
+        }
         let pins = self
             .store
             .run("listing pins", |store| Ok(store.pins()?))
@@ -290,6 +306,7 @@ impl<B: Backend> Admin for AdminService<B> {
                     PinMode::Direct => "direct",
                 }
                 .to_owned(),
+                expires_at_ms: 0,
             })
             .collect();
         Ok(Response::new(admin::PinLsResponse { pins }))
@@ -346,9 +363,31 @@ impl<B: Backend> Admin for AdminService<B> {
         &self,
         request: Request<admin::PinRmRequest>,
     ) -> Result<Response<admin::PinRmResponse>, Status> {
-        let root = parse_cid(&request.get_ref().cid)?;
-        self.replicator.unpin(root).await?;
-        Ok(Response::new(admin::PinRmResponse {}))
+        let request = request.into_inner();
+        let root = parse_cid(&request.cid)?;
+        let outcome = self
+            .replicator
+            .unpin(root, bytes_list(request.records))
+            .await?;
+        Ok(Response::new(admin::PinRmResponse {
+            state: outcome.as_str().to_owned(),
+        }))
+    }
+
+    async fn pin_restore(
+        &self,
+        request: Request<admin::PinRestoreRequest>,
+    ) -> Result<Response<admin::PinRestoreResponse>, Status> {
+        let request = request.into_inner();
+        let root = parse_cid(&request.cid)?;
+        let factor = self.replicator.policy().factor;
+        let replication_factor = self
+            .replicator
+            .restore(root, factor, bytes_list(request.records))
+            .await?;
+        Ok(Response::new(admin::PinRestoreResponse {
+            replication_factor,
+        }))
     }
 
     async fn pin_status(
@@ -358,12 +397,32 @@ impl<B: Backend> Admin for AdminService<B> {
         let root = parse_cid(&request.get_ref().cid)?;
         let survey = self.replicator.survey(root, true).await?;
         let health = survey.health();
+        let newest = survey.claims.as_ref().and_then(|c| c.newest());
+        let owners = survey
+            .claims
+            .iter()
+            .flat_map(|c| c.records())
+            .map(|r| {
+                let (state, replication_factor) = match r.intent {
+                    PinIntent::Pinned { replication_factor } => ("pinned", replication_factor),
+                    PinIntent::Unpinned => ("unpinned", 0),
+                };
+                admin::PinOwner {
+                    owner: r.owner.to_string(),
+                    state: state.to_owned(),
+                    replication_factor,
+                    version: r.version,
+                    signer: r.signer.to_string(),
+                }
+            })
+            .collect();
         let holders = survey
             .holders
             .iter()
             .map(|h| {
                 let (state, detail) = match &h.state {
                     HolderState::Live => ("live", String::new()),
+                    HolderState::Unproven => ("unproven", String::new()),
                     HolderState::Unreachable(why) => ("unreachable", why.clone()),
                     HolderState::FailedAudit(why) => ("failed_audit", why.clone()),
                     HolderState::Released => ("released", String::new()),
@@ -383,12 +442,9 @@ impl<B: Backend> Admin for AdminService<B> {
             holders,
             failure_budget: health.failure_budget(),
             state: survey.state().to_owned(),
-            record_version: survey.record.as_ref().map_or(0, |r| r.version),
-            record_signer: survey
-                .record
-                .as_ref()
-                .map(|r| r.signer.to_string())
-                .unwrap_or_default(),
+            record_version: newest.map_or(0, |r| r.version),
+            record_signer: newest.map(|r| r.signer.to_string()).unwrap_or_default(),
+            owners,
         }))
     }
 
@@ -697,4 +753,8 @@ impl<B: Backend> Admin for AdminService<B> {
             token_file: file.display().to_string(),
         }))
     }
+}
+
+fn bytes_list(list: Vec<Bytes>) -> Vec<Vec<u8>> {
+    list.into_iter().map(|b| b.to_vec()).collect()
 }

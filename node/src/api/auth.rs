@@ -36,8 +36,8 @@ fn role_of_method(method: &str) -> Role {
         | "CarExport" | "PeersLs" => Role::ReadOnly,
         // `repo verify` quarantines what it finds: a change to the node.
         "RepoVerify" => Role::Admin,
-        "AddFile" | "PinAdd" | "PinRm" | "BlockPut" | "BlockRm" | "RepoScrub" | "RepoGc"
-        | "CarImport" | "PeersConnect" | "PeersBan" | "RotateToken" => Role::Admin,
+        "AddFile" | "PinAdd" | "PinRm" | "PinRestore" | "BlockPut" | "BlockRm" | "RepoScrub"
+        | "RepoGc" | "CarImport" | "PeersConnect" | "PeersBan" | "RotateToken" => Role::Admin,
         _ => Role::Admin,
     }
 }

@@ -33,7 +33,9 @@ impl From<Error> for Status {
                 | P2pError::BootstrapTimeout { .. }
                 | P2pError::Stopped,
             ) => Status::unavailable(message),
-            Error::NotPinned(_) => Status::not_found(message),
+            Error::NotPinned(_) | Error::NotInGrace(_) => Status::not_found(message),
+            Error::NotAuthorised(_) => Status::permission_denied(message),
+            Error::TooLarge { .. } => Status::resource_exhausted(message),
             Error::Stopping => Status::unavailable(message),
             Error::Internal { .. } => Status::internal(message),
             Error::NotAFile { .. }

@@ -164,6 +164,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: PeersAction,
     },
+    /// Operator keys: the authority to unpin or restore any pin, held outside the cluster.
+    OperatorKey {
+        #[command(subcommand)]
+        action: OperatorKeyAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,17 +234,51 @@ pub(crate) enum PinAction {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Remove a pin, cluster-wide for a recursive pin (blocks stay until `repo gc`).
+    /// Remove this node's pin, cluster-wide for a recursive pin. Once no owner pins the root,
+    /// its holders keep the blocks for replication.unpin_grace (`pin restore` undoes it).
     Rm {
         cid: String,
+        /// Unpin every owner's pin with this operator key (see `cairn operator-key`): it must be
+        /// listed in replication.operators. Without it, only this node's own pin goes.
+        #[arg(long, value_name = "FILE")]
+        operator_key: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Undo an unpin within replication.unpin_grace: every holder pins its copy again.
+    Restore {
+        cid: String,
+        /// Restore with this operator key instead of as the node's own pin.
+        #[arg(long, value_name = "FILE")]
+        operator_key: Option<PathBuf>,
+        /// Copies to keep (with --operator-key; default: the pin's last factor).
+        #[arg(long)]
+        replication: Option<u32>,
         #[command(flatten)]
         api: ApiArgs,
     },
     /// List pins.
     Ls {
+        /// List roots unpinned and waiting out the unpin grace instead, with when each expires.
+        #[arg(long)]
+        unpinned: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum OperatorKeyAction {
+    /// Make a new operator key (kept by the operator, never on a node); prints its ID for
+    /// replication.operators.
+    New {
+        file: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print an operator key's ID.
+    Id { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@ mod block;
 mod car;
 mod endpoint;
 mod files;
+mod operator;
 pub(crate) mod output;
 mod peers;
 mod pin;
@@ -74,5 +75,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Repo { action } => repo::run(json, action).await,
         Command::Car { action } => car::run(json, action).await,
         Command::Peers { action } => peers::run(json, action).await,
+        Command::OperatorKey { action } => operator::run(json, action),
     }
 }

@@ -97,26 +97,81 @@ impl Pinned {
 #[derive(Debug, Serialize)]
 pub struct Unpinned {
     pub cid: String,
+    /// Whether the root is still pinned (by other owners) after this unpin.
     pub pinned: bool,
 }
 
 impl Report for Unpinned {
     fn text(&self) -> String {
-        format!("unpinned {}", self.cid)
+        if self.pinned {
+            format!(
+                "unpinned this owner's pin on {}; other owners still pin it",
+                self.cid
+            )
+        } else {
+            format!(
+                "unpinned {} (holders keep its blocks for replication.unpin_grace; \
+                 `cairn pin restore` undoes this until then)",
+                self.cid
+            )
+        }
     }
 }
 
-/// `cairn pin ls`: one line per pin.
+/// `cairn pin restore`.
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    pub cid: String,
+    pub pinned: bool,
+    pub replication_factor: u32,
+}
+
+impl Report for Restored {
+    fn text(&self) -> String {
+        format!("restored {}", self.cid)
+    }
+}
+
+/// `cairn pin ls`: one line per pin (or, with `--unpinned`, per root in its unpin grace).
 #[derive(Debug, Serialize)]
 pub struct PinEntry {
     pub cid: String,
-    /// `recursive` or `direct`.
+    /// `recursive`, `direct` or `unpinned`.
     pub mode: String,
+    /// For an unpinned root: when its blocks become collectable (Unix milliseconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
 }
 
 impl Report for PinEntry {
     fn text(&self) -> String {
-        format!("{} {}", self.cid, self.mode)
+        match self.expires_at_ms {
+            Some(at) => format!("{} {} until {}", self.cid, self.mode, utc(at)),
+            None => format!("{} {}", self.cid, self.mode),
+        }
+    }
+}
+
+/// Unix milliseconds as an RFC 3339 UTC time, for people.
+fn utc(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `cairn operator-key new|id`.
+#[derive(Debug, Serialize)]
+pub struct OperatorKey {
+    pub key_id: String,
+    pub path: PathBuf,
+}
+
+impl Report for OperatorKey {
+    fn text(&self) -> String {
+        format!(
+            "{} (list it in replication.operators on every node; keep {} off the nodes)",
+            self.key_id,
+            self.path.display()
+        )
     }
 }
 
@@ -132,6 +187,19 @@ pub struct PinStatus {
     pub holders: Vec<Holder>,
     pub record_version: u64,
     pub record_signer: String,
+    /// Every owner's pin on the root.
+    pub owners: Vec<PinOwner>,
+}
+
+/// One owner's pin on a root, as `pin status` shows it.
+#[derive(Debug, Serialize)]
+pub struct PinOwner {
+    pub owner: String,
+    /// `pinned` or `unpinned`.
+    pub state: String,
+    pub replication_factor: u32,
+    pub version: u64,
+    pub signer: String,
 }
 
 /// One holder of a pin, as `pin status` sees it.
@@ -159,6 +227,12 @@ impl Report for PinStatus {
             text.push_str(&format!(
                 "\n  {} {} {} {}",
                 h.peer_id, h.state, audited, h.detail
+            ));
+        }
+        for o in &self.owners {
+            text.push_str(&format!(
+                "\n  owner {} {} (factor {}, signed by {})",
+                o.owner, o.state, o.replication_factor, o.signer
             ));
         }
         text

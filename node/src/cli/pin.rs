@@ -1,8 +1,11 @@
-//! Pins: `pin add`, `pin rm`, `pin ls`, `pin status`.
+//! Pins: `pin add`, `pin rm`, `pin restore`, `pin ls`, `pin status`.
 
 use cairn_proto::admin;
 
+use cairn_p2p::records::PinIntent;
+
 use super::args::PinAction;
+use super::operator;
 use super::output::{self, emit};
 
 pub(crate) async fn run(json: bool, action: PinAction) -> anyhow::Result<()> {
@@ -63,20 +66,118 @@ pub(crate) async fn run(json: bool, action: PinAction) -> anyhow::Result<()> {
                     holders,
                     record_version: s.record_version,
                     record_signer: s.record_signer,
+                    owners: s
+                        .owners
+                        .into_iter()
+                        .map(|o| output::PinOwner {
+                            owner: o.owner,
+                            state: o.state,
+                            replication_factor: o.replication_factor,
+                            version: o.version,
+                            signer: o.signer,
+                        })
+                        .collect(),
                 },
             )?;
         }
-        PinAction::Rm { cid, api } => {
+        PinAction::Rm {
+            cid,
+            operator_key,
+            api,
+        } => {
             let mut client = api.connect().await?;
-            client
-                .pin_rm(admin::PinRmRequest { cid: cid.clone() })
-                .await?;
-            emit(json, &output::Unpinned { cid, pinned: false })?;
+            let records = match operator_key {
+                None => Vec::new(),
+                Some(path) => {
+                    let key = operator::load(&path)?;
+                    let status = client
+                        .pin_status(admin::PinStatusRequest { cid: cid.clone() })
+                        .await?
+                        .into_inner();
+                    // Every owner's slot that still pins the root gets a newer unpin.
+                    let pinned: Vec<_> = status
+                        .owners
+                        .iter()
+                        .filter(|o| o.state == "pinned")
+                        .collect();
+                    if pinned.is_empty() {
+                        anyhow::bail!("{cid} is not pinned by any owner");
+                    }
+                    pinned
+                        .into_iter()
+                        .map(|o| {
+                            operator::sign(&key, &cid, &o.owner, o.version, PinIntent::Unpinned)
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?
+                }
+            };
+            let state = client
+                .pin_rm(admin::PinRmRequest {
+                    cid: cid.clone(),
+                    records,
+                })
+                .await?
+                .into_inner()
+                .state;
+            emit(
+                json,
+                &output::Unpinned {
+                    cid,
+                    pinned: state == "pinned",
+                },
+            )?;
         }
-        PinAction::Ls { api } => {
+        PinAction::Restore {
+            cid,
+            operator_key,
+            replication,
+            api,
+        } => {
+            let mut client = api.connect().await?;
+            let records = match operator_key {
+                None => Vec::new(),
+                Some(path) => {
+                    let key = operator::load(&path)?;
+                    let status = client
+                        .pin_status(admin::PinStatusRequest { cid: cid.clone() })
+                        .await?
+                        .into_inner();
+                    // The slot unpinned last is pinned again.
+                    let Some(last) = status.owners.iter().max_by_key(|o| o.version) else {
+                        anyhow::bail!("{cid} has no pin record to restore");
+                    };
+                    let factor = replication.unwrap_or(status.replication_factor).max(1);
+                    vec![operator::sign(
+                        &key,
+                        &cid,
+                        &last.owner,
+                        last.version,
+                        PinIntent::Pinned {
+                            replication_factor: factor,
+                        },
+                    )?]
+                }
+            };
+            let restored = client
+                .pin_restore(admin::PinRestoreRequest {
+                    cid: cid.clone(),
+                    records,
+                })
+                .await?
+                .into_inner();
+            emit(
+                json,
+                &output::Restored {
+                    cid,
+                    pinned: true,
+                    replication_factor: restored.replication_factor,
+                },
+            )?;
+        }
+        PinAction::Ls { unpinned, api } => {
             let mut client = api.connect().await?;
             let pins: Vec<output::PinEntry> = client
-                .pin_ls(admin::PinLsRequest {})
+                .pin_ls(admin::PinLsRequest { unpinned })
                 .await?
                 .into_inner()
                 .pins
@@ -84,6 +185,7 @@ pub(crate) async fn run(json: bool, action: PinAction) -> anyhow::Result<()> {
                 .map(|pin| output::PinEntry {
                     cid: pin.cid,
                     mode: pin.mode,
+                    expires_at_ms: (pin.expires_at_ms > 0).then_some(pin.expires_at_ms),
                 })
                 .collect();
             output::emit_all(json, &pins)?;

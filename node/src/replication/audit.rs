@@ -1,7 +1,12 @@
-//! Proof of possession over `/cairn/audit/1`. The auditor picks a random block of the pin from
-//! its own copy and a fresh nonce; the holder answers with SHA-256(nonce || block), which it can
-//! only compute while it holds the block, and which an old answer cannot replay. A holder that
-//! finds its own copy damaged while answering fetches it again.
+//! Proof of possession over `/cairn/audit/1`. The auditor samples a few random blocks of the
+//! pin from its own copy and draws a fresh nonce; the holder answers with
+//! SHA-256(tag ‖ nonce ‖ auditor ‖ prover ‖ each block), which it can only compute while it holds
+//! every sampled block. Binding both identities makes the answer worthless to anyone else: a
+//! holder that keeps nothing cannot pass its challenge on to an honest holder and replay the
+//! answer (that holder would bind it to the wrong auditor and prover). A proof must arrive within
+//! `replication.audit_deadline`, so fetching the blocks on demand has to beat it. What an audit
+//! cannot catch — a holder that fetches from another holder faster than the deadline — is in the
+//! README. A holder that finds its own copy damaged while answering fetches it again.
 
 use bytes::Bytes;
 use cairn_blockstore::backend::Backend;
@@ -17,65 +22,115 @@ use crate::error::Result;
 const REFUSED_AUDIT_TRIES: usize = 3;
 /// The longest a peer's "slow down" holds up one audit.
 const MAX_REFUSED_AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Blocks sampled per proof round.
+pub(crate) const SAMPLED_BLOCKS: usize = 4;
+const PROOF_TAG: &[u8] = b"cairn/audit-proof/v1\0";
 
 /// What an audit found out about one holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// It holds the root (and proved the block, when one was asked for).
+    /// It holds the root (and proved the blocks, when some were asked for).
     Holds,
     /// It says it does not hold the root (released, unpinned, or never had it).
     Released,
-    /// It claims the root but could not prove the block: lost or lying.
+    /// It claims the root but could not prove the blocks in time: lost, lying, or relaying.
     Failed(String),
     /// No answer, or only refusals.
     Unreachable(String),
 }
 
-/// SHA-256(nonce || data).
-pub(crate) fn proof(nonce: &[u8], data: &[u8]) -> Vec<u8> {
+/// The blocks of one proof round, with their bytes (from the auditor's verified copy).
+pub(crate) type Sample = Vec<(Cid, Bytes)>;
+
+fn absorb(hasher: &mut Sha256, part: &[u8]) {
+    hasher.update((part.len() as u64).to_be_bytes());
+    hasher.update(part);
+}
+
+/// The proof `prover` owes `auditor` for `blocks` (in order) under `nonce`.
+pub(crate) fn proof<'a>(
+    nonce: &[u8],
+    auditor: &PeerId,
+    prover: &PeerId,
+    blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>,
+) -> Vec<u8> {
     let mut hasher = Sha256::new();
-    hasher.update(nonce);
-    hasher.update(data);
+    hasher.update(PROOF_TAG);
+    absorb(&mut hasher, nonce);
+    absorb(&mut hasher, &auditor.to_bytes());
+    absorb(&mut hasher, &prover.to_bytes());
+    for (cid, data) in blocks {
+        absorb(&mut hasher, &cid.to_bytes());
+        absorb(&mut hasher, data);
+    }
     hasher.finalize().to_vec()
 }
 
-/// This node's answer to an audit of `root` (runs on a blocking thread: it reads a block).
+/// This node's (`prover`'s) answer to `auditor`'s audit of `root` (runs on a blocking thread:
+/// it reads blocks). Only a recursive pin counts as holding: a root in its unpin grace is not.
 pub(crate) fn answer<B: Backend>(
     store: &Store<B>,
     root: &Cid,
-    block: Option<&Cid>,
+    blocks: &[Cid],
     nonce: &[u8],
+    auditor: &PeerId,
+    prover: &PeerId,
 ) -> AuditAnswer {
     let holding = matches!(store.pin_mode(root), Ok(Some(PinMode::Recursive)));
     let mut answer = AuditAnswer {
         holding,
         ..Default::default()
     };
-    if let (true, Some(block)) = (holding, block) {
+    if !holding || blocks.is_empty() {
+        return answer;
+    }
+    let mut read = Vec::with_capacity(blocks.len());
+    for block in blocks {
         // The verifying read: a rotten block is quarantined, not proved.
         match store.get(block) {
-            Ok(data) => answer.proof = proof(nonce, &data),
-            Err(e) => answer.error = format!("cannot prove {block}: {e}"),
+            Ok(data) => read.push((*block, data)),
+            Err(e) => {
+                answer.error = format!("cannot prove {block}: {e}");
+                return answer;
+            }
         }
     }
+    answer.proof = proof(
+        nonce,
+        auditor,
+        prover,
+        read.iter().map(|(cid, data)| (cid, data.as_ref())),
+    );
     answer
 }
 
-/// A uniformly random block of the DAG under `root`, with its bytes (verified), from this node's
-/// copy: one pass over the DAG, reservoir sampling.
-pub(crate) fn sample_block<B: Backend>(store: &Store<B>, root: &Cid) -> Result<(Cid, Bytes)> {
-    let mut chosen = *root;
+/// Up to `count` distinct random blocks of the DAG under `root`, with their bytes (verified),
+/// from this node's copy: one pass over the DAG, reservoir sampling.
+pub(crate) fn sample_blocks<B: Backend>(
+    store: &Store<B>,
+    root: &Cid,
+    count: usize,
+) -> Result<Sample> {
+    let mut chosen: Vec<Cid> = Vec::with_capacity(count);
     let mut seen: u64 = 0;
     let mut random = [0u8; 8];
     store.walk(root, |cid| {
         seen += 1;
-        let draw = getrandom::fill(&mut random).map(|()| u64::from_le_bytes(random) % seen);
-        if draw == Ok(0) {
-            chosen = *cid;
+        if chosen.len() < count {
+            chosen.push(*cid);
+            return;
+        }
+        if getrandom::fill(&mut random).is_ok() {
+            let slot = u64::from_le_bytes(random) % seen;
+            if let Some(entry) = usize::try_from(slot).ok().and_then(|i| chosen.get_mut(i)) {
+                *entry = *cid;
+            }
         }
     })?;
-    let data = store.get(&chosen)?;
-    Ok((chosen, data))
+    chosen
+        .into_iter()
+        .map(|cid| Ok((cid, store.get(&cid)?)))
+        .collect()
 }
 
 impl<B: Backend> Replicator<B> {
@@ -83,14 +138,16 @@ impl<B: Backend> Replicator<B> {
     pub(crate) async fn serve_audit(
         &self,
         id: AuditId,
+        auditor: PeerId,
         root: Cid,
-        block: Option<Cid>,
+        blocks: Vec<Cid>,
         nonce: Vec<u8>,
     ) {
+        let prover = self.identity.peer_id();
         let answered = self
             .store
             .run("answering an audit", move |store| {
-                Ok(answer(store, &root, block.as_ref(), &nonce))
+                Ok(answer(store, &root, &blocks, &nonce, &auditor, &prover))
             })
             .await;
         let answer = answered.unwrap_or_else(|e| AuditAnswer {
@@ -111,9 +168,17 @@ impl<B: Backend> Replicator<B> {
         }
         let replicator = self.clone();
         self.store.jobs().spawn("healing a copy", async move {
-            let pace = Some(&*replicator.repair_rate);
-            match crate::fetch::fetch_dag_paced(&replicator.store, &replicator.network, root, pace)
-                .await
+            let limits = crate::fetch::FetchLimits {
+                pace: Some(&*replicator.repair_rate),
+                ..Default::default()
+            };
+            match crate::fetch::fetch_dag_limited(
+                &replicator.store,
+                &replicator.network,
+                root,
+                limits,
+            )
+            .await
             {
                 Ok(report) => {
                     tracing::info!(%root, blocks = report.blocks, "own copy repaired from peers")
@@ -126,22 +191,24 @@ impl<B: Backend> Replicator<B> {
 
     /// Sends an audit, waiting out the peer's "slow down" (its wait, capped) a few times: a
     /// refused audit says nothing about the peer's copy, so it must never read as "released".
+    /// Returns the answer and how long the answering attempt took.
     async fn ask_audit(
         &self,
         peer: PeerId,
         root: Cid,
-        block: Option<Cid>,
+        blocks: &[Cid],
         nonce: &[u8],
-    ) -> std::result::Result<AuditAnswer, String> {
+    ) -> std::result::Result<(AuditAnswer, std::time::Duration), String> {
         for _ in 0..REFUSED_AUDIT_TRIES {
             self.audit_pace.until_key_ready(&peer).await;
+            let sent = tokio::time::Instant::now();
             let answer = self
                 .network
-                .audit(peer, root, block, nonce.to_vec())
+                .audit(peer, root, blocks.to_vec(), nonce.to_vec())
                 .await
                 .map_err(|e| e.to_string())?;
             match answer.retry_after {
-                None => return Ok(answer),
+                None => return Ok((answer, sent.elapsed())),
                 Some(wait) => tokio::time::sleep(wait.min(MAX_REFUSED_AUDIT_WAIT)).await,
             }
         }
@@ -150,29 +217,49 @@ impl<B: Backend> Replicator<B> {
         ))
     }
 
-    /// Audits `peer`'s copy of `root`: with `sample` (a block of this node's copy), a proof of
-    /// possession; without, a plain "do you hold it". A failed proof costs the peer score.
+    /// Audits `peer`'s copy of `root`: with `sample` (blocks of this node's copy), a proof of
+    /// possession within the deadline; without, a plain "do you hold it". A wrong proof costs the
+    /// peer score; a passed one is remembered (see [`Replicator::proven_recently`]).
     pub(crate) async fn challenge(
         &self,
         peer: PeerId,
         root: Cid,
-        sample: Option<&(Cid, Bytes)>,
+        sample: Option<&Sample>,
     ) -> Verdict {
         let nonce = match random_nonce() {
             Ok(nonce) => nonce,
             Err(e) => return Verdict::Unreachable(e.to_string()),
         };
-        let block = sample.map(|(cid, _)| *cid);
-        let verdict = match self.ask_audit(peer, root, block, &nonce).await {
+        let blocks: Vec<Cid> = sample
+            .map(|s| s.iter().map(|(cid, _)| *cid).collect())
+            .unwrap_or_default();
+        let me = self.identity.peer_id();
+        let verdict = match self.ask_audit(peer, root, &blocks, &nonce).await {
             Err(why) => Verdict::Unreachable(why),
-            Ok(answer) if !answer.holding => Verdict::Released,
-            Ok(answer) => match sample {
+            Ok((answer, _)) if !answer.holding => Verdict::Released,
+            Ok((answer, took)) => match sample {
                 None => Verdict::Holds,
-                Some((_, data)) if answer.proof == proof(&nonce, data) => Verdict::Holds,
-                Some((cid, _)) if answer.error.is_empty() => {
-                    Verdict::Failed(format!("wrong proof for block {cid}"))
+                Some(_) if !answer.error.is_empty() => Verdict::Failed(answer.error),
+                Some(sample) => {
+                    let expected = proof(
+                        &nonce,
+                        &me,
+                        &peer,
+                        sample.iter().map(|(cid, data)| (cid, data.as_ref())),
+                    );
+                    if answer.proof != expected {
+                        Verdict::Failed(format!("wrong proof for {} blocks", sample.len()))
+                    } else if took > self.policy.audit_deadline {
+                        Verdict::Failed(format!(
+                            "proof came after {} ms; the deadline is {} ms",
+                            took.as_millis(),
+                            self.policy.audit_deadline.as_millis()
+                        ))
+                    } else {
+                        lock(&self.proven).insert((root, peer), tokio::time::Instant::now());
+                        Verdict::Holds
+                    }
                 }
-                Some(_) => Verdict::Failed(answer.error),
             },
         };
         let result = match &verdict {
@@ -185,9 +272,17 @@ impl<B: Backend> Replicator<B> {
         self.metrics.audit(result);
         if let Verdict::Failed(why) = &verdict {
             tracing::warn!(%root, %peer, why, "a holder failed its audit");
+            lock(&self.proven).remove(&(root, peer));
             let _ = self.network.penalise(peer, Offence::FailedAudit).await;
         }
         verdict
+    }
+
+    /// Whether `peer` passed a proof round for `root` within the last `audit_interval`.
+    pub(crate) fn proven_recently(&self, root: Cid, peer: PeerId) -> bool {
+        lock(&self.proven)
+            .get(&(root, peer))
+            .is_some_and(|at| at.elapsed() < self.policy.audit_interval)
     }
 }
 
@@ -198,30 +293,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_proof_needs_the_block_and_the_nonce() {
+    fn a_proof_needs_every_block_the_nonce_and_both_parties() {
         let store = MemBlockstore::new(StoreOptions::default());
         let block = Block::build(RAW, HashAlg::Sha2_256, b"held".to_vec());
         store.put(&block).unwrap();
         store.pin(&block.cid, PinMode::Recursive).unwrap();
+        let (auditor, prover, relay) = (PeerId::random(), PeerId::random(), PeerId::random());
 
-        let (sampled, data) = sample_block(&store, &block.cid).unwrap();
-        assert_eq!(sampled, block.cid);
-        let answered = answer(&store, &block.cid, Some(&sampled), b"nonce-1");
+        let sample = sample_blocks(&store, &block.cid, SAMPLED_BLOCKS).unwrap();
+        assert_eq!(sample.len(), 1, "a one-block DAG samples its one block");
+        let cids: Vec<Cid> = sample.iter().map(|(c, _)| *c).collect();
+        let expected = |nonce: &[u8], auditor: &PeerId, prover: &PeerId| {
+            proof(
+                nonce,
+                auditor,
+                prover,
+                sample.iter().map(|(c, d)| (c, d.as_ref())),
+            )
+        };
+        let answered = answer(&store, &block.cid, &cids, b"nonce-1", &auditor, &prover);
         assert!(answered.holding);
-        assert_eq!(answered.proof, proof(b"nonce-1", &data));
-        assert_ne!(
-            answered.proof,
-            proof(b"nonce-2", &data),
-            "a new nonce, a new proof"
-        );
+        assert_eq!(answered.proof, expected(b"nonce-1", &auditor, &prover));
+        assert_ne!(answered.proof, expected(b"nonce-2", &auditor, &prover));
+        // What an honest holder answers a relaying peer is bound to that peer, not to us.
+        let relayed = answer(&store, &block.cid, &cids, b"nonce-1", &relay, &prover);
+        assert_ne!(relayed.proof, expected(b"nonce-1", &auditor, &prover));
+        assert_ne!(relayed.proof, expected(b"nonce-1", &auditor, &relay));
 
         // Lost behind the node's back: still pinned, but nothing to prove with.
         store.delete(&block.cid).unwrap();
-        let lost = answer(&store, &block.cid, Some(&sampled), b"nonce-3");
+        let lost = answer(&store, &block.cid, &cids, b"nonce-3", &auditor, &prover);
         assert!(lost.holding && lost.proof.is_empty() && !lost.error.is_empty());
 
         // Unpinned: not holding, whatever the blocks.
         store.unpin(&block.cid).unwrap();
-        assert!(!answer(&store, &block.cid, None, b"n").holding);
+        assert!(!answer(&store, &block.cid, &[], b"n", &auditor, &prover).holding);
     }
 }

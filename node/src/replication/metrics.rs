@@ -17,6 +17,7 @@ pub struct ReplicationMetrics {
     repairs: Family<Labels, Counter>,
     pub(super) released: Counter,
     pub(super) receipts: Counter,
+    refused: Family<Labels, Counter>,
 }
 
 impl ReplicationMetrics {
@@ -54,7 +55,20 @@ impl ReplicationMetrics {
             "Verified replication receipts received",
             metrics.receipts.clone(),
         );
+        sub.register(
+            "refused",
+            "Replication obligations refused, by reason (not_pinned, too_large, share_used, \
+             slots, fetch_failed, receipt_without_proof: a target's receipt with no proof behind \
+             it)",
+            metrics.refused.clone(),
+        );
         std::sync::Arc::new(metrics)
+    }
+
+    pub(crate) fn refused(&self, reason: &str) {
+        self.refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
     }
 
     pub(super) fn set_health(&self, under_replicated: usize, min_failure_budget: i64) {

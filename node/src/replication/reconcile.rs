@@ -2,7 +2,7 @@
 //! surveys the pin (proofs of possession every `audit_interval`, plain liveness checks between)
 //! and then:
 //!
-//! - acts on a newer unpin record by releasing its copy;
+//! - acts on an unpin (no owner pins the root any more) by moving its copy into the unpin grace;
 //! - when it is the live holder closest to the root (the coordinator) and fewer than R live
 //!   copies exist — for longer than `repair_grace`, or at once after a failed audit — asks the
 //!   next placement targets to hold a copy, fetched at `repair_bytes_per_second`;
@@ -11,7 +11,12 @@
 //!
 //! Both decisions follow one deterministic order (XOR distance to the root), so holders acting at
 //! once ask the same targets (a target that already holds answers at once) and the R closest
-//! live holders never release: the count never drops below R through release.
+//! live holders never release: the count never drops below R through release. Live means proved
+//! within `audit_interval`, so a surplus copy goes only when R other holders each passed a proof
+//! round: holders that merely claim the placement cannot talk a real copy away.
+//!
+//! Once per `audit_interval` it also looks up the claims of every root in its unpin grace here:
+//! a root pinned again (`pin restore`) is pinned again on this node too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -55,10 +60,18 @@ pub(crate) async fn run<B: Backend>(replicator: Replicator<B>, stop: Cancellatio
         .min(policy.repair_grace / 2)
         .clamp(MIN_ROUND, MAX_ROUND);
     let mut tracked: HashMap<Cid, Tracked> = HashMap::new();
+    let mut graces_checked: Option<Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(round) => {}
+        }
+        if graces_checked.is_none_or(|at| at.elapsed() >= policy.audit_interval) {
+            graces_checked = Some(Instant::now());
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = replicator.check_graces() => {}
+            }
         }
         let pins = match replicator
             .store
@@ -111,7 +124,7 @@ impl<B: Backend> Replicator<B> {
             state.last_proof = Some(now);
         }
         if survey.unpinned() {
-            return self.release(root, "unpinned by the cluster").await;
+            return self.retire(root, "unpinned by the cluster").await;
         }
         let me = self.network.local_peer_id();
         let live = survey.live();
@@ -144,6 +157,30 @@ impl<B: Backend> Replicator<B> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Roots in their unpin grace here whose claims say pinned again are pinned again.
+    async fn check_graces(&self) {
+        let graced = match self.store.run("listing graces", |s| Ok(s.graced()?)).await {
+            Ok(graced) => graced,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list roots in their unpin grace");
+                return;
+            }
+        };
+        let now = super::now_ms();
+        for (root, until) in graced.into_iter().filter(|(_, until)| *until > now) {
+            let Some(claims) = self.refresh_quietly(root).await else {
+                continue;
+            };
+            if claims.is_unpinned() {
+                continue;
+            }
+            let _root = self.root_locks.lock(root).await;
+            if let Err(e) = self.act_on(&claims).await {
+                tracing::warn!(%root, until_ms = until, error = %e, "could not restore a pin");
+            }
+        }
     }
 
     /// Places `missing` copies on the closest connected peers that hold none, in the
@@ -338,6 +375,7 @@ mod tests {
 
 #[cfg(test)]
 mod store_tests {
+    use cairn_p2p::claims::PinClaims;
     use cairn_p2p::records::{PinIntent, PinRecord};
 
     use super::*;
@@ -359,17 +397,31 @@ mod store_tests {
     }
 
     #[tokio::test]
-    async fn a_newer_unpin_kept_here_releases_the_copy() {
+    async fn a_newer_unpin_kept_here_moves_the_copy_into_its_grace() {
         let node = lone_node();
         let root = node.hold(b"to release");
-        let unpin = PinRecord::sign(&node.identity, root, PinIntent::Unpinned, now_ms()).unwrap();
-        node.store.store().put_pin_record(&root, &unpin).unwrap();
+        let me = node.identity.peer_id();
+        let unpin =
+            PinRecord::sign(&node.identity, root, me, PinIntent::Unpinned, now_ms()).unwrap();
+        let mut claims = PinClaims::new(root);
+        claims
+            .take(unpin, node.replicator.network.record_gate())
+            .unwrap();
+        node.store
+            .store()
+            .put_pin_record(&root, &claims.encode())
+            .unwrap();
 
         node.replicator
             .reconcile(root, &mut Tracked::default())
             .await
             .unwrap();
         assert_eq!(node.store.store().pin_mode(&root).unwrap(), None);
+        assert!(
+            node.store.store().grace_until(&root).unwrap().is_some(),
+            "the blocks stay for the unpin grace"
+        );
+        assert!(node.store.store().has(&root).unwrap());
         assert_eq!(node.replicator.health_summary(), (0, None));
     }
 }

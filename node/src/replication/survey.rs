@@ -1,17 +1,19 @@
 //! Who holds a root right now. Candidates are the provider records, the receipts this node kept
 //! and this node itself; each is asked over `/cairn/audit/1` — with a proof of possession when
 //! this node holds a copy to check the proof against, a plain "do you hold it" otherwise. Stale
-//! provider records (a released copy) answer "not holding" and drop out.
+//! provider records (a released copy) answer "not holding" and drop out. Where this node can
+//! check proofs, a holder counts as live only while its last passed proof round is younger than
+//! `audit_interval`: a receipt, or a "yes" between rounds, is a claim, not a copy.
 
-use bytes::Bytes;
 use cairn_blockstore::PinMode;
 use cairn_p2p::PeerId;
-use cairn_p2p::records::{PinIntent, PinRecord};
+use cairn_p2p::claims::PinClaims;
+use cairn_p2p::records::PinIntent;
 use cid::Cid;
 use futures_util::future::join_all;
 
 use super::Replicator;
-use super::audit::{Verdict, sample_block};
+use super::audit::{SAMPLED_BLOCKS, Sample, Verdict, sample_blocks};
 use crate::error::Result;
 use cairn_blockstore::backend::Backend;
 
@@ -22,6 +24,9 @@ const MAX_CANDIDATES: usize = 128;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HolderState {
     Live,
+    /// Says it holds the root, but has not passed a proof round within `audit_interval` (a
+    /// new replica before its first round, or one whose proofs lapsed).
+    Unproven,
     Unreachable(String),
     Released,
     FailedAudit(String),
@@ -39,7 +44,7 @@ pub struct HolderView {
 #[derive(Clone, Debug)]
 pub struct Survey {
     pub root: Cid,
-    pub record: Option<PinRecord>,
+    pub claims: Option<PinClaims>,
     pub factor: u32,
     pub holders: Vec<HolderView>,
 }
@@ -64,9 +69,7 @@ impl PinHealth {
 
 impl Survey {
     pub fn unpinned(&self) -> bool {
-        self.record
-            .as_ref()
-            .is_some_and(|r| r.intent == PinIntent::Unpinned)
+        self.claims.as_ref().is_some_and(PinClaims::is_unpinned)
     }
 
     pub fn live(&self) -> Vec<PeerId> {
@@ -104,23 +107,17 @@ impl<B: Backend> Replicator<B> {
     /// node holds a copy to check against).
     pub async fn survey(&self, root: Cid, prove: bool) -> Result<Survey> {
         // The DHT is asked on proof rounds (and when nothing is kept here); between them the
-        // local record serves, and unpins arrive pushed by the peer that made them.
+        // local claims serve, and unpins arrive pushed by the peer that made them.
         let local = if prove {
             None
         } else {
-            self.local_record(root).await?
+            self.local_claims(root).await?
         };
-        let record = match local {
-            Some(record) => Some(record),
-            None => match self.refresh(root).await {
-                Ok(record) => record,
-                Err(e) => {
-                    tracing::debug!(%root, error = %e, "pin record lookup failed; using the local one");
-                    self.local_record(root).await?
-                }
-            },
+        let claims = match local {
+            Some(claims) => Some(claims),
+            None => self.refresh_quietly(root).await,
         };
-        let factor = match record.as_ref().map(|r| r.intent) {
+        let factor = match claims.as_ref().and_then(PinClaims::intent) {
             Some(PinIntent::Pinned { replication_factor }) => replication_factor,
             _ => self.policy.factor,
         };
@@ -130,11 +127,11 @@ impl<B: Backend> Replicator<B> {
             .run("reading a pin", move |store| Ok(store.pin_mode(&root)?))
             .await?
             == Some(PinMode::Recursive);
-        let sample: Option<(Cid, Bytes)> = if held_here && prove {
+        let sample: Option<Sample> = if held_here && prove {
             match self
                 .store
-                .run("sampling a block to audit", move |store| {
-                    sample_block(store, &root)
+                .run("sampling blocks to audit", move |store| {
+                    sample_blocks(store, &root, SAMPLED_BLOCKS)
                 })
                 .await
             {
@@ -166,7 +163,10 @@ impl<B: Backend> Replicator<B> {
                 peer,
                 audited: verdict == Verdict::Holds && sample.is_some(),
                 state: match verdict {
-                    Verdict::Holds => HolderState::Live,
+                    // Without a copy here nothing can be proved: a plain "yes" is all there is.
+                    Verdict::Holds if !held_here => HolderState::Live,
+                    Verdict::Holds if self.proven_recently(root, peer) => HolderState::Live,
+                    Verdict::Holds => HolderState::Unproven,
                     Verdict::Released => HolderState::Released,
                     Verdict::Failed(why) => HolderState::FailedAudit(why),
                     Verdict::Unreachable(why) => HolderState::Unreachable(why),
@@ -205,7 +205,7 @@ impl<B: Backend> Replicator<B> {
         holders.sort_by_key(|h| h.peer.to_bytes());
         Ok(Survey {
             root,
-            record,
+            claims,
             factor,
             holders,
         })
@@ -255,7 +255,7 @@ mod tests {
     fn the_state_follows_live_copies_and_the_record() {
         let survey = |holders: Vec<HolderView>| Survey {
             root: Block::build(RAW, HashAlg::Sha2_256, b"s".to_vec()).cid,
-            record: None,
+            claims: None,
             factor: 2,
             holders,
         };

@@ -19,6 +19,8 @@ use crate::scores::Offence;
 const MAX_REASON_CHARS: usize = 200;
 /// The wait a refused audit asks for when the node's queue of requests is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(200);
+/// Blocks one audit may ask to prove: a proof round samples a few.
+pub const MAX_AUDIT_BLOCKS: usize = 8;
 /// The longest wait a peer's refusal can impose on us.
 const MAX_RETRY_AFTER_MS: u64 = 60_000;
 
@@ -27,7 +29,7 @@ impl EventLoop {
         &mut self,
         peer: PeerId,
         root: Cid,
-        block: Option<Cid>,
+        blocks: Vec<Cid>,
         nonce: Vec<u8>,
         reply: Replier<AuditAnswer>,
     ) {
@@ -42,7 +44,7 @@ impl EventLoop {
         };
         let request = AuditRequest {
             root: root.to_bytes().into(),
-            block: block.map(|c| Bytes::from(c.to_bytes())).unwrap_or_default(),
+            blocks: blocks.iter().map(|c| Bytes::from(c.to_bytes())).collect(),
             nonce: nonce.into(),
         };
         let id = self
@@ -154,20 +156,30 @@ impl EventLoop {
             return;
         }
         let root = Cid::try_from(request.root.as_ref());
-        let block = match request.block.is_empty() {
-            true => Ok(None),
-            false => Cid::try_from(request.block.as_ref()).map(Some),
-        };
-        let (Ok(root), Ok(block)) = (root, block) else {
+        let blocks: Result<Vec<Cid>, _> = request
+            .blocks
+            .iter()
+            .map(|b| Cid::try_from(b.as_ref()))
+            .collect();
+        let (Ok(root), Ok(blocks)) = (root, blocks) else {
             self.refuse_audit(channel, "malformed CID".into(), Duration::ZERO);
             self.penalise(peer, Offence::Malformed);
             return;
         };
+        if blocks.len() > MAX_AUDIT_BLOCKS {
+            self.refuse_audit(
+                channel,
+                format!("more than {MAX_AUDIT_BLOCKS} blocks in one audit"),
+                Duration::ZERO,
+            );
+            self.penalise(peer, Offence::Malformed);
+            return;
+        }
         let event = NetworkEvent::Audit {
             id,
             peer,
             root,
-            block,
+            blocks,
             nonce: request.nonce.to_vec(),
         };
         if self.inbound_audits.is_full() || self.events.try_send(event).is_err() {

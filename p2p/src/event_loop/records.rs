@@ -1,112 +1,118 @@
-//! Pin records in the DHT. Kademlia hands every record a peer offers to us first
-//! (`StoreInserts::FilterBoth`); one is kept only when it is a well-formed pin record, signed by
-//! an admitted peer, stored under its own root's key and newer than the record held. Lookups
-//! gather every copy the DHT returns and keep the newest valid one, so a stale or forged copy at
-//! one peer cannot win.
+//! Pin claims in the DHT. Kademlia hands every record a peer offers to us first
+//! (`StoreInserts::FilterBoth`); it is opened under its own root's key, every pin record in it is
+//! judged by the [`crate::authority::RecordGate`] (refusals cost the sender score), and what is
+//! admitted is merged into the claims held here. Lookups merge every copy the DHT returns the same
+//! way, so a stale, forged or unauthorised copy at one peer changes nothing.
 
 use cid::Cid;
 use libp2p::kad::{self, QueryId, store::RecordStore};
 use libp2p_identity::PeerId;
 
 use super::{EventLoop, Replier};
+use crate::claims::PinClaims;
 use crate::client::NetworkEvent;
 use crate::error::Error;
-use crate::records::PinRecord;
 use crate::scores::Offence;
 
-/// A pin-record lookup under way: the newest valid record seen so far, and who waits for it.
+/// A lookup under way: the claims merged so far, and who waits for them.
 pub(super) struct PendingLookup {
-    best: Option<(PinRecord, Vec<u8>)>,
-    reply: Replier<Option<Vec<u8>>>,
+    root: Cid,
+    merged: PinClaims,
+    reply: Replier<Option<PinClaims>>,
 }
 
-/// The DHT key of `root`'s pin record.
+const KEY_PREFIX: &[u8] = b"/cairn/pin/";
+
+/// The DHT key of `root`'s pin claims.
 pub(crate) fn pin_record_key(root: &Cid) -> kad::RecordKey {
-    let mut key = b"/cairn/pin/".to_vec();
+    let mut key = KEY_PREFIX.to_vec();
     key.extend_from_slice(&root.to_bytes());
     kad::RecordKey::new(&key)
 }
 
+fn root_of(key: &kad::RecordKey) -> Option<Cid> {
+    let bytes = key.as_ref().strip_prefix(KEY_PREFIX)?;
+    let root = Cid::try_from(bytes).ok()?;
+    (pin_record_key(&root) == *key).then_some(root)
+}
+
 impl EventLoop {
-    /// Checks a record a peer offers or a lookup returns; the verified record on success.
-    fn check_record(&self, record: &kad::Record) -> Result<PinRecord, Error> {
-        let verified = PinRecord::verify(&record.value)?;
-        if pin_record_key(&verified.root) != record.key {
-            return Err(Error::BadRecord("stored under another root's key".into()));
+    /// Opens a record a peer offers or a lookup returns. Refused records cost `from` score; a
+    /// value that is not claims at all, or under a key that is no root's, costs it more.
+    fn open_claims(&mut self, record: &kad::Record, from: Option<PeerId>) -> Option<PinClaims> {
+        let Some(root) = root_of(&record.key) else {
+            if let Some(peer) = from {
+                self.penalise(peer, Offence::Malformed);
+            }
+            return None;
+        };
+        match PinClaims::open(&record.value, root, &self.gate, from) {
+            Ok(opened) => {
+                if !opened.refused.is_empty()
+                    && let Some(peer) = from
+                {
+                    self.penalise(peer, Offence::UnauthorisedRecord);
+                }
+                Some(opened.claims)
+            }
+            Err(_) => {
+                if let Some(peer) = from {
+                    self.penalise(peer, Offence::Malformed);
+                }
+                None
+            }
         }
-        let admitted = self.settings.allowlist.is_empty()
-            || self.settings.allowlist.contains(&verified.signer)
-            || verified.signer == *self.swarm.local_peer_id();
-        if !admitted {
-            return Err(Error::BadRecord(format!(
-                "signed by {}, which is not on the allowlist",
-                verified.signer
-            )));
-        }
-        Ok(verified)
     }
 
-    /// The record this node holds for `key`, if any (records in the store were checked on the
-    /// way in).
-    fn held_record(&mut self, key: &kad::RecordKey) -> Option<PinRecord> {
-        let store = self.swarm.behaviour_mut().kad.store_mut();
-        let held = store.get(key)?;
-        PinRecord::verify(&held.value).ok()
+    /// The claims this node holds for `root` (admitted on the way in; judged again, since the
+    /// operators or the allowlist may have changed since).
+    fn held_claims(&mut self, root: Cid) -> PinClaims {
+        let key = pin_record_key(&root);
+        let held = self.swarm.behaviour_mut().kad.store_mut().get(&key);
+        held.and_then(|record| PinClaims::open(&record.value, root, &self.gate, None).ok())
+            .map_or_else(|| PinClaims::new(root), |opened| opened.claims)
     }
 
-    fn keep_record(&mut self, key: kad::RecordKey, value: Vec<u8>) {
-        let record = kad::Record::new(key, value);
+    fn keep_claims(&mut self, claims: &PinClaims) {
+        let record = kad::Record::new(pin_record_key(&claims.root()), claims.encode());
         if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-            tracing::warn!(error = %e, "pin record not kept (record store full?)");
+            tracing::warn!(error = %e, "pin claims not kept (record store full?)");
         }
     }
 
     /// A peer offers a record (a PUT, or Kademlia's own re-replication).
     pub(super) fn on_record_offered(&mut self, source: PeerId, record: kad::Record) {
-        let verified = match self.check_record(&record) {
-            Ok(verified) => verified,
-            Err(e) => {
-                tracing::debug!(peer = %source, error = %e, "refused a pin record");
-                self.penalise(source, Offence::Malformed);
-                return;
-            }
+        let Some(offered) = self.open_claims(&record, Some(source)) else {
+            return;
         };
-        if let Some(held) = self.held_record(&record.key)
-            && !verified.supersedes(&held)
-        {
-            return; // the same or an older record: nothing to do
+        let mut held = self.held_claims(offered.root());
+        if !held.merge(offered) {
+            return; // nothing new
         }
-        self.keep_record(record.key, record.value.clone());
-        // The node acts on it (an unpin); when it is behind, its periodic reconciliation reads
-        // the record from the store instead.
-        let _ = self.events.try_send(NetworkEvent::PinRecord {
-            record: record.value,
-        });
+        self.keep_claims(&held);
+        // The node acts on it (an unpin, a restore); when it is behind, its periodic
+        // reconciliation reads the claims from the DHT instead.
+        let _ = self
+            .events
+            .try_send(NetworkEvent::PinClaims { claims: held });
     }
 
-    /// Stores our own signed record here and at the peers closest to its key.
-    pub(super) fn put_pin_record(&mut self, value: Vec<u8>) -> Result<(), Error> {
-        let verified = PinRecord::verify(&value)?;
-        let key = pin_record_key(&verified.root);
-        if let Some(held) = self.held_record(&key)
-            && !verified.supersedes(&held)
-            && held != verified
-        {
-            return Err(Error::BadRecord(format!(
-                "a newer record (version {}) is held for {}",
-                held.version, verified.root
-            )));
-        }
-        let record = kad::Record::new(key, value);
+    /// Merges `claims` into those held here and stores the result at the peers closest to its
+    /// key.
+    pub(super) fn put_pin_claims(&mut self, claims: PinClaims) -> Result<(), Error> {
+        let mut held = self.held_claims(claims.root());
+        held.merge(claims);
+        self.keep_claims(&held);
+        let record = kad::Record::new(pin_record_key(&held.root()), held.encode());
         self.swarm
             .behaviour_mut()
             .kad
             .put_record(record, kad::Quorum::One)
             .map(|_| ())
-            .map_err(|e| Error::Lookup(format!("storing the pin record failed: {e}")))
+            .map_err(|e| Error::Lookup(format!("storing the pin claims failed: {e}")))
     }
 
-    pub(super) fn get_pin_record(&mut self, root: Cid, reply: Replier<Option<Vec<u8>>>) {
+    pub(super) fn get_pin_record(&mut self, root: Cid, reply: Replier<Option<PinClaims>>) {
         let Some(reply) = self
             .pending_records
             .refuse_when_full(reply, || Error::Lookup("too many lookups in flight".into()))
@@ -118,8 +124,14 @@ impl EventLoop {
             .behaviour_mut()
             .kad
             .get_record(pin_record_key(&root));
-        self.pending_records
-            .insert(id, PendingLookup { best: None, reply });
+        self.pending_records.insert(
+            id,
+            PendingLookup {
+                root,
+                merged: PinClaims::new(root),
+                reply,
+            },
+        );
     }
 
     pub(super) fn on_record_found(
@@ -130,49 +142,34 @@ impl EventLoop {
     ) {
         let finished = match result {
             Ok(kad::GetRecordOk::FoundRecord(found)) => {
-                match self.check_record(&found.record) {
-                    Ok(verified) => {
-                        if let Some(pending) = self.pending_records.get_mut(&id) {
-                            let newer = pending
-                                .best
-                                .as_ref()
-                                .is_none_or(|(best, _)| verified.supersedes(best));
-                            if newer {
-                                pending.best = Some((verified, found.record.value));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(peer = ?found.peer, error = %e, "a lookup returned a bad pin record");
-                        if let Some(peer) = found.peer {
-                            self.penalise(peer, Offence::Malformed);
-                        }
-                    }
+                if let Some(claims) = self.open_claims(&found.record, found.peer)
+                    && let Some(pending) = self.pending_records.get_mut(&id)
+                    && claims.root() == pending.root
+                {
+                    pending.merged.merge(claims);
                 }
                 last
             }
             Ok(kad::GetRecordOk::FinishedWithNoAdditionalRecord { .. }) => true,
             Err(e) => {
-                tracing::debug!(error = %e, "pin record lookup ended");
+                tracing::debug!(error = %e, "pin claims lookup ended");
                 true
             }
         };
         if !finished {
             return;
         }
-        let Some(pending) = self.pending_records.remove(&id) else {
+        let Some(mut pending) = self.pending_records.remove(&id) else {
             return;
         };
-        // Keep the newest copy here too, so this node answers with it from now on.
-        if let Some((best, value)) = &pending.best {
-            let key = pin_record_key(&best.root);
-            let stale = self
-                .held_record(&key)
-                .is_none_or(|held| best.supersedes(&held));
-            if stale {
-                self.keep_record(key, value.clone());
-            }
+        // Merge what this node holds too, and keep the result, so it answers with it from now on.
+        let mut held = self.held_claims(pending.root);
+        let changed = held.merge(pending.merged.clone());
+        if changed {
+            self.keep_claims(&held);
         }
-        let _ = pending.reply.send(Ok(pending.best.map(|(_, value)| value)));
+        pending.merged.merge(held);
+        let found = (!pending.merged.is_empty()).then_some(pending.merged);
+        let _ = pending.reply.send(Ok(found));
     }
 }

@@ -123,7 +123,7 @@ impl EventLoop {
                     replication_factor: request.replication_factor,
                     nonce: request.nonce.to_vec(),
                     repair: request.repair,
-                    record: request.record.to_vec(),
+                    claims: request.record.to_vec(),
                 };
                 if self.inbound_replicates.is_full() || self.events.try_send(event).is_err() {
                     self.metrics.limited("queue");
