@@ -81,8 +81,25 @@ async fn scripts_can_add_cat_and_inspect() {
             .status
             .success()
     );
+    // Nothing vanishes at once: the unpinned file waits out the unpin grace, listed with its
+    // expiry, and `pin restore` brings it back.
     let gc = json(&cairn(&node, &dir, &["repo", "gc", "--json"]).await);
-    assert_eq!(gc["removed_blocks"], 1);
+    assert_eq!(gc["removed_blocks"], 0);
+    let waiting = json(&cairn(&node, &dir, &["pin", "ls", "--unpinned", "--json"]).await);
+    assert_eq!(waiting["cid"], cid);
+    assert_eq!(waiting["mode"], "unpinned");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let expires = waiting["expires_at_ms"].as_u64().unwrap();
+    assert!(expires > now_ms + 23 * 3600 * 1000, "{waiting}");
+    let restored = json(&cairn(&node, &dir, &["pin", "restore", "--json", cid]).await);
+    assert_eq!(restored["pinned"], true);
+    let pins = json(&cairn(&node, &dir, &["pin", "ls", "--json"]).await);
+    assert_eq!(pins["cid"], cid);
+    let none = cairn(&node, &dir, &["pin", "ls", "--unpinned", "--json"]).await;
+    assert!(none.stdout.is_empty(), "restored: no longer waiting");
     let imported = json(
         &cairn(
             &node,

@@ -165,6 +165,11 @@ pub(crate) enum Command {
         claims: PinClaims,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    #[cfg(feature = "testing")]
+    PutUncheckedPinClaims {
+        root: Cid,
+        value: Vec<u8>,
+    },
     GetPinRecord {
         root: Cid,
         reply: oneshot::Sender<Result<Option<PinClaims>, Error>>,
@@ -350,6 +355,16 @@ impl Client {
     pub async fn put_pin_claims(&self, claims: PinClaims) -> Result<(), Error> {
         self.call(|reply| Command::PutPinRecord { claims, reply })
             .await?
+    }
+
+    /// Stores `value` under `root`'s pin-claims key at the closest peers as it is, judged by
+    /// nobody here: what a hostile member would send. For tests of the peers' defences only.
+    #[cfg(feature = "testing")]
+    pub async fn put_unchecked_pin_claims(&self, root: Cid, value: Vec<u8>) -> Result<(), Error> {
+        self.commands
+            .send(Command::PutUncheckedPinClaims { root, value })
+            .await
+            .map_err(|_| Error::Stopped)
     }
 
     /// Every admitted pin record for `root` that this node and the DHT hold, merged.

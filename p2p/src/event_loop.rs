@@ -236,6 +236,15 @@ impl EventLoop {
                 let _ = reply.send(self.put_pin_claims(claims));
             }
             Command::GetPinRecord { root, reply } => self.get_pin_record(root, reply),
+            #[cfg(feature = "testing")]
+            Command::PutUncheckedPinClaims { root, value } => {
+                let record = kad::Record::new(records::pin_record_key(&root), value);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .put_record(record, kad::Quorum::One);
+            }
             Command::StopProviding { cid } => {
                 let key = kad::RecordKey::new(&cid.hash().to_bytes());
                 self.swarm.behaviour_mut().kad.stop_providing(&key);

@@ -103,3 +103,153 @@ impl Drop for HostilePeer {
         self.stop.cancel();
     }
 }
+
+/// What a hostile member does when asked to hold a replica and then audited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberBehaviour {
+    /// Signs a correct receipt at once without fetching anything, then answers every audit
+    /// "holding" with a made-up proof.
+    ReceiptOnly,
+    /// Signs a correct receipt without fetching, and passes every audit on to `relay_to` (an
+    /// honest holder), answering with whatever proof comes back.
+    RelayAudits { relay_to: PeerId },
+}
+
+/// An admitted member gone bad: a full swarm with its own key, in this process; stops when
+/// dropped. Its key signs whatever the test asks (see [`HostileMember::sign`]).
+#[derive(Debug)]
+pub struct HostileMember {
+    pub client: Client,
+    pub identity: NodeIdentity,
+    pub addr: Multiaddr,
+    stop: CancellationToken,
+}
+
+impl HostileMember {
+    pub async fn start(behaviour: Option<MemberBehaviour>) -> anyhow::Result<Self> {
+        Self::start_stalling(behaviour, Default::default()).await
+    }
+
+    /// [`HostileMember::start`], never answering a block request that names one of `stall`: a
+    /// fetch of those waits on this peer until its request times out.
+    pub async fn start_stalling(
+        behaviour: Option<MemberBehaviour>,
+        stall: std::collections::HashSet<cid::Cid>,
+    ) -> anyhow::Result<Self> {
+        let identity = NodeIdentity::generate();
+        let mut settings = NetworkSettings::new(vec!["/ip4/127.0.0.1/tcp/0".parse()?]);
+        settings.max_memory_fraction = 0.99;
+        settings.ban_score = i64::MIN;
+        let (client, mut events, event_loop) =
+            cairn_p2p::new(&identity, settings, &mut Registry::default())?;
+        let stop = CancellationToken::new();
+        tokio::spawn(event_loop.run(stop.clone()));
+        let (responder, signer) = (client.clone(), identity.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match (event, behaviour) {
+                    (
+                        NetworkEvent::Replicate {
+                            id, root, nonce, ..
+                        },
+                        Some(_),
+                    ) => {
+                        let receipt =
+                            cairn_p2p::records::Receipt::sign(&signer, root, &nonce, now_ms())
+                                .map_err(|e| e.to_string());
+                        let _ = responder.respond_replicate(id, receipt).await;
+                    }
+                    (NetworkEvent::Audit { id, .. }, Some(MemberBehaviour::ReceiptOnly)) => {
+                        let answer = cairn_p2p::AuditAnswer {
+                            holding: true,
+                            proof: vec![0x5a; 32],
+                            ..Default::default()
+                        };
+                        let _ = responder.respond_audit(id, answer).await;
+                    }
+                    (
+                        NetworkEvent::Audit {
+                            id,
+                            root,
+                            blocks,
+                            nonce,
+                            ..
+                        },
+                        Some(MemberBehaviour::RelayAudits { relay_to }),
+                    ) => {
+                        let relayer = responder.clone();
+                        tokio::spawn(async move {
+                            let answer = relayer
+                                .audit(relay_to, root, blocks, nonce)
+                                .await
+                                .unwrap_or_default();
+                            let _ = relayer.respond_audit(id, answer).await;
+                        });
+                    }
+                    (NetworkEvent::BlockRequest { id, cids, .. }, _)
+                        if !cids.iter().any(|c| stall.contains(c)) =>
+                    {
+                        let _ = responder.respond_blocks(id, Vec::new(), cids).await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let addr = client
+            .wait_listening(Duration::from_secs(10))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("no listen address"))?;
+        Ok(Self {
+            client,
+            identity,
+            addr,
+            stop,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id()
+    }
+
+    /// A pin record for `owner`'s slot of `root`, signed with this member's key: its own slot,
+    /// or someone else's it has no say in.
+    pub fn sign(
+        &self,
+        root: cid::Cid,
+        owner: PeerId,
+        intent: cairn_p2p::records::PinIntent,
+        version: u64,
+    ) -> anyhow::Result<Vec<u8>> {
+        Ok(cairn_p2p::records::PinRecord::sign(
+            &self.identity,
+            root,
+            owner,
+            intent,
+            version,
+        )?)
+    }
+
+    /// Records as one pin-claims value, unjudged, as a hostile member would send them.
+    pub fn claims_value(records: Vec<Vec<u8>>) -> Vec<u8> {
+        use prost::Message;
+        cairn_proto::wire::PinClaims {
+            records: records.into_iter().map(Into::into).collect(),
+        }
+        .encode_to_vec()
+    }
+}
+
+impl Drop for HostileMember {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Wall-clock milliseconds, as pin-record versions and receipts use them.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -285,6 +285,23 @@ where
     }
 }
 
+/// The other half of [`eventually`]: checks that `check` keeps holding for all of `window`
+/// (polling, as `eventually` does), and fails naming `what` the first time it does not. For
+/// outcomes that must not happen: an attack that must leave the cluster as it was.
+pub async fn throughout<F, Fut>(what: &str, window: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future,
+    Fut::Output: Holds,
+{
+    let end = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < end {
+        anyhow::ensure!(check().await.holds()?, "{what} stopped holding");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// A cluster of `n` nodes in this process: the first starts alone, the others bootstrap from it
 /// (pinned to its peer ID). `edit` changes every node's config (it gets the node's index).
 pub async fn start_cluster(

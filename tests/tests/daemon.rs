@@ -303,7 +303,8 @@ async fn pins_blocks_and_gc_through_the_api() {
         .into_inner();
     assert_eq!(gc.removed_blocks, 1);
     assert_eq!(cat(&mut client, &file).await.unwrap(), data);
-    // Unpinned, the file goes at the next GC; pinning what is gone fails clearly.
+    // Unpinned, the file waits out the unpin grace (24 h by default): GC keeps it, `pin ls
+    // --unpinned` shows it, and a restore pins it again. A second unpin finds nothing pinned.
     client
         .pin_rm(admin::PinRmRequest {
             cid: file.clone(),
@@ -326,11 +327,53 @@ async fn pins_blocks_and_gc_through_the_api() {
             .unwrap()
             .into_inner()
             .removed_blocks,
-        4
+        0
     );
+    let waiting = client
+        .pin_ls(admin::PinLsRequest { unpinned: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .pins;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(
+        (&waiting[0].cid, waiting[0].mode.as_str()),
+        (&file, "unpinned")
+    );
+    client
+        .pin_restore(admin::PinRestoreRequest {
+            cid: file.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cat(&mut client, &file).await.unwrap(), data);
+    let pinned = client
+        .pin_ls(admin::PinLsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .pins;
+    assert!(
+        pinned
+            .iter()
+            .any(|p| p.cid == file && p.mode == "recursive")
+    );
+    // Restoring what was never unpinned, or pinning what was never stored, fails clearly.
+    let err = client
+        .pin_restore(admin::PinRestoreRequest {
+            cid: file.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+    let never = Block::build(RAW, HashAlg::Sha2_256, b"never stored".to_vec())
+        .cid
+        .to_string();
     let err = client
         .pin_add(admin::PinAddRequest {
-            cid: file.clone(),
+            cid: never,
             direct: false,
             ..Default::default()
         })
