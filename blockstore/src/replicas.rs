@@ -80,12 +80,22 @@ impl<B: Backend> Store<B> {
         self.backend().get(Cf::Replicas, &record_key(root))
     }
 
-    /// Counts `bytes` of `root`'s replica against `owner` (peer-ID bytes), replacing any charge.
-    pub fn put_charge(&self, root: &Cid, owner: &[u8], bytes: u64) -> Result<()> {
-        let mut value = bytes.to_be_bytes().to_vec();
-        value.extend_from_slice(owner);
+    /// Counts `bytes` more of `root`'s replica against its owner: the one already charged for
+    /// the root, or `owner` (peer-ID bytes) for a root not charged yet. The caller serialises
+    /// calls for one root.
+    pub fn add_charge(&self, root: &Cid, owner: &[u8], bytes: u64) -> Result<()> {
+        let key = charge_key(root);
+        let (held, owner) = match self.backend().get(Cf::Replicas, &key)? {
+            Some(value) => match value.split_first_chunk::<8>() {
+                Some((size, charged)) => (u64::from_be_bytes(*size), charged.to_vec()),
+                None => return Err(Error::Corrupt(format!("charge {value:?} has no size"))),
+            },
+            None => (0, owner.to_vec()),
+        };
+        let mut value = held.saturating_add(bytes).to_be_bytes().to_vec();
+        value.extend_from_slice(&owner);
         let mut batch = Batch::default();
-        batch.put(Cf::Replicas, charge_key(root), value);
+        batch.put(Cf::Replicas, key, value);
         self.backend().write(batch)
     }
 
@@ -178,11 +188,16 @@ mod tests {
         let roots: Vec<_> = (0..3u8)
             .map(|i| Block::build(RAW, HashAlg::Sha2_256, vec![i]).cid)
             .collect();
-        store.put_charge(&roots[0], b"owner-a", 100).unwrap();
-        store.put_charge(&roots[1], b"owner-a", 50).unwrap();
-        store.put_charge(&roots[2], b"owner-b", 7).unwrap();
+        store.add_charge(&roots[0], b"owner-a", 60).unwrap();
+        store.add_charge(&roots[0], b"owner-b", 40).unwrap();
+        store.add_charge(&roots[1], b"owner-a", 50).unwrap();
+        store.add_charge(&roots[2], b"owner-b", 7).unwrap();
         store.put_pin_record(&roots[0], b"a record").unwrap();
-        assert_eq!(store.charged_to(b"owner-a").unwrap(), 150);
+        assert_eq!(
+            store.charged_to(b"owner-a").unwrap(),
+            150,
+            "more bytes of a root go to the owner it was first charged to"
+        );
         assert_eq!(store.charged_to(b"owner-b").unwrap(), 7);
         store.drop_charge(&roots[1]).unwrap();
         assert_eq!(store.charged_to(b"owner-a").unwrap(), 100);

@@ -287,6 +287,46 @@ fn every_rejected_value_names_its_key_and_fix() {
             "greater than 0",
         ),
         (
+            "[replication]\nmax_factor = 2",
+            "replication.max_factor",
+            "between replication.factor (3)",
+        ),
+        (
+            "[replication]\nmax_factor = 65",
+            "replication.max_factor",
+            "between replication.factor (3) and 64",
+        ),
+        (
+            "[replication]\noperators = [\"alice\"]",
+            "replication.operators",
+            "cairn operator-key new",
+        ),
+        (
+            "[replication]\nunpin_grace = \"0s\"",
+            "replication.unpin_grace",
+            "greater than 0",
+        ),
+        (
+            "[replication]\naudit_deadline = \"0s\"",
+            "replication.audit_deadline",
+            "greater than 0",
+        ),
+        (
+            "[replication]\nmax_pin_bytes = 0",
+            "replication.max_pin_bytes",
+            "greater than 0",
+        ),
+        (
+            "[replication]\nmax_share_per_peer = 0",
+            "replication.max_share_per_peer",
+            "greater than 0",
+        ),
+        (
+            "[replication]\nreplica_fetch_timeout = \"0s\"",
+            "replication.replica_fetch_timeout",
+            "greater than 0",
+        ),
+        (
             "[scrub]\ninterval = \"0\"",
             "scrub.interval",
             "greater than 0",

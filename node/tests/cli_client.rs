@@ -340,3 +340,102 @@ async fn get_saves_a_file_under_its_cid_or_the_name_given() {
     node.shutdown();
     node.join().await.unwrap();
 }
+
+/// Runs `cairn ARGS` with no daemon (`operator-key`).
+async fn cairn_alone(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env_remove("CAIRN_DATA_DIR")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_key_held_by_the_cli_unpins_and_restores_and_an_unknown_one_cannot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("operator.key");
+    let made = json(&cairn_alone(&["operator-key", "new", "--json", key.to_str().unwrap()]).await);
+    let key_id = made["key_id"].as_str().unwrap().to_owned();
+    // An existing key is never overwritten by accident.
+    let again = cairn_alone(&["operator-key", "new", key.to_str().unwrap()]).await;
+    assert!(!again.status.success());
+    let stranger = tmp.path().join("stranger.key");
+    json(&cairn_alone(&["operator-key", "new", "--json", stranger.to_str().unwrap()]).await);
+
+    let dir = tmp.path().join("node");
+    cairn_node::init::init(&dir, false).unwrap();
+    let mut config = cairn_tests::test_config(&dir).unwrap();
+    config.replication.operators = vec![key_id];
+    let node = Node::spawn(config.validate().unwrap()).await.unwrap();
+    let file = tmp.path().join("kept.txt");
+    std::fs::write(&file, b"kept by an operator\n").unwrap();
+    let added = json(&cairn(&node, &dir, &["add", "--json", file.to_str().unwrap()]).await);
+    let cid = added["cid"].as_str().unwrap();
+
+    // A key the cluster does not trust: refused, one line on stderr, nothing changed.
+    let out = cairn(
+        &node,
+        &dir,
+        &[
+            "pin",
+            "rm",
+            "--operator-key",
+            stranger.to_str().unwrap(),
+            cid,
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("may not change"), "{stderr}");
+    let pins = json(&cairn(&node, &dir, &["pin", "ls", "--json"]).await);
+    assert_eq!(pins["cid"], cid);
+
+    let removed = json(
+        &cairn(
+            &node,
+            &dir,
+            &[
+                "pin",
+                "rm",
+                "--json",
+                "--operator-key",
+                key.to_str().unwrap(),
+                cid,
+            ],
+        )
+        .await,
+    );
+    assert_eq!(removed["pinned"], false);
+    let waiting = json(&cairn(&node, &dir, &["pin", "ls", "--unpinned", "--json"]).await);
+    assert_eq!(waiting["cid"], cid);
+    let restored = json(
+        &cairn(
+            &node,
+            &dir,
+            &[
+                "pin",
+                "restore",
+                "--json",
+                "--operator-key",
+                key.to_str().unwrap(),
+                cid,
+            ],
+        )
+        .await,
+    );
+    assert_eq!(restored["pinned"], true);
+    let pins = json(&cairn(&node, &dir, &["pin", "ls", "--json"]).await);
+    assert_eq!(
+        (&pins["cid"], &pins["mode"]),
+        (&added["cid"], &"recursive".into())
+    );
+    let status = json(&cairn(&node, &dir, &["pin", "status", "--json", cid]).await);
+    let owners = status["owners"].as_array().unwrap();
+    assert_eq!(owners.len(), 1, "{status}");
+    assert_eq!(owners[0]["owner"], node.peer_id());
+    assert_eq!(owners[0]["signer"], made["key_id"]);
+    node.shutdown();
+    node.join().await.unwrap();
+}

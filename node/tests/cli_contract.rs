@@ -130,6 +130,16 @@ async fn every_json_command_prints_its_documented_fields_one_object_per_line() {
         1,
         &[("data_dir", Str), ("p2p", Obj), ("replication", Obj)],
     );
+    let key = tmp.path().join("operator.key");
+    let k = key.to_str().unwrap();
+    let made = expect(
+        &["operator-key", "new", k],
+        None,
+        1,
+        &[("key_id", Str), ("path", Str)],
+    );
+    let shown = expect(&["operator-key", "id", k], None, 1, &[("key_id", Str)]);
+    assert_eq!(made[0]["key_id"], shown[0]["key_id"]);
     let cluster = tmp.path().join("cluster");
     expect(
         &["init-cluster", "a", "b", "--out", cluster.to_str().unwrap()],
@@ -197,6 +207,7 @@ async fn every_json_command_prints_its_documented_fields_one_object_per_line() {
             ("holders", List),
             ("record_version", Num),
             ("record_signer", Str),
+            ("owners", List),
         ],
     );
     let state = status[0]["state"].as_str().unwrap();
@@ -303,6 +314,24 @@ async fn every_json_command_prints_its_documented_fields_one_object_per_line() {
         api,
         1,
         &[("file", Str)],
+    );
+    expect(
+        &["pin", "rm", &small],
+        api,
+        1,
+        &[("cid", Str), ("pinned", Bool)],
+    );
+    expect(
+        &["pin", "ls", "--unpinned"],
+        api,
+        1,
+        &[("cid", Str), ("mode", Str), ("expires_at_ms", Num)],
+    );
+    expect(
+        &["pin", "restore", &small],
+        api,
+        1,
+        &[("cid", Str), ("pinned", Bool), ("replication_factor", Num)],
     );
     expect(
         &["pin", "rm", &small],

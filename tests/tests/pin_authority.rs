@@ -14,8 +14,8 @@ use cairn_p2p::{NodeIdentity, PeerId};
 use cairn_proto::admin;
 use cairn_tests::hostile::{HostileMember, MemberBehaviour, now_ms};
 use cairn_tests::{
-    SETTLE, TestNode, add, eventually, full_view, pattern, pinners, random_bytes, raw_leaf, sample,
-    scrape, start_cluster, stop_all, throughout,
+    SETTLE, TestNode, add, eventually, full_view, join_cluster, pattern, pinners, random_bytes,
+    raw_leaf, sample, scrape, start_cluster, stop_all, throughout,
 };
 use cid::Cid;
 
@@ -386,29 +386,57 @@ async fn requester_for(
     .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(event_loop.run(stop.clone()));
-    // Nothing asks this requester for anything it must answer; keep its events drained.
-    let mut events = events;
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    // It holds nothing: every block request gets "missing" at once.
+    let (mut events, responder) = (events, client.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let cairn_p2p::NetworkEvent::BlockRequest { id, cids, .. } = event {
+                let _ = responder.respond_blocks(id, Vec::new(), cids).await;
+            }
+        }
+    });
     client.dial(node.p2p_addr().parse().unwrap()).await.unwrap();
     (client, identity, stop)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_peer_cannot_take_every_replica_slot() {
-    // Node 0 holds a file alone; node 1 is the target both requesters ask.
-    let nodes = start_cluster(2, |_, c| {
+/// Node 0 alone at R = 1 adds files of the given (length, seed); then node 1 (with `edit`)
+/// joins, holding none of them. Returns both and the files' CIDs.
+async fn holder_then_target(
+    files: &[(usize, u64)],
+    edit: impl FnOnce(&mut Config),
+) -> (Vec<TestNode>, Vec<String>) {
+    let single = |c: &mut Config| {
         fast(c);
         c.replication.factor = 1;
         c.replication.write_quorum = 1;
+    };
+    let mut nodes = start_cluster(1, |_, c| single(c)).await.unwrap();
+    let mut client = nodes[0].admin().await.unwrap();
+    let mut cids = Vec::new();
+    for (len, seed) in files {
+        let added = add(&mut client, &random_bytes(*len, *seed), 1)
+            .await
+            .unwrap();
+        cids.push(added.cid);
+    }
+    let target = join_cluster(&nodes[0], |c| {
+        single(c);
+        edit(c);
     })
     .await
     .unwrap();
+    nodes.push(target);
     full_view(&nodes).await.unwrap();
-    let data = random_bytes(300 * 1024, 5);
-    let added = add(&mut nodes[0].admin().await.unwrap(), &data, 1)
-        .await
-        .unwrap();
-    let honest_root: Cid = added.cid.parse().unwrap();
+    (nodes, cids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_peer_cannot_take_every_replica_slot() {
+    // Node 0 holds a file alone (added before node 1 joined); node 1 is the target both
+    // requesters ask.
+    let (nodes, added) = holder_then_target(&[(300 * 1024, 5)], |_| {}).await;
+    let added = &added[0];
+    let honest_root: Cid = added.parse().unwrap();
     let target = &nodes[1];
 
     // The member asks for roots only it "has", and never answers the fetches: each request
@@ -460,7 +488,7 @@ async fn one_peer_cannot_take_every_replica_slot() {
     let receipt = Receipt::verify(&signed).unwrap();
     assert_eq!(receipt.root, honest_root);
     assert!(
-        pinners(std::slice::from_ref(target), &added.cid)
+        pinners(std::slice::from_ref(target), added)
             .await
             .unwrap()
             .len()
@@ -476,24 +504,12 @@ async fn one_peer_cannot_take_every_replica_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_oversize_pin_request_and_one_over_the_owners_share_are_refused() {
-    let nodes = start_cluster(2, |index, c| {
-        fast(c);
-        c.replication.factor = 1;
-        c.replication.write_quorum = 1;
-        if index == 1 {
-            c.replication.max_pin_bytes = Size::mib(1);
-            c.replication.max_share_per_peer = Size(3 << 19);
-        }
+    let (nodes, added) = holder_then_target(&[(3 << 20, 1), (900 << 10, 2), (900 << 10, 3)], |c| {
+        c.replication.max_pin_bytes = Size::mib(1);
+        c.replication.max_share_per_peer = Size(3 << 19);
     })
-    .await
-    .unwrap();
-    full_view(&nodes).await.unwrap();
-    let mut client = nodes[0].admin().await.unwrap();
-    let mut roots = Vec::new();
-    for (len, seed) in [(3 << 20, 1), (900 << 10, 2), (900 << 10, 3)] {
-        let added = add(&mut client, &random_bytes(len, seed), 1).await.unwrap();
-        roots.push(added.cid.parse::<Cid>().unwrap());
-    }
+    .await;
+    let roots: Vec<Cid> = added.iter().map(|c| c.parse().unwrap()).collect();
     let target = &nodes[1];
     let member = member_of(std::slice::from_ref(target), None).await;
     member

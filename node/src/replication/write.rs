@@ -256,7 +256,7 @@ impl<B: Backend> Replicator<B> {
         self.store
             .run("pinning a replica", move |store| {
                 store.pin(&root, PinMode::Recursive)?;
-                store.put_charge(&root, &owner.to_bytes(), bytes)?;
+                store.add_charge(&root, &owner.to_bytes(), bytes)?;
                 Ok(())
             })
             .await?;
