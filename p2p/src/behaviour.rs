@@ -208,7 +208,7 @@ mod tests {
         assert!(matches!(over, Err(StoreError::MaxRecords)), "{over:?}");
         // A record replacing one held is not a new one.
         store.put(Record::new(key(0), vec![1; 8])).unwrap();
-        let big = Record::new(key(0), vec![0; crate::records::MAX_SIGNED_BYTES + 1]);
+        let big = Record::new(key(0), vec![0; crate::claims::MAX_CLAIMS_BYTES + 1]);
         assert!(matches!(store.put(big), Err(StoreError::ValueTooLarge)));
 
         for i in 0..MAX_PROVIDED_KEYS {
