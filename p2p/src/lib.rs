@@ -18,6 +18,7 @@ pub mod identity;
 mod metrics;
 mod network;
 mod peer_limits;
+mod proof;
 pub mod records;
 mod scores;
 mod settings;
@@ -38,6 +39,7 @@ pub use identity::NodeIdentity;
 pub use libp2p::Multiaddr;
 pub use libp2p_identity::PeerId;
 pub use network::new;
+pub use proof::audit_proof;
 pub use scores::Offence;
 pub use settings::{NetworkSettings, SwarmKey};
 

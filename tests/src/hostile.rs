@@ -113,6 +113,10 @@ pub enum MemberBehaviour {
     /// Signs a correct receipt without fetching, and passes every audit on to `relay_to` (an
     /// honest holder), answering with whatever proof comes back.
     RelayAudits { relay_to: PeerId },
+    /// Signs a correct receipt without fetching, and answers each audit by fetching the sampled
+    /// blocks from `from` there and then and computing the proof itself, `delay` later (a holder
+    /// that keeps nothing and borrows from an honest one across a slow link).
+    FetchOnDemand { from: PeerId, delay: Duration },
 }
 
 /// An admitted member gone bad: a full swarm with its own key, in this process; stops when
@@ -184,6 +188,42 @@ impl HostileMember {
                                 .await
                                 .unwrap_or_default();
                             let _ = relayer.respond_audit(id, answer).await;
+                        });
+                    }
+                    (
+                        NetworkEvent::Audit {
+                            id,
+                            peer: auditor,
+                            blocks,
+                            nonce,
+                            ..
+                        },
+                        Some(MemberBehaviour::FetchOnDemand { from, delay }),
+                    ) => {
+                        let (fetcher, me) = (responder.clone(), signer.peer_id());
+                        tokio::spawn(async move {
+                            let fetched = fetcher
+                                .request_blocks(from, blocks.clone())
+                                .await
+                                .map(|reply| reply.blocks)
+                                .unwrap_or_default();
+                            // The proof covers the blocks in the order asked.
+                            let ordered: Vec<(cid::Cid, Bytes)> = blocks
+                                .iter()
+                                .filter_map(|c| fetched.iter().find(|(f, _)| f == c).cloned())
+                                .collect();
+                            tokio::time::sleep(delay).await;
+                            let answer = cairn_p2p::AuditAnswer {
+                                holding: true,
+                                proof: cairn_p2p::audit_proof(
+                                    &nonce,
+                                    &auditor,
+                                    &me,
+                                    ordered.iter().map(|(c, d)| (c, d.as_ref())),
+                                ),
+                                ..Default::default()
+                            };
+                            let _ = fetcher.respond_audit(id, answer).await;
                         });
                     }
                     (NetworkEvent::BlockRequest { id, cids, .. }, _)

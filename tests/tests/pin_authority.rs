@@ -272,7 +272,10 @@ async fn an_unpin_relayed_in_a_replicate_request_is_refused() {
 
 /// Two honest nodes holding a file at R = 2 (node 0 added it), and a hostile member that
 /// behaves as told; node 0 then raises the pin to R = 3, so the member is asked to hold it.
-async fn raise_with_a_member(behaviour: impl FnOnce(&[TestNode]) -> MemberBehaviour) {
+/// Returns the nodes, the file's CID, the member and what raising the pin answered.
+async fn raise_pin_with_member(
+    behaviour: impl FnOnce(&[TestNode]) -> MemberBehaviour,
+) -> (Vec<TestNode>, String, HostileMember, admin::PinAddResponse) {
     let nodes = start_cluster(2, |_, c| {
         fast(c);
         c.replication.factor = 2;
@@ -302,6 +305,12 @@ async fn raise_with_a_member(behaviour: impl FnOnce(&[TestNode]) -> MemberBehavi
         .await
         .unwrap()
         .into_inner();
+    (nodes, added.cid, member, raised)
+}
+
+/// [`raise_pin_with_member`], where the member must never count as a holder.
+async fn raise_with_a_member(behaviour: impl FnOnce(&[TestNode]) -> MemberBehaviour) {
+    let (nodes, cid, member, raised) = raise_pin_with_member(behaviour).await;
     assert!(
         !raised.holders.contains(&member.peer_id().to_string()),
         "a receipt with no proof behind it counted: {raised:?}"
@@ -314,7 +323,7 @@ async fn raise_with_a_member(behaviour: impl FnOnce(&[TestNode]) -> MemberBehavi
         "the member never to count as a live holder",
         WATCH,
         || async {
-            let status = pin_status(&nodes[0], &added.cid).await;
+            let status = pin_status(&nodes[0], &cid).await;
             status
                 .holders
                 .iter()
@@ -324,6 +333,38 @@ async fn raise_with_a_member(behaviour: impl FnOnce(&[TestNode]) -> MemberBehavi
     )
     .await
     .unwrap();
+    stop_all(nodes).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_that_fetches_the_sampled_blocks_on_demand_fails_when_it_misses_the_deadline() {
+    // Across a slow link (here: a delay on top of a loopback fetch, past the 5 s deadline)
+    // borrowing the blocks misses the deadline...
+    let (nodes, _, member, raised) =
+        raise_pin_with_member(|nodes| MemberBehaviour::FetchOnDemand {
+            from: peer(&nodes[1]),
+            delay: Duration::from_millis(5500),
+        })
+        .await;
+    assert!(
+        !raised.holders.contains(&member.peer_id().to_string()),
+        "{raised:?}"
+    );
+    assert!(counter(&nodes[0], &refused_obligations("receipt_without_proof")).await >= 1.0);
+    stop_all(nodes).await.unwrap();
+    drop(member);
+    // ...while a borrower faster than the deadline passes: what an audit cannot catch, as the
+    // README says.
+    let (nodes, _, member, raised) =
+        raise_pin_with_member(|nodes| MemberBehaviour::FetchOnDemand {
+            from: peer(&nodes[1]),
+            delay: Duration::ZERO,
+        })
+        .await;
+    assert!(
+        raised.holders.contains(&member.peer_id().to_string()),
+        "{raised:?}"
+    );
     stop_all(nodes).await.unwrap();
 }
 

@@ -13,7 +13,6 @@ use cairn_blockstore::backend::Backend;
 use cairn_blockstore::{PinMode, Store};
 use cairn_p2p::{AuditAnswer, AuditId, Offence, PeerId};
 use cid::Cid;
-use sha2::{Digest, Sha256};
 
 use super::{Replicator, lock, random_nonce};
 use crate::error::Result;
@@ -24,7 +23,6 @@ const REFUSED_AUDIT_TRIES: usize = 3;
 const MAX_REFUSED_AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Blocks sampled per proof round.
 pub(crate) const SAMPLED_BLOCKS: usize = 4;
-const PROOF_TAG: &[u8] = b"cairn/audit-proof/v1\0";
 
 /// What an audit found out about one holder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,29 +40,8 @@ pub(crate) enum Verdict {
 /// The blocks of one proof round, with their bytes (from the auditor's verified copy).
 pub(crate) type Sample = Vec<(Cid, Bytes)>;
 
-fn absorb(hasher: &mut Sha256, part: &[u8]) {
-    hasher.update((part.len() as u64).to_be_bytes());
-    hasher.update(part);
-}
-
-/// The proof `prover` owes `auditor` for `blocks` (in order) under `nonce`.
-pub(crate) fn proof<'a>(
-    nonce: &[u8],
-    auditor: &PeerId,
-    prover: &PeerId,
-    blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>,
-) -> Vec<u8> {
-    let mut hasher = Sha256::new();
-    hasher.update(PROOF_TAG);
-    absorb(&mut hasher, nonce);
-    absorb(&mut hasher, &auditor.to_bytes());
-    absorb(&mut hasher, &prover.to_bytes());
-    for (cid, data) in blocks {
-        absorb(&mut hasher, &cid.to_bytes());
-        absorb(&mut hasher, data);
-    }
-    hasher.finalize().to_vec()
-}
+/// The proof `prover` owes `auditor` (see [`cairn_p2p::audit_proof`]).
+pub(crate) use cairn_p2p::audit_proof as proof;
 
 /// This node's (`prover`'s) answer to `auditor`'s audit of `root` (runs on a blocking thread:
 /// it reads blocks). Only a recursive pin counts as holding: a root in its unpin grace is not.
