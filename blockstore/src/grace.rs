@@ -10,7 +10,7 @@ use cid::Cid;
 use crate::backend::{Backend, Batch, Cf};
 use crate::error::{Error, Result};
 use crate::pins::PinMode;
-use crate::store::{PAGE, Store};
+use crate::store::Store;
 
 const GRACE: &[u8] = b"grace/";
 
@@ -73,21 +73,12 @@ impl<B: Backend> Store<B> {
     /// Every root in its grace (or past it and not yet collected), with its end, in key order.
     pub fn graced(&self) -> Result<Vec<(Cid, u64)>> {
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .backend()
-                .scan(Cf::Replicas, GRACE, after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (key, value) in page {
-                let root = Cid::try_from(&key[GRACE.len()..])
-                    .map_err(|e| Error::Corrupt(format!("grace key is not a CID: {e}")))?;
-                out.push((root, decode_until(&value)?));
-            }
-        }
+        self.for_each_under(Cf::Replicas, GRACE, |key, value| {
+            let root = Cid::try_from(key)
+                .map_err(|e| Error::Corrupt(format!("grace key is not a CID: {e}")))?;
+            out.push((root, decode_until(&value)?));
+            Ok(())
+        })?;
         Ok(out)
     }
 

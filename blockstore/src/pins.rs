@@ -103,19 +103,12 @@ impl<B: Backend> Store<B> {
     /// Every pin, in key order.
     pub fn pins(&self) -> Result<Vec<(Cid, PinMode)>> {
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.backend.scan(Cf::Pins, b"", after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (k, v) in page {
-                let cid = Cid::try_from(k.as_slice())
-                    .map_err(|e| Error::Corrupt(format!("pin key is not a CID: {e}")))?;
-                out.push((cid, PinMode::decode(&v)?));
-            }
-        }
+        self.for_each_under(Cf::Pins, b"", |key, value| {
+            let cid = Cid::try_from(key)
+                .map_err(|e| Error::Corrupt(format!("pin key is not a CID: {e}")))?;
+            out.push((cid, PinMode::decode(&value)?));
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -12,7 +12,7 @@ use cid::Cid;
 
 use crate::backend::{Backend, Batch, Cf};
 use crate::error::{Error, Result};
-use crate::store::{PAGE, Store};
+use crate::store::Store;
 
 /// More holders than this for one root is not a replication factor anyone configures.
 const MAX_HOLDERS: usize = 1024;
@@ -109,45 +109,27 @@ impl<B: Backend> Store<B> {
     /// The bytes of replicas held here that count against `owner`.
     pub fn charged_to(&self, owner: &[u8]) -> Result<u64> {
         let mut total = 0u64;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .backend()
-                .scan(Cf::Replicas, CHARGE, after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
+        self.for_each_under(Cf::Replicas, CHARGE, |_, value| {
+            let Some((size, charged)) = value.split_first_chunk::<8>() else {
+                return Err(Error::Corrupt(format!("charge {value:?} has no size")));
             };
-            after = Some(last.clone());
-            for (_, value) in page {
-                let Some((size, charged)) = value.split_first_chunk::<8>() else {
-                    return Err(Error::Corrupt(format!("charge {value:?} has no size")));
-                };
-                if charged == owner {
-                    total = total.saturating_add(u64::from_be_bytes(*size));
-                }
+            if charged == owner {
+                total = total.saturating_add(u64::from_be_bytes(*size));
             }
-        }
+            Ok(())
+        })?;
         Ok(total)
     }
 
     /// Every pin record kept, in key order.
     pub fn pin_records(&self) -> Result<Vec<(Cid, Vec<u8>)>> {
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self
-                .backend()
-                .scan(Cf::Replicas, RECORD, after.as_deref(), PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            after = Some(last.clone());
-            for (key, value) in page {
-                let root = Cid::try_from(&key[RECORD.len()..])
-                    .map_err(|e| Error::Corrupt(format!("pin record key is not a CID: {e}")))?;
-                out.push((root, value));
-            }
-        }
+        self.for_each_under(Cf::Replicas, RECORD, |key, value| {
+            let root = Cid::try_from(key)
+                .map_err(|e| Error::Corrupt(format!("pin record key is not a CID: {e}")))?;
+            out.push((root, value));
+            Ok(())
+        })?;
         Ok(out)
     }
 }

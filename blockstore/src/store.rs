@@ -120,6 +120,29 @@ impl<B: Backend> std::fmt::Debug for Store<B> {
     }
 }
 
+impl<B: Backend> Store<B> {
+    /// Visits every entry of `cf` under `prefix`, in key order, a page at a time: the key with
+    /// the prefix stripped, and the value.
+    pub(crate) fn for_each_under(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.backend.scan(cf, prefix, after.as_deref(), PAGE)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            for (key, value) in page {
+                visit(&key[prefix.len()..], value)?;
+            }
+        }
+    }
+}
+
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -120,7 +120,9 @@ pub enum MemberBehaviour {
 }
 
 /// An admitted member gone bad: a full swarm with its own key, in this process; stops when
-/// dropped. Its key signs whatever the test asks (see [`HostileMember::sign`]).
+/// dropped. Its key signs whatever the test asks (see [`HostileMember::sign`]). Started with no
+/// behaviour it holds nothing and answers nothing but "missing": a plain requester, honest or
+/// not depending on what the test has it ask.
 #[derive(Debug)]
 pub struct HostileMember {
     pub client: Client,

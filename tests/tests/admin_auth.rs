@@ -63,7 +63,7 @@ async fn every_admin_method_is_authorised_by_the_table() {
     let channel = node.channel().await.unwrap();
     let readonly = node.token("readonly.token").unwrap();
     let methods = admin_methods();
-    assert_eq!(methods.len(), 21, "the descriptor lists {methods:?}");
+    assert_eq!(methods.len(), 22, "the descriptor lists {methods:?}");
     let mut reads = 0;
     for method in &methods {
         let path = format!("/{ADMIN_SERVICE}/{method}");

@@ -407,39 +407,6 @@ async fn honest_request(
         .await
 }
 
-/// A swarm of our own with a fresh key, connected to `node`.
-async fn requester_for(
-    node: &TestNode,
-) -> (
-    cairn_p2p::Client,
-    NodeIdentity,
-    tokio_util::sync::CancellationToken,
-) {
-    let identity = NodeIdentity::generate();
-    let mut settings =
-        cairn_p2p::NetworkSettings::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
-    settings.max_memory_fraction = 0.99;
-    let (client, events, event_loop) = cairn_p2p::new(
-        &identity,
-        settings,
-        &mut prometheus_client::registry::Registry::default(),
-    )
-    .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(event_loop.run(stop.clone()));
-    // It holds nothing: every block request gets "missing" at once.
-    let (mut events, responder) = (events, client.clone());
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            if let cairn_p2p::NetworkEvent::BlockRequest { id, cids, .. } = event {
-                let _ = responder.respond_blocks(id, Vec::new(), cids).await;
-            }
-        }
-    });
-    client.dial(node.p2p_addr().parse().unwrap()).await.unwrap();
-    (client, identity, stop)
-}
-
 /// Node 0 alone at R = 1 adds files of the given (length, seed); then node 1 (with `edit`)
 /// joins, holding none of them. Returns both and the files' CIDs.
 async fn holder_then_target(
@@ -522,10 +489,15 @@ async fn one_peer_cannot_take_every_replica_slot() {
     .unwrap();
 
     // Meanwhile an honest requester is served.
-    let (requester, identity, stop) = requester_for(target).await;
-    let signed = honest_request(&requester, &identity, peer(target), honest_root)
-        .await
-        .expect("an honest request gets a slot");
+    let requester = member_of(std::slice::from_ref(target), None).await;
+    let signed = honest_request(
+        &requester.client,
+        &requester.identity,
+        peer(target),
+        honest_root,
+    )
+    .await
+    .expect("an honest request gets a slot");
     let receipt = Receipt::verify(&signed).unwrap();
     assert_eq!(receipt.root, honest_root);
     assert!(
@@ -535,8 +507,7 @@ async fn one_peer_cannot_take_every_replica_slot() {
             .len()
             == 1
     );
-    stop.cancel();
-    drop(member);
+    drop((requester, member));
     for ask in asks {
         ask.abort();
     }

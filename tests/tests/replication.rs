@@ -343,24 +343,16 @@ async fn a_node_that_knows_only_an_old_unpin_takes_the_newer_record_a_replica_re
     let tombstone = pin_status(&node, &added.cid).await.unwrap();
     assert_eq!(tombstone.state, "unpinned", "{tombstone:?}");
 
-    let identity = cairn_p2p::NodeIdentity::generate();
-    let mut settings =
-        cairn_p2p::NetworkSettings::new(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
-    settings.max_memory_fraction = 0.99;
-    let (requester, _events, event_loop) = cairn_p2p::new(
-        &identity,
-        settings,
-        &mut prometheus_client::registry::Registry::default(),
-    )
-    .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(event_loop.run(stop.clone()));
+    let member = cairn_tests::hostile::HostileMember::start(None)
+        .await
+        .unwrap();
+    let (requester, identity) = (&member.client, &member.identity);
     let target = requester
         .dial(node.p2p_addr().parse().unwrap())
         .await
         .unwrap();
     let newer = cairn_p2p::records::PinRecord::sign(
-        &identity,
+        identity,
         root,
         identity.peer_id(),
         cairn_p2p::records::PinIntent::Pinned {
@@ -392,7 +384,7 @@ async fn a_node_that_knows_only_an_old_unpin_takes_the_newer_record_a_replica_re
             .len(),
         1
     );
-    stop.cancel();
+    drop(member);
     node.stop().await.unwrap();
 }
 

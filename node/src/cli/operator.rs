@@ -10,6 +10,7 @@ use anyhow::Context;
 use cairn_node::secrets::{read_secret, write_secret};
 use cairn_p2p::records::{PinIntent, PinRecord};
 use cairn_p2p::{NodeIdentity, PeerId};
+use cairn_proto::admin;
 use cid::Cid;
 
 use super::args::OperatorKeyAction;
@@ -38,6 +39,23 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<NodeIdentity> {
     let bytes = read_secret(path)?;
     NodeIdentity::from_bytes(&bytes)
         .with_context(|| format!("{} is not an operator key", path.display()))
+}
+
+/// The operator key at `path` and the pin's status as the node sees it (its owners' slots and
+/// their versions, which the signed records must be newer than).
+pub(crate) async fn load_with_status(
+    path: &Path,
+    client: &mut cairn_node::client::Client,
+    cid: &str,
+) -> anyhow::Result<(NodeIdentity, admin::PinStatusResponse)> {
+    let key = load(path)?;
+    let status = client
+        .pin_status(admin::PinStatusRequest {
+            cid: cid.to_owned(),
+        })
+        .await?
+        .into_inner();
+    Ok((key, status))
 }
 
 /// `owner`'s record for `cid`, signed by the operator key, newer than `after` (the slot's

@@ -89,11 +89,8 @@ pub(crate) async fn run(json: bool, action: PinAction) -> anyhow::Result<()> {
             let records = match operator_key {
                 None => Vec::new(),
                 Some(path) => {
-                    let key = operator::load(&path)?;
-                    let status = client
-                        .pin_status(admin::PinStatusRequest { cid: cid.clone() })
-                        .await?
-                        .into_inner();
+                    let (key, status) =
+                        operator::load_with_status(&path, &mut client, &cid).await?;
                     // Every owner's slot that still pins the root gets a newer unpin.
                     let pinned: Vec<_> = status
                         .owners
@@ -137,11 +134,8 @@ pub(crate) async fn run(json: bool, action: PinAction) -> anyhow::Result<()> {
             let records = match operator_key {
                 None => Vec::new(),
                 Some(path) => {
-                    let key = operator::load(&path)?;
-                    let status = client
-                        .pin_status(admin::PinStatusRequest { cid: cid.clone() })
-                        .await?
-                        .into_inner();
+                    let (key, status) =
+                        operator::load_with_status(&path, &mut client, &cid).await?;
                     // The slot unpinned last is pinned again.
                     let Some(last) = status.owners.iter().max_by_key(|o| o.version) else {
                         anyhow::bail!("{cid} has no pin record to restore");
