@@ -163,40 +163,11 @@ async fn fetch_dag_paced<B: Backend>(
         let provider = &mut providers[index];
         provider.in_flight -= 1;
         let peer = provider.peer;
-        let reply = match reply {
-            // An answer that sends nothing, names nothing missing and asks for no pause is no
-            // answer: a peer doing that on purpose would otherwise keep the fetch spinning.
-            Ok(reply)
-                if reply.blocks.is_empty()
-                    && reply.missing.is_empty()
-                    && reply.retry_after.is_none() =>
-            {
-                provider.failures += 1;
-                if provider.failures >= MAX_FAILURES {
-                    tracing::debug!(%peer, "provider dropped from the fetch: empty answers");
-                    provider.dropped = true;
-                }
-                requeue(&mut wanted, asked);
-                continue;
-            }
-            Ok(reply) if reply.blocks.is_empty() && reply.retry_after.is_some() => {
-                provider.slow_downs += 1;
-                if provider.slow_downs >= MAX_SLOW_DOWNS {
-                    tracing::debug!(%peer, "provider dropped from the fetch: only 'slow down'");
-                    provider.dropped = true;
-                }
-                reply
-            }
-            Ok(reply) => {
-                provider.failures = 0;
-                provider.slow_downs = 0;
-                reply
-            }
-            Err(e) => {
-                provider.failures += 1;
-                if provider.failures >= MAX_FAILURES {
-                    tracing::debug!(%peer, error = %e, "provider dropped from the fetch");
-                    provider.dropped = true;
+        let reply = match judge(provider, reply) {
+            Some(reply) => reply,
+            None => {
+                if provider.dropped {
+                    tracing::debug!(%peer, "provider dropped from the fetch");
                 }
                 requeue(&mut wanted, asked);
                 continue;
@@ -248,6 +219,44 @@ async fn fetch_dag_paced<B: Backend>(
         // Depth first: the children of what just arrived go to the front.
         for cid in children.into_iter().rev() {
             wanted.push_front(cid);
+        }
+    }
+}
+
+/// Books one answer against its provider: failures (errors, answers that carry nothing at all)
+/// and "slow down" answers with no block each count, in a row, and past their bounds drop the
+/// provider from this fetch. Returns the reply to use, or None when it brought nothing to use.
+fn judge(
+    provider: &mut Provider,
+    reply: std::result::Result<BlockReply, cairn_p2p::Error>,
+) -> Option<BlockReply> {
+    match reply {
+        // An answer that sends nothing, names nothing missing and asks for no pause is no
+        // answer: a peer doing that on purpose would otherwise keep the fetch spinning.
+        Ok(reply)
+            if reply.blocks.is_empty()
+                && reply.missing.is_empty()
+                && reply.retry_after.is_none() =>
+        {
+            provider.failures += 1;
+            provider.dropped |= provider.failures >= MAX_FAILURES;
+            None
+        }
+        // Patience asked for and nothing sent: fine a few times, not forever.
+        Ok(reply) if reply.blocks.is_empty() && reply.retry_after.is_some() => {
+            provider.slow_downs += 1;
+            provider.dropped |= provider.slow_downs >= MAX_SLOW_DOWNS;
+            Some(reply)
+        }
+        Ok(reply) => {
+            provider.failures = 0;
+            provider.slow_downs = 0;
+            Some(reply)
+        }
+        Err(_) => {
+            provider.failures += 1;
+            provider.dropped |= provider.failures >= MAX_FAILURES;
+            None
         }
     }
 }
@@ -504,6 +513,44 @@ mod tests {
         (0..n)
             .map(|i| Block::build(RAW, HashAlg::Sha2_256, i.to_le_bytes().to_vec()).cid)
             .collect()
+    }
+
+    #[test]
+    fn a_provider_that_only_asks_for_patience_is_dropped_after_a_bounded_number_of_answers() {
+        let now = Instant::now();
+        let mut patient = provider(now);
+        let slow_down = || {
+            Ok(BlockReply {
+                retry_after: Some(Duration::from_millis(10)),
+                ..Default::default()
+            })
+        };
+        for _ in 1..MAX_SLOW_DOWNS {
+            assert!(judge(&mut patient, slow_down()).is_some());
+            assert!(!patient.dropped);
+        }
+        assert!(judge(&mut patient, slow_down()).is_some());
+        assert!(patient.dropped, "dropped at the bound");
+
+        // A block in between starts the count again.
+        let mut honest = provider(now);
+        for _ in 0..3 * MAX_SLOW_DOWNS {
+            judge(&mut honest, slow_down());
+            let block = Block::build(RAW, HashAlg::Sha2_256, b"x".to_vec());
+            let served = BlockReply {
+                blocks: vec![(block.cid, block.data)],
+                ..Default::default()
+            };
+            judge(&mut honest, Ok(served));
+        }
+        assert!(!honest.dropped);
+
+        // Empty answers and errors drop a provider sooner.
+        let mut mute = provider(now);
+        for _ in 0..MAX_FAILURES {
+            assert!(judge(&mut mute, Ok(BlockReply::default())).is_none());
+        }
+        assert!(mute.dropped);
     }
 
     #[test]
