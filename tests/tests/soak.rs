@@ -78,6 +78,9 @@ struct Entry {
     seed: u64,
     len: usize,
     state: PinState,
+    /// Which of the client's nodes (0: A, 1: C) pinned it last: only that node's key may unpin
+    /// it (DESIGN.md §6, "Authority").
+    owner: usize,
     /// What the clients did to it and where, for a failure message.
     history: Vec<String>,
 }
@@ -106,6 +109,10 @@ impl Ledger {
         let mut entries = self.0.lock().unwrap();
         entries[index].state = state;
         entries[index].history.push(event);
+    }
+
+    fn set_owner(&self, index: usize, owner: usize) {
+        self.0.lock().unwrap()[index].owner = owner;
     }
 
     fn history(&self, cid: &str) -> Vec<String> {
@@ -192,6 +199,7 @@ async fn honest_client(
                             seed,
                             len,
                             state: PinState::Pinned,
+                            owner: step % 2,
                             history: vec![at("added")],
                         });
                         bump(&tally.adds, 1);
@@ -226,13 +234,15 @@ async fn honest_client(
                 if let Some((index, entry)) =
                     ledger.take(&mut dice, PinState::Pinned, PinState::Changing)
                 {
-                    let removed = node
+                    // Through the node that owns the pin: another node's key may not unpin it.
+                    let removed = nodes[entry.owner]
                         .pin_rm(admin::PinRmRequest {
                             cid: entry.cid.clone(),
                             ..Default::default()
                         })
                         .await;
-                    ledger.set(index, PinState::Unpinned, at("unpinned"));
+                    let by = ["A", "C"][entry.owner];
+                    ledger.set(index, PinState::Unpinned, at(&format!("unpinned by {by}")));
                     match removed {
                         Ok(_) => bump(&tally.unpins, 1),
                         Err(e) => tally.error(format!("pin rm {}: {e}", entry.cid)),
@@ -249,6 +259,7 @@ async fn honest_client(
                     };
                     match node.pin_add(request).await {
                         Ok(_) => {
+                            ledger.set_owner(index, step % 2);
                             ledger.set(index, PinState::Pinned, at("re-pinned"));
                             bump(&tally.pins, 1);
                         }
