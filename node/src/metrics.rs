@@ -39,7 +39,7 @@ impl NodeMetrics {
     pub fn new<B: Backend>(
         mut registry: Registry,
         store: Arc<Store<B>>,
-        rate_limited: Arc<AtomicU64>,
+        api_refusals: ApiRefusals,
     ) -> Self {
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
@@ -49,7 +49,7 @@ impl NodeMetrics {
         );
         registry.register_collector(Box::new(StoreCollector {
             store,
-            rate_limited,
+            api_refusals,
         }));
         Self {
             registry,
@@ -81,10 +81,19 @@ impl NodeMetrics {
     }
 }
 
+/// The admin API's refusals by rate limit, counted where they happen.
+#[derive(Clone, Debug)]
+pub struct ApiRefusals {
+    /// Calls with a valid token over `admin.requests_per_second`.
+    pub rate_limited: Arc<AtomicU64>,
+    /// Calls that failed authentication over their own limit.
+    pub failed_auth_limited: Arc<AtomicU64>,
+}
+
 /// Reads the store's counters at scrape time.
 struct StoreCollector<B: Backend> {
     store: Arc<Store<B>>,
-    rate_limited: Arc<AtomicU64>,
+    api_refusals: ApiRefusals,
 }
 
 fn counter(
@@ -164,12 +173,20 @@ impl<B: Backend> Collector for StoreCollector<B> {
             "Blocks removed by garbage collection",
             get(&m.gc_removed_blocks),
         )?;
-        let limited = self.rate_limited.load(Ordering::Relaxed);
         counter(
             &mut e,
             "api_rate_limited",
-            "Admin API calls refused by admin.requests_per_second",
-            limited,
+            "Admin API calls with a valid token refused by admin.requests_per_second",
+            self.api_refusals.rate_limited.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "api_failed_auth_limited",
+            "Admin API calls that failed authentication and were over their own limit (a flood \
+             of guesses)",
+            self.api_refusals
+                .failed_auth_limited
+                .load(Ordering::Relaxed),
         )?;
         let last_scrub = self
             .store

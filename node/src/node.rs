@@ -14,10 +14,12 @@ use cairn_config::ValidConfig;
 use cairn_p2p::claims::PinClaims;
 use cairn_p2p::{Multiaddr, NetworkSettings, SwarmKey};
 
-use crate::api::limit::ClientLimit;
+use crate::api::auth::AdminLimits;
+use crate::api::limit::{ClientLimit, FAILED_AUTH_PER_SECOND};
 use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
+use crate::metrics::ApiRefusals;
 use crate::metrics::{self, NodeMetrics};
 use crate::replication::{Policy, ReplicationMetrics, Replicator, run_reconciler};
 use crate::secrets::read_secret;
@@ -64,12 +66,22 @@ impl Node {
         let admin = config.raw().admin.clone();
         let per_second = std::num::NonZeroU32::new(admin.requests_per_second)
             .ok_or_else(|| Error::BadRequest("admin.requests_per_second must be above 0".into()))?;
-        let limit = ClientLimit::new(per_second);
-        let rate_limited = limit.rejected();
+        let limits = AdminLimits {
+            authenticated: ClientLimit::new("admin.requests_per_second", per_second),
+            failed: ClientLimit::new(
+                "failed authentication",
+                std::num::NonZeroU32::new(FAILED_AUTH_PER_SECOND)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            ),
+        };
+        let rate_limited = ApiRefusals {
+            rate_limited: limits.authenticated.rejected(),
+            failed_auth_limited: limits.failed.rejected(),
+        };
         let tokens = Arc::new(Tokens::load(
             config.resolve(&admin.token_file),
             config.resolve(&admin.readonly_token_file),
-            limit,
+            limits,
         )?);
         let supervisor = Supervisor::new();
         let blocks_dir = config.data_dir().join(BLOCKS_DIR);
@@ -121,7 +133,7 @@ async fn start(
     identity: cairn_p2p::NodeIdentity,
     tls: Option<tonic::transport::ServerTlsConfig>,
     tokens: &Arc<Tokens>,
-    rate_limited: Arc<std::sync::atomic::AtomicU64>,
+    rate_limited: ApiRefusals,
 ) -> Result<Started> {
     let swarm_key = read_swarm_key(config)?;
     let mut registry = NodeMetrics::registry();

@@ -130,6 +130,20 @@ async fn scripts_can_add_cat_and_inspect() {
             "{args:?}"
         );
     }
+    // The token never goes out in plain text to another machine unless told so.
+    let token = dir.join("admin.token");
+    let out = cairn_alone(&[
+        "status",
+        "--api",
+        "http://192.0.2.7:5001",
+        "--token-file",
+        token.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--insecure"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let failed_copy = tmp.path().join("never.txt");
     let out = cairn(
         &node,

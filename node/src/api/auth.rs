@@ -1,6 +1,7 @@
 //! Who may call what on the admin API, in one place: [`required_role`] is the table of every
 //! admin method and the role it needs, and [`Authorize`] is the tower layer that applies it — the
-//! client's rate limit first, then its bearer token — before any handler runs. The admin token
+//! bearer token, then the rate limit of its kind (valid-token calls and failed ones have separate
+//! buckets per address, see `limit`) — before any handler runs. The admin token
 //! may call everything, the read-only token only reads. Tokens are compared in constant time, so
 //! response timing does not leak how much of a guess was right. The health and reflection
 //! services need no token (probes and `grpcurl` discover the API with them).
@@ -55,7 +56,14 @@ pub struct Tokens {
     current: RwLock<Pair>,
     admin_file: PathBuf,
     readonly_file: PathBuf,
-    limit: super::limit::ClientLimit,
+    limits: AdminLimits,
+}
+
+/// The admin API's rate limits: calls with a valid token, and calls that fail authentication.
+#[derive(Debug)]
+pub struct AdminLimits {
+    pub authenticated: super::limit::ClientLimit,
+    pub failed: super::limit::ClientLimit,
 }
 
 struct Pair {
@@ -86,11 +94,7 @@ fn read_token(path: &Path) -> Result<String> {
 
 impl Tokens {
     /// Reads both token files.
-    pub fn load(
-        admin_file: PathBuf,
-        readonly_file: PathBuf,
-        limit: super::limit::ClientLimit,
-    ) -> Result<Self> {
+    pub fn load(admin_file: PathBuf, readonly_file: PathBuf, limits: AdminLimits) -> Result<Self> {
         let current = Pair {
             admin: read_token(&admin_file)?,
             readonly: read_token(&readonly_file)?,
@@ -99,7 +103,7 @@ impl Tokens {
             current: RwLock::new(current),
             admin_file,
             readonly_file,
-            limit,
+            limits,
         })
     }
 
@@ -142,6 +146,20 @@ impl Tokens {
         Ok(file.clone())
     }
 
+    /// The role the call's bearer token carries.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Result<Role, Status> {
+        let header = headers
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+        self.role_of(presented.trim())
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+
     fn role_of(&self, presented: &str) -> Option<Role> {
         let pair = self.pair();
         // Both comparisons always run, so timing does not reveal which token matched.
@@ -156,25 +174,22 @@ impl Tokens {
         }
     }
 
-    /// Admits a call: within `client`'s rate limit, with a bearer token good for `needed`.
+    /// Admits a call: with a bearer token good for `needed`, within `client`'s rate limit for
+    /// calls like it (a failed one is charged to the failed-authentication bucket only).
     pub fn authorize(
         &self,
         headers: &http::HeaderMap,
         client: Option<IpAddr>,
         needed: Role,
     ) -> Result<Role, Status> {
-        self.limit.check(client)?;
-        let header = headers
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>`"))?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-        let role = self
-            .role_of(presented.trim())
-            .ok_or_else(|| Status::unauthenticated("unknown token"))?;
+        let role = match self.authenticate(headers) {
+            Ok(role) => role,
+            Err(refusal) => {
+                self.limits.failed.check(client)?;
+                return Err(refusal);
+            }
+        };
+        self.limits.authenticated.check(client)?;
         if role < needed {
             return Err(Status::permission_denied(
                 "the read-only token cannot change the node; use the admin token",

@@ -1,6 +1,9 @@
-//! Per-client rate limit on the admin API (`admin.requests_per_second`, keyed by the client's
-//! address). Checked before the token, so a flood of guesses is throttled too. A refused call gets
-//! RESOURCE_EXHAUSTED with the delay after which it may retry.
+//! Per-client rate limits on the admin API, keyed by the client's address. There are two buckets
+//! per address: one for calls with a valid token (`admin.requests_per_second`), one for calls that
+//! fail authentication ([`FAILED_AUTH_PER_SECOND`]). Keeping them apart means a flood of guesses
+//! from an address — any local user can make one — never spends the allowance of the operator
+//! calling from the same address with the right token. A refused call gets RESOURCE_EXHAUSTED
+//! with the delay after which it may retry.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -13,9 +16,14 @@ use tonic::Status;
 
 /// Forget idle clients every this many calls, so the table of addresses stays small.
 const PRUNE_EVERY: u64 = 4096;
+/// Calls that fail authentication, per second and address: enough for a mistyped token file to
+/// be reported, far too few to guess a 256-bit token.
+pub const FAILED_AUTH_PER_SECOND: u32 = 10;
 
 #[derive(Debug)]
 pub struct ClientLimit {
+    /// What the limit is called in the refusal.
+    name: &'static str,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
     calls: AtomicU64,
@@ -24,8 +32,9 @@ pub struct ClientLimit {
 }
 
 impl ClientLimit {
-    pub fn new(per_second: NonZeroU32) -> Self {
+    pub fn new(name: &'static str, per_second: NonZeroU32) -> Self {
         Self {
+            name,
             limiter: DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second)),
             clock: DefaultClock::default(),
             calls: AtomicU64::new(0),
@@ -49,7 +58,8 @@ impl ClientLimit {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             let wait = not_until.wait_time_from(self.clock.now());
             let mut status = Status::resource_exhausted(format!(
-                "rate limit (admin.requests_per_second) reached; retry in {} ms",
+                "rate limit ({}) reached; retry in {} ms",
+                self.name,
                 wait.as_millis().max(1)
             ));
             if let Ok(value) = wait.as_millis().max(1).to_string().parse() {

@@ -363,6 +363,10 @@ pub(crate) struct ApiArgs {
     /// Certificate to trust for an https:// API [default: the config's admin.tls_cert_file]
     #[arg(long)]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// Send the token over plain http:// to an address that is not this machine's loopback
+    /// (anyone on the path can read it; prefer TLS)
+    #[arg(long)]
+    pub(crate) insecure: bool,
 }
 
 #[derive(Subcommand, Debug)]

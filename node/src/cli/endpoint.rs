@@ -11,6 +11,14 @@ use super::args::ApiArgs;
 impl ApiArgs {
     pub(crate) async fn connect(&self) -> anyhow::Result<client::Client> {
         let (config, url, ca) = self.endpoint()?;
+        if let Some(host) = plaintext_to_another_machine(&url)
+            && !self.insecure
+        {
+            anyhow::bail!(
+                "refusing to send the admin token in plain text to {host}: use https:// (the \
+                 node's admin.tls_cert_file), or pass --insecure"
+            );
+        }
         let token_file = match &self.token_file {
             Some(f) => f.clone(),
             None => config.resolve(&config.raw().admin.token_file),
@@ -51,5 +59,49 @@ impl ApiArgs {
             None => None,
         };
         Ok((config, url, ca))
+    }
+}
+
+/// The host of a plain `http://` URL that is not this machine's loopback: the token would cross
+/// a network unencrypted. None for https, loopback addresses and `localhost`.
+fn plaintext_to_another_machine(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            // 0.0.0.0 and :: reach this machine too.
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+    (!loopback).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plaintext_to_another_machine as exposed;
+
+    #[test]
+    fn only_plain_http_to_another_machine_exposes_the_token() {
+        for safe in [
+            "http://127.0.0.1:5001",
+            "http://127.8.9.1:5001",
+            "http://[::1]:5001",
+            "http://localhost:5001",
+            "http://0.0.0.0:5001",
+            "https://10.0.0.7:5001",
+            "https://node-a.example:5001",
+        ] {
+            assert_eq!(exposed(safe), None, "{safe}");
+        }
+        for exposing in [
+            "http://10.0.0.7:5001",
+            "http://node-a.example:5001",
+            "http://[2001:db8::1]:5001",
+        ] {
+            assert!(exposed(exposing).is_some(), "{exposing}");
+        }
     }
 }
