@@ -69,19 +69,16 @@ fmt:
 
 ci: lint deny test ci-cluster
 
-# cargo-deny: licences, bans and sources from the lock file alone; advisories too whenever the
-# RustSec database (on github.com) can be fetched — the build machines cannot reach it.
+# cargo-deny: licences, bans and sources from the lock file alone; advisories against the live
+# RustSec database when it can be fetched, else against a snapshot (scripts/deny-advisories.sh
+# says which, with its commit and date).
 deny:
 	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
 	@# cargo deny reads `cargo metadata` for every platform: fetch every locked crate first (a
 	@# fresh machine has only those its own builds needed).
 	$(CARGO) fetch --locked
 	$(CARGO) deny --offline check licenses bans sources
-	@if $(CARGO) deny fetch db >/dev/null 2>&1; then \
-		$(CARGO) deny check advisories; \
-	else \
-		echo "SKIPPED: cargo deny check advisories (the RustSec database on github.com is unreachable)"; \
-	fi
+	@CARGO="$(CARGO)" scripts/deny-advisories.sh
 
 # The soak test (tests/tests/soak.rs): three release daemons under honest load while one is
 # killed with SIGKILL in a loop and another flooded by a hostile peer. SOAK_BASELINE_SECONDS and

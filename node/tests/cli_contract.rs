@@ -192,6 +192,7 @@ async fn every_json_command_prints_its_documented_fields_one_object_per_line() {
             ("quarantined_blocks", Num),
             ("under_replicated_pins", Num),
             ("min_failure_budget", NumOrNull),
+            ("network", Str),
         ],
     );
     let status = expect(

@@ -210,6 +210,11 @@ impl Client {
         self.local_peer_id
     }
 
+    /// Whether any peer that passes the swarm key is admitted (no allowlist).
+    pub fn open_network(&self) -> bool {
+        self.gate.authority().allowlist.is_empty()
+    }
+
     /// The authority rule for pin records, shared with the swarm task, so the node judges
     /// records from its store, its clients and replicate requests exactly as the DHT's.
     pub fn record_gate(&self) -> &RecordGate {

@@ -19,6 +19,7 @@ pub struct P2pMetrics {
     pub block_requests_served: Counter,
     pub blocks_sent: Counter,
     pub routing_dominated: Counter,
+    pub open_network: Gauge,
 }
 
 impl P2pMetrics {
@@ -62,6 +63,11 @@ impl P2pMetrics {
             "Times most of the routing table was found to come through a single bootstrap peer \
              (a poisoned bootstrap peer would look like this)",
             metrics.routing_dominated.clone(),
+        );
+        p2p.register(
+            "open_network",
+            "1 when no allowlist is set and any peer that passes the swarm key is admitted, else 0",
+            metrics.open_network.clone(),
         );
         metrics
     }

@@ -42,6 +42,16 @@ pub fn new(
         .build();
     let libp2p_metrics = libp2p::metrics::Metrics::new(libp2p_registry);
     let metrics = P2pMetrics::register(registry);
+    metrics
+        .open_network
+        .set(i64::from(settings.allowlist.is_empty()));
+    if settings.allowlist.is_empty() && settings.listen.iter().any(|a| !is_loopback(a)) {
+        tracing::warn!(
+            "open network: no p2p.allowlist, so any peer that can reach a listen address (and \
+             holds the swarm key, if one is set) is admitted and may store pin records and ask \
+             for replicas; `cairn init-cluster` writes a closed cluster"
+        );
+    }
     let gate = RecordGate::new(
         Authority {
             local: identity.peer_id(),
@@ -98,4 +108,13 @@ pub fn new(
 fn is_quic(addr: &Multiaddr) -> bool {
     addr.iter()
         .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
+}
+
+/// Whether `addr` listens on a loopback address only (nobody off this machine can reach it).
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
 }

@@ -565,3 +565,42 @@ async fn a_peer_that_answers_with_nothing_cannot_stall_a_fetch() {
     assert!(err.message().contains("every provider failed"), "{err}");
     stop_all(nodes).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_says_whether_its_network_is_open_or_private() {
+    let (_tmp, dir) = initialised_dir().unwrap();
+    let open = TestNode::start_with(&dir, |c| c.metrics.listen = "127.0.0.1:0".into())
+        .await
+        .unwrap();
+    let status = open
+        .readonly()
+        .await
+        .unwrap()
+        .status(admin::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.network, "open");
+    assert_eq!(metric(&open, "cairn_p2p_open_network").await, 1.0);
+    let member = open.handle.peer_id().to_owned();
+    open.stop().await.unwrap();
+
+    let (_tmp, dir) = initialised_dir().unwrap();
+    let private = TestNode::start_with(&dir, |c| {
+        c.metrics.listen = "127.0.0.1:0".into();
+        c.p2p.allowlist = vec![member];
+    })
+    .await
+    .unwrap();
+    let status = private
+        .readonly()
+        .await
+        .unwrap()
+        .status(admin::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.network, "private");
+    assert_eq!(metric(&private, "cairn_p2p_open_network").await, 0.0);
+    private.stop().await.unwrap();
+}

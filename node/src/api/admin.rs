@@ -166,6 +166,12 @@ impl<B: Backend> Admin for AdminService<B> {
                 .iter()
                 .map(ToString::to_string)
                 .collect(),
+            network: if self.network.open_network() {
+                "open"
+            } else {
+                "private"
+            }
+            .to_owned(),
         }))
     }
 

@@ -253,16 +253,19 @@ pub struct Status {
     pub under_replicated_pins: u64,
     /// `null` until this node holds a replicated pin.
     pub min_failure_budget: Option<i64>,
+    /// `private` (an allowlist names the admitted peers) or `open`.
+    pub network: String,
 }
 
 impl Report for Status {
     fn text(&self) -> String {
         let mut text = format!(
-            "peer ID      {}\nversion      {}\npeers        {}\nlistening    {}\n\
+            "peer ID      {}\nversion      {}\nnetwork      {}\npeers        {}\nlistening    {}\n\
              blocks       {} ({} bytes)\npins         {}\nquarantined  {}\n\
              under-replicated pins  {}",
             self.peer_id,
             self.version,
+            self.network,
             self.connected_peers,
             self.listen_addrs.join(" "),
             self.blocks,

@@ -22,6 +22,7 @@ pub(crate) async fn status(json: bool, api: &ApiArgs) -> anyhow::Result<()> {
             quarantined_blocks: s.quarantined_blocks,
             under_replicated_pins: s.under_replicated_pins,
             min_failure_budget: s.min_failure_budget,
+            network: s.network,
         },
     )
 }
