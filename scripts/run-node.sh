@@ -6,6 +6,10 @@ cairn=$1
 data_dir=$2
 if [[ ! -f "$data_dir/config.toml" ]]; then
   "$cairn" init --data-dir "$data_dir"
+  # A node for trying things: reachable from this machine only. Nodes that serve each other
+  # come from `cairn init-cluster`, which writes their allowlists.
+  sed -i 's#"/ip4/0.0.0.0/tcp/4101"#"/ip4/127.0.0.1/tcp/4101"#' "$data_dir/config.toml"
+  "$cairn" config validate "$data_dir/config.toml" >/dev/null
 fi
 cat <<MSG
 Starting a Cairn node on $data_dir (peer ID $("$cairn" id --data-dir "$data_dir" | head -n 1)).
