@@ -573,6 +573,37 @@ async fn an_audit_over_the_request_limit_is_refused_with_a_wait_never_as_not_hol
 }
 
 #[tokio::test]
+async fn audits_are_charged_to_the_askers_byte_budget_like_block_requests() {
+    // Requests are plentiful, bytes are not: 1 MiB a second buys four audited blocks.
+    let mut s = settings();
+    s.bytes_per_second = 1 << 20;
+    let server = Peer::start(s, Answers::Honest).await;
+    let root = server.hold(b"audited").await;
+    let auditor = Peer::start(settings(), Answers::Honest).await;
+    auditor.client.dial(server.pinned_addr()).await.unwrap();
+    // Blocks the server does not even hold cost the same as blocks it does.
+    let absent: Vec<Cid> = (0..8u32)
+        .map(|i| Cid::new_v1(0x55, Code::Sha2_256.digest(&i.to_le_bytes())))
+        .collect();
+    let wave = (0..10).map(|_| {
+        auditor
+            .client
+            .audit(server.id(), root, absent.clone(), vec![1; 16])
+    });
+    let mut refused = 0;
+    for answer in futures::future::join_all(wave).await {
+        let answer = answer.expect("every audit gets an answer");
+        if let Some(wait) = answer.retry_after {
+            assert!(wait > Duration::ZERO, "{answer:?}");
+            assert!(answer.error.contains("slow down"), "{answer:?}");
+            refused += 1;
+        }
+    }
+    // Eight blocks cost 2 MiB, twice the bucket: at most the first gets through.
+    assert!(refused >= 9, "refused {refused} of 10");
+}
+
+#[tokio::test]
 async fn malformed_and_oversize_requests_get_errors_not_panics() {
     let server = Peer::start(settings(), Answers::Honest).await;
     let client = Peer::start(settings(), Answers::Honest).await;

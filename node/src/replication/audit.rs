@@ -44,7 +44,8 @@ pub(crate) type Sample = Vec<(Cid, Bytes)>;
 pub(crate) use cairn_p2p::audit_proof as proof;
 
 /// This node's (`prover`'s) answer to `auditor`'s audit of `root` (runs on a blocking thread:
-/// it reads blocks). Only a recursive pin counts as holding: a root in its unpin grace is not.
+/// it reads blocks), and whether a block turned out rotten. Only a recursive pin counts as
+/// holding: a root in its unpin grace is not.
 pub(crate) fn answer<B: Backend>(
     store: &Store<B>,
     root: &Cid,
@@ -52,14 +53,14 @@ pub(crate) fn answer<B: Backend>(
     nonce: &[u8],
     auditor: &PeerId,
     prover: &PeerId,
-) -> AuditAnswer {
+) -> (AuditAnswer, bool) {
     let holding = matches!(store.pin_mode(root), Ok(Some(PinMode::Recursive)));
     let mut answer = AuditAnswer {
         holding,
         ..Default::default()
     };
     if !holding || blocks.is_empty() {
-        return answer;
+        return (answer, false);
     }
     let mut read = Vec::with_capacity(blocks.len());
     for block in blocks {
@@ -68,7 +69,10 @@ pub(crate) fn answer<B: Backend>(
             Ok(data) => read.push((*block, data)),
             Err(e) => {
                 answer.error = format!("cannot prove {block}: {e}");
-                return answer;
+                // Only rot is this node's damage to heal here: a block it lacks may be one the
+                // asker made up (a lost one shows in this node's own proof round).
+                let rotten = matches!(e, cairn_blockstore::Error::HashMismatch { .. });
+                return (answer, rotten);
             }
         }
     }
@@ -78,7 +82,7 @@ pub(crate) fn answer<B: Backend>(
         prover,
         read.iter().map(|(cid, data)| (cid, data.as_ref())),
     );
-    answer
+    (answer, false)
 }
 
 /// Up to `count` distinct random blocks of the DAG under `root`, with their bytes (verified),
@@ -127,11 +131,14 @@ impl<B: Backend> Replicator<B> {
                 Ok(answer(store, &root, &blocks, &nonce, &auditor, &prover))
             })
             .await;
-        let answer = answered.unwrap_or_else(|e| AuditAnswer {
-            error: e.to_string(),
-            ..Default::default()
+        let (answer, rotten) = answered.unwrap_or_else(|e| {
+            let failed = AuditAnswer {
+                error: e.to_string(),
+                ..Default::default()
+            };
+            (failed, false)
         });
-        if answer.holding && !answer.error.is_empty() {
+        if rotten {
             tracing::warn!(%root, error = %answer.error, "an audit found this node's copy damaged");
             self.heal(root);
         }
@@ -288,22 +295,30 @@ mod tests {
                 sample.iter().map(|(c, d)| (c, d.as_ref())),
             )
         };
-        let answered = answer(&store, &block.cid, &cids, b"nonce-1", &auditor, &prover);
+        let (answered, _) = answer(&store, &block.cid, &cids, b"nonce-1", &auditor, &prover);
         assert!(answered.holding);
         assert_eq!(answered.proof, expected(b"nonce-1", &auditor, &prover));
         assert_ne!(answered.proof, expected(b"nonce-2", &auditor, &prover));
         // What an honest holder answers a relaying peer is bound to that peer, not to us.
-        let relayed = answer(&store, &block.cid, &cids, b"nonce-1", &relay, &prover);
+        let (relayed, _) = answer(&store, &block.cid, &cids, b"nonce-1", &relay, &prover);
         assert_ne!(relayed.proof, expected(b"nonce-1", &auditor, &prover));
         assert_ne!(relayed.proof, expected(b"nonce-1", &auditor, &relay));
 
         // Lost behind the node's back: still pinned, but nothing to prove with.
         store.delete(&block.cid).unwrap();
-        let lost = answer(&store, &block.cid, &cids, b"nonce-3", &auditor, &prover);
+        let (lost, rotten) = answer(&store, &block.cid, &cids, b"nonce-3", &auditor, &prover);
         assert!(lost.holding && lost.proof.is_empty() && !lost.error.is_empty());
+        assert!(
+            !rotten,
+            "a missing block is no reason to heal on an asker's word"
+        );
 
         // Unpinned: not holding, whatever the blocks.
         store.unpin(&block.cid).unwrap();
-        assert!(!answer(&store, &block.cid, &[], b"n", &auditor, &prover).holding);
+        assert!(
+            !answer(&store, &block.cid, &[], b"n", &auditor, &prover)
+                .0
+                .holding
+        );
     }
 }

@@ -21,6 +21,10 @@ const MAX_REASON_CHARS: usize = 200;
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(200);
 /// Blocks one audit may ask to prove: a proof round samples a few.
 pub const MAX_AUDIT_BLOCKS: usize = 8;
+/// Bytes of the asker's byte budget one audited block costs, whether the node holds it or not:
+/// an answer reads and hashes up to a whole chunk per block, and naming blocks the node lacks is
+/// not free either.
+pub const AUDIT_BYTES_PER_BLOCK: usize = 256 * 1024;
 /// The longest wait a peer's refusal can impose on us.
 const MAX_RETRY_AFTER_MS: u64 = 60_000;
 
@@ -173,6 +177,20 @@ impl EventLoop {
                 Duration::ZERO,
             );
             self.penalise(peer, Offence::Malformed);
+            return;
+        }
+        // Charged like a block request, before anything is read.
+        let cost = blocks.len() * AUDIT_BYTES_PER_BLOCK;
+        if cost > 0
+            && let Err(wait) = self.limits.reserve_bytes(&peer, cost, cost)
+        {
+            self.metrics.limited("bytes");
+            self.refuse_audit(
+                channel,
+                format!("slow down; retry in {} ms", millis(wait)),
+                wait,
+            );
+            self.penalise(peer, Offence::OverLimit);
             return;
         }
         let event = NetworkEvent::Audit {
