@@ -48,4 +48,4 @@ awk -v path="$base" -v url="$db_url" '
   /^\[advisories\]/ { print "db-path = \"" path "\""; print "db-urls = [\"" url "\"]" }
 ' deny.toml >"$base/deny.toml"
 echo "advisories: the RustSec snapshot at commit $commit, $date (the live database is unreachable from here)"
-"$cargo" deny --offline check --config "$base/deny.toml" advisories
+"$cargo" deny --offline --config "$base/deny.toml" check advisories
