@@ -86,6 +86,12 @@ impl Default for P2pConfig {
 pub struct P2pLimits {
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
+    /// Connections from one IP address (bootstrap and allowlisted peers aside): Sybil identities
+    /// on one machine share it.
+    pub max_connections_per_ip: u32,
+    /// Handshakes in progress at once from one IP address: stalled connections from one address
+    /// cannot take every handshake slot.
+    pub max_pending_per_ip: u32,
     /// Requests per second per peer.
     pub requests_per_second: u32,
     /// Bytes per second per peer.
@@ -97,6 +103,8 @@ impl Default for P2pLimits {
         Self {
             max_connections: 256,
             max_connections_per_peer: 2,
+            max_connections_per_ip: 32,
+            max_pending_per_ip: 8,
             requests_per_second: 200,
             bytes_per_second: Size::mib(256),
         }

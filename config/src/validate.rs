@@ -173,6 +173,14 @@ impl Config {
             limits.max_connections_per_peer.into(),
         )?;
         positive(
+            "p2p.limits.max_connections_per_ip",
+            limits.max_connections_per_ip.into(),
+        )?;
+        positive(
+            "p2p.limits.max_pending_per_ip",
+            limits.max_pending_per_ip.into(),
+        )?;
+        positive(
             "p2p.limits.requests_per_second",
             limits.requests_per_second.into(),
         )?;

@@ -65,6 +65,9 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const BLOCK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent block streams per connection; beyond this, yamux refuses new streams.
 pub const MAX_CONCURRENT_BLOCK_STREAMS: usize = 64;
+/// Connection slots kept for this node's own dials at the least (an eighth of
+/// `max_connections` when that is more): inbound strangers cannot take them.
+pub const RESERVED_OUTBOUND_SLOTS: u32 = 8;
 
 pub type BlockCodec = ProstCodec<BlockRequest, BlockResponse>;
 pub type ReplicateCodec = ProstCodec<ReplicateRequest, ReplicateResponse>;
@@ -76,6 +79,7 @@ pub struct Behaviour {
     pub allowlist: Toggle<allow_block_list::Behaviour<allow_block_list::AllowedPeers>>,
     pub bans: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub connection_limits: connection_limits::Behaviour,
+    pub ip_limits: crate::ip_limits::IpLimits,
     pub memory_limits: memory_connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
@@ -96,15 +100,30 @@ impl Behaviour {
             }
             allowed
         });
+        // Strangers may take all but the reserved slots inbound; the cluster's own members
+        // (bootstrap list, allowlist) are never refused for want of a slot, either way.
+        let reserved = (settings.max_connections / 8)
+            .max(RESERVED_OUTBOUND_SLOTS.min(settings.max_connections / 2));
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(settings.max_connections))
+            .with_max_established_incoming(Some(settings.max_connections - reserved))
             .with_max_established_per_peer(Some(settings.max_connections_per_peer))
             .with_max_pending_incoming(Some(settings.max_pending_connections))
             .with_max_pending_outgoing(Some(settings.max_pending_connections));
+        let mut connection_limits = connection_limits::Behaviour::new(limits);
+        let trusted = settings.trusted();
+        for peer in &trusted {
+            connection_limits.bypass_peer_id(peer);
+        }
         Self {
             allowlist: allowlist.into(),
             bans: allow_block_list::Behaviour::default(),
-            connection_limits: connection_limits::Behaviour::new(limits),
+            connection_limits,
+            ip_limits: crate::ip_limits::IpLimits::new(
+                settings.max_pending_per_ip,
+                settings.max_connections_per_ip,
+                trusted,
+            ),
             memory_limits: memory_connection_limits::Behaviour::with_max_percentage(
                 settings.max_memory_fraction,
             ),

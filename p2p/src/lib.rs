@@ -15,6 +15,7 @@ pub mod codec;
 mod error;
 mod event_loop;
 pub mod identity;
+mod ip_limits;
 mod metrics;
 mod network;
 mod peer_limits;

@@ -57,6 +57,10 @@ pub struct NetworkSettings {
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
     pub max_pending_connections: u32,
+    /// Connections from one IP address, trusted peers aside (see `ip_limits`).
+    pub max_connections_per_ip: u32,
+    /// Handshakes in progress at once from one IP address.
+    pub max_pending_per_ip: u32,
     /// New connections are refused while the process uses more than this share of the machine's
     /// memory.
     pub max_memory_fraction: f64,
@@ -84,6 +88,16 @@ pub struct NetworkSettings {
 }
 
 impl NetworkSettings {
+    /// The cluster's own members: the bootstrap list and the allowlist. They pass the per-address
+    /// cap and the slots strangers may take.
+    pub fn trusted(&self) -> std::collections::HashSet<PeerId> {
+        self.bootstrap
+            .iter()
+            .map(|b| b.peer_id)
+            .chain(self.allowlist.iter().copied())
+            .collect()
+    }
+
     /// The documented defaults (those of an empty config file), listening on `listen`, with no
     /// bootstrap peers, allowlist or swarm key.
     pub fn new(listen: Vec<Multiaddr>) -> Self {
@@ -97,6 +111,8 @@ impl NetworkSettings {
             max_connections: limits.max_connections,
             max_connections_per_peer: limits.max_connections_per_peer,
             max_pending_connections: limits.max_connections.min(MAX_PENDING_CONNECTIONS),
+            max_connections_per_ip: limits.max_connections_per_ip,
+            max_pending_per_ip: limits.max_pending_per_ip,
             max_memory_fraction: MAX_MEMORY_FRACTION,
             requests_per_second: limits.requests_per_second,
             bytes_per_second: limits.bytes_per_second.bytes(),
@@ -124,6 +140,8 @@ impl NetworkSettings {
             max_connections: p2p.limits.max_connections,
             max_connections_per_peer: p2p.limits.max_connections_per_peer,
             max_pending_connections: p2p.limits.max_connections.min(MAX_PENDING_CONNECTIONS),
+            max_connections_per_ip: p2p.limits.max_connections_per_ip,
+            max_pending_per_ip: p2p.limits.max_pending_per_ip,
             requests_per_second: p2p.limits.requests_per_second,
             bytes_per_second: p2p.limits.bytes_per_second.bytes(),
             operators: config.operators.clone(),

@@ -700,9 +700,10 @@ async fn with_a_swarm_key_quic_is_neither_listened_on_nor_dialled() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_limit_are_refused() {
+async fn connections_beyond_the_limit_are_refused_and_the_nodes_own_dials_keep_their_slots() {
+    // Four slots, two of them kept for the node's own dials: inbound strangers get two.
     let mut s = settings();
-    s.max_connections = 2;
+    s.max_connections = 4;
     s.max_connections_per_peer = 1;
     let server = Peer::start(s, Answers::Honest).await;
     let mut clients = Vec::new();
@@ -717,6 +718,83 @@ async fn connections_beyond_the_limit_are_refused() {
     .await
     .unwrap();
     assert_eq!(server.client.peers().await.unwrap().len(), 2);
+    // The node still reaches a peer of its own choosing.
+    let chosen = Peer::start(settings(), Answers::Honest).await;
+    server.client.dial(chosen.pinned_addr()).await.unwrap();
+    assert_eq!(server.client.peers().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn one_address_gets_its_share_of_connections_and_the_clusters_own_members_get_in_anyway() {
+    // A trusted member (on the bootstrap list) and a crowd of fresh identities, all on
+    // 127.0.0.1: the crowd shares the address's three connections, the member passes.
+    let member = Peer::start(settings(), Answers::Honest).await;
+    let mut s = settings();
+    s.max_connections_per_ip = 3;
+    s.bootstrap = vec![BootstrapPeer {
+        addr: member.pinned_addr(),
+        peer_id: member.id(),
+    }];
+    let server = Peer::start(s, Answers::Honest).await;
+    eventually(
+        "the server to reach its bootstrap member",
+        DEADLINE,
+        || async { server.client.peers().await.unwrap().len() == 1 },
+    )
+    .await
+    .unwrap();
+    let mut crowd = Vec::new();
+    for _ in 0..5 {
+        let sybil = Peer::start(settings(), Answers::Honest).await;
+        let _ = sybil.client.dial(server.pinned_addr()).await;
+        crowd.push(sybil);
+    }
+    eventually(
+        "the address's extra connections to be refused",
+        DEADLINE,
+        || async { server.metric("p2p_dials_refused_total{reason=\"connections_per_ip\"}") >= 3.0 },
+    )
+    .await
+    .unwrap();
+    // Three from the address in all: the member's and two of the crowd.
+    assert_eq!(server.client.peers().await.unwrap().len(), 3);
+    // The member dials in again (a second connection) and is let in over the cap.
+    member.client.dial(server.pinned_addr()).await.unwrap();
+}
+
+#[tokio::test]
+async fn stalled_handshakes_from_one_address_never_keep_another_out() {
+    let mut s = settings();
+    s.max_pending_per_ip = 4;
+    let server = Peer::start(s, Answers::Honest).await;
+    let port = server
+        .addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    // Twenty TCP connections from 127.0.0.2 that never say a word.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(stream) = socket.connect(([127, 0, 0, 1], port).into()).await {
+            stalled.push(stream);
+        }
+    }
+    eventually(
+        "the address's extra handshakes to be refused",
+        DEADLINE,
+        || async { server.metric("p2p_dials_refused_total{reason=\"pending_per_ip\"}") >= 16.0 },
+    )
+    .await
+    .unwrap();
+    // An honest peer from another address completes its handshake at once.
+    let honest = Peer::start(settings(), Answers::Honest).await;
+    honest.client.dial(server.pinned_addr()).await.unwrap();
+    drop(stalled);
 }
 
 #[tokio::test]
