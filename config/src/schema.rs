@@ -96,6 +96,13 @@ pub struct P2pLimits {
     pub requests_per_second: u32,
     /// Bytes per second per peer.
     pub bytes_per_second: Size,
+    /// Requests and bytes per second from one IP address, over all the strangers (peers neither
+    /// on the bootstrap list nor on the allowlist) connecting from it.
+    pub requests_per_second_per_ip: u32,
+    pub bytes_per_second_per_ip: Size,
+    /// Requests and bytes per second from all strangers together.
+    pub strangers_requests_per_second: u32,
+    pub strangers_bytes_per_second: Size,
 }
 
 impl Default for P2pLimits {
@@ -107,6 +114,10 @@ impl Default for P2pLimits {
             max_pending_per_ip: 8,
             requests_per_second: 200,
             bytes_per_second: Size::mib(256),
+            requests_per_second_per_ip: 400,
+            bytes_per_second_per_ip: Size::mib(512),
+            strangers_requests_per_second: 2000,
+            strangers_bytes_per_second: Size::mib(1024),
         }
     }
 }

@@ -180,6 +180,26 @@ impl Config {
             "p2p.limits.max_pending_per_ip",
             limits.max_pending_per_ip.into(),
         )?;
+        for (key, value) in [
+            (
+                "p2p.limits.requests_per_second_per_ip",
+                u64::from(limits.requests_per_second_per_ip),
+            ),
+            (
+                "p2p.limits.bytes_per_second_per_ip",
+                limits.bytes_per_second_per_ip.bytes(),
+            ),
+            (
+                "p2p.limits.strangers_requests_per_second",
+                u64::from(limits.strangers_requests_per_second),
+            ),
+            (
+                "p2p.limits.strangers_bytes_per_second",
+                limits.strangers_bytes_per_second.bytes(),
+            ),
+        ] {
+            positive(key, value)?;
+        }
         positive(
             "p2p.limits.requests_per_second",
             limits.requests_per_second.into(),

@@ -25,7 +25,7 @@ use crate::client::{
 };
 use crate::error::Error;
 use crate::metrics::P2pMetrics;
-use crate::peer_limits::PeerLimits;
+use crate::peer_limits::{Budgets, Limit, PeerLimits};
 use crate::scores::Scores;
 use crate::settings::NetworkSettings;
 
@@ -62,6 +62,8 @@ pub struct EventLoop {
     pub(crate) bootstrap_progress: watch::Sender<BootstrapProgress>,
     pub(crate) listening: watch::Sender<Vec<Multiaddr>>,
     pub(crate) limits: PeerLimits,
+    /// The cluster's own members (bootstrap list, allowlist): not held to strangers' budgets.
+    trusted: HashSet<PeerId>,
     pub(crate) scores: Scores,
     bootstrap: Vec<BootstrapEntry>,
     connected: HashMap<PeerId, Vec<Multiaddr>>,
@@ -109,7 +111,15 @@ impl EventLoop {
             .collect();
         let inbound = settings.inbound_queue;
         Self {
-            limits: PeerLimits::new(settings.requests_per_second, settings.bytes_per_second),
+            limits: PeerLimits::with_budgets(Budgets {
+                requests_per_peer: settings.requests_per_second,
+                bytes_per_peer: settings.bytes_per_second,
+                requests_per_ip: settings.requests_per_second_per_ip,
+                bytes_per_ip: settings.bytes_per_second_per_ip,
+                strangers_requests: settings.strangers_requests_per_second,
+                strangers_bytes: settings.strangers_bytes_per_second,
+            }),
+            trusted: settings.trusted(),
             scores: Scores::new(settings.ban_score, settings.ban_duration),
             swarm,
             gate,
@@ -491,4 +501,48 @@ fn without_p2p(addr: &Multiaddr) -> Multiaddr {
     addr.iter()
         .filter(|p| !matches!(p, Protocol::P2p(_)))
         .collect()
+}
+
+impl EventLoop {
+    /// The address a stranger connects from; None for the cluster's own members.
+    fn stranger_ip(&self, peer: &PeerId) -> Option<std::net::IpAddr> {
+        if self.trusted.contains(peer) {
+            return None;
+        }
+        self.connected.get(peer)?.iter().find_map(|addr| {
+            addr.iter().find_map(|p| match p {
+                Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            })
+        })
+    }
+
+    /// Admits one inbound request from `peer` under every budget it answers to; a refusal is
+    /// counted under the limit it hit and returns the wait to ask for.
+    pub(crate) fn admit_request(&mut self, peer: &PeerId) -> Result<(), Duration> {
+        let ip = self.stranger_ip(peer);
+        self.limits
+            .admit_request(peer, ip)
+            .map_err(|refused| self.count_limited(refused))
+    }
+
+    /// Takes bytes for one answer to `peer` under every budget it answers to (see
+    /// [`PeerLimits::reserve_bytes`]).
+    pub(crate) fn admit_bytes(
+        &mut self,
+        peer: &PeerId,
+        wanted: usize,
+        least: usize,
+    ) -> Result<usize, Duration> {
+        let ip = self.stranger_ip(peer);
+        self.limits
+            .admit_bytes(peer, wanted, least, ip)
+            .map_err(|refused| self.count_limited(refused))
+    }
+
+    fn count_limited(&self, (wait, limit): (Duration, Limit)) -> Duration {
+        self.metrics.limited(limit);
+        wait
+    }
 }

@@ -66,6 +66,11 @@ pub struct NetworkSettings {
     pub max_memory_fraction: f64,
     pub requests_per_second: u32,
     pub bytes_per_second: u64,
+    /// Strangers' shared budgets: per remote IP address, and all of them together.
+    pub requests_per_second_per_ip: u32,
+    pub bytes_per_second_per_ip: u64,
+    pub strangers_requests_per_second: u32,
+    pub strangers_bytes_per_second: u64,
     /// A peer whose score falls to this is banned.
     pub ban_score: i64,
     pub ban_duration: Duration,
@@ -116,6 +121,10 @@ impl NetworkSettings {
             max_memory_fraction: MAX_MEMORY_FRACTION,
             requests_per_second: limits.requests_per_second,
             bytes_per_second: limits.bytes_per_second.bytes(),
+            requests_per_second_per_ip: limits.requests_per_second_per_ip,
+            bytes_per_second_per_ip: limits.bytes_per_second_per_ip.bytes(),
+            strangers_requests_per_second: limits.strangers_requests_per_second,
+            strangers_bytes_per_second: limits.strangers_bytes_per_second.bytes(),
             ban_score: BAN_SCORE,
             ban_duration: BAN_DURATION,
             inbound_queue: INBOUND_QUEUE,
@@ -144,6 +153,10 @@ impl NetworkSettings {
             max_pending_per_ip: p2p.limits.max_pending_per_ip,
             requests_per_second: p2p.limits.requests_per_second,
             bytes_per_second: p2p.limits.bytes_per_second.bytes(),
+            requests_per_second_per_ip: p2p.limits.requests_per_second_per_ip,
+            bytes_per_second_per_ip: p2p.limits.bytes_per_second_per_ip.bytes(),
+            strangers_requests_per_second: p2p.limits.strangers_requests_per_second,
+            strangers_bytes_per_second: p2p.limits.strangers_bytes_per_second.bytes(),
             operators: config.operators.clone(),
             max_factor: config.raw().replication.max_factor,
             ..Self::new(config.listen.clone())

@@ -763,6 +763,56 @@ async fn one_address_gets_its_share_of_connections_and_the_clusters_own_members_
 }
 
 #[tokio::test]
+async fn a_sybil_flood_from_one_address_shares_its_budget_and_the_clusters_member_is_served() {
+    let member = Peer::start(settings(), Answers::Honest).await;
+    let mut s = settings();
+    s.requests_per_second_per_ip = 20;
+    s.strangers_requests_per_second = 40;
+    s.bootstrap = vec![BootstrapPeer {
+        addr: member.pinned_addr(),
+        peer_id: member.id(),
+    }];
+    let server = Peer::start(s, Answers::Honest).await;
+    let cid = server.hold(b"wanted by everyone").await;
+    eventually("the server to reach its member", DEADLINE, || async {
+        server.client.peers().await.unwrap().len() == 1
+    })
+    .await
+    .unwrap();
+    // Ten fresh identities on the same address, each well within its own per-peer limit, ask 20
+    // times each: 200 requests against the address's 20 a second.
+    let mut sybils = Vec::new();
+    for _ in 0..10 {
+        let sybil = Peer::start(settings(), Answers::Honest).await;
+        sybil.client.dial(server.pinned_addr()).await.unwrap();
+        sybils.push(sybil);
+    }
+    let flood = sybils
+        .iter()
+        .flat_map(|sybil| (0..20).map(|_| sybil.client.request_blocks(server.id(), vec![cid])));
+    let honest = (0..20).map(|_| member.client.request_blocks(server.id(), vec![cid]));
+    let (flooded, served) = futures::future::join(
+        futures::future::join_all(flood),
+        futures::future::join_all(honest),
+    )
+    .await;
+    let refused = flooded
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.retry_after.is_some()))
+        .count();
+    assert!(
+        refused >= 150,
+        "refused {refused} of 200 from the flooding address"
+    );
+    for reply in served {
+        let reply = reply.unwrap();
+        assert!(reply.retry_after.is_none(), "the member was told to wait");
+        assert_eq!(reply.blocks.len(), 1);
+    }
+    assert!(server.metric("p2p_rate_limited_total{limit=\"requests_per_ip\"}") >= 150.0);
+}
+
+#[tokio::test]
 async fn stalled_handshakes_from_one_address_never_keep_another_out() {
     let mut s = settings();
     s.max_pending_per_ip = 4;

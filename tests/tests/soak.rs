@@ -467,6 +467,13 @@ fn config(c: &mut Config) {
     c.replication.audit_interval = HumanDuration::secs(20);
     c.p2p.limits.requests_per_second = LIMIT_REQUESTS;
     c.p2p.limits.bytes_per_second = Size::mib(LIMIT_BYTES >> 20);
+    // Every daemon and the flooder share 127.0.0.1 here, so the budgets strangers share per
+    // address and node-wide (tested in swarm.rs, from separate addresses) would pool the honest
+    // nodes with the flood: this run measures the per-peer limits.
+    c.p2p.limits.requests_per_second_per_ip = 1 << 30;
+    c.p2p.limits.strangers_requests_per_second = 1 << 30;
+    c.p2p.limits.bytes_per_second_per_ip = Size::mib(4 << 10);
+    c.p2p.limits.strangers_bytes_per_second = Size::mib(4 << 10);
     // The honest clients all come from 127.0.0.1; the admin API's own flood limit is tested
     // elsewhere (daemon.rs).
     c.admin.requests_per_second = 10_000;

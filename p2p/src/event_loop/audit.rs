@@ -149,8 +149,7 @@ impl EventLoop {
         request: AuditRequest,
         channel: ResponseChannel<AuditResponse>,
     ) {
-        if let Err(wait) = self.limits.check_request(&peer) {
-            self.metrics.limited("requests");
+        if let Err(wait) = self.admit_request(&peer) {
             self.refuse_audit(
                 channel,
                 format!("slow down; retry in {} ms", millis(wait)),
@@ -182,9 +181,8 @@ impl EventLoop {
         // Charged like a block request, before anything is read.
         let cost = blocks.len() * AUDIT_BYTES_PER_BLOCK;
         if cost > 0
-            && let Err(wait) = self.limits.reserve_bytes(&peer, cost, cost)
+            && let Err(wait) = self.admit_bytes(&peer, cost, cost)
         {
-            self.metrics.limited("bytes");
             self.refuse_audit(
                 channel,
                 format!("slow down; retry in {} ms", millis(wait)),

@@ -143,8 +143,7 @@ impl EventLoop {
         request: BlockRequest,
         channel: ResponseChannel<BlockResponse>,
     ) {
-        if let Err(wait) = self.limits.check_request(&peer) {
-            self.metrics.limited("requests");
+        if let Err(wait) = self.admit_request(&peer) {
             self.answer_now(channel, slow_down(wait));
             self.penalise(peer, Offence::OverLimit);
             return;
@@ -184,10 +183,9 @@ impl EventLoop {
             .len()
             .saturating_mul(MAX_BLOCK_SIZE)
             .min(MAX_BLOCK_RESPONSE_PAYLOAD);
-        let allowance = match self.limits.reserve_bytes(&peer, wanted, MAX_BLOCK_SIZE) {
+        let allowance = match self.admit_bytes(&peer, wanted, MAX_BLOCK_SIZE) {
             Ok(allowance) => allowance,
             Err(wait) => {
-                self.metrics.limited("bytes");
                 self.answer_now(channel, slow_down(wait));
                 return;
             }

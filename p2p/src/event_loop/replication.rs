@@ -95,8 +95,7 @@ impl EventLoop {
                     receipt: Bytes::new(),
                     error,
                 };
-                if let Err(wait) = self.limits.check_request(&peer) {
-                    self.metrics.limited("requests");
+                if let Err(wait) = self.admit_request(&peer) {
                     let response = refuse(format!("slow down; retry in {} ms", millis(wait)));
                     let _ = self
                         .swarm
