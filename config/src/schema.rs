@@ -222,6 +222,9 @@ pub struct AdminConfig {
     pub tls_key_file: PathBuf,
     /// Admin API calls per second per client address, with the same burst.
     pub requests_per_second: u32,
+    /// Calls that fail authentication, per second per client address: a bucket of their own, so
+    /// a flood of guesses never spends a valid caller's allowance.
+    pub failed_auth_per_second: u32,
 }
 
 impl Default for AdminConfig {
@@ -233,6 +236,7 @@ impl Default for AdminConfig {
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
             requests_per_second: 100,
+            failed_auth_per_second: 10,
         }
     }
 }

@@ -339,6 +339,10 @@ impl Config {
             "admin.requests_per_second",
             admin.requests_per_second.into(),
         )?;
+        positive(
+            "admin.failed_auth_per_second",
+            admin.failed_auth_per_second.into(),
+        )?;
         for (key, path) in [
             ("admin.token_file", &admin.token_file),
             ("admin.readonly_token_file", &admin.readonly_token_file),

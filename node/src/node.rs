@@ -15,7 +15,7 @@ use cairn_p2p::claims::PinClaims;
 use cairn_p2p::{Multiaddr, NetworkSettings, SwarmKey};
 
 use crate::api::auth::AdminLimits;
-use crate::api::limit::{ClientLimit, FAILED_AUTH_PER_SECOND};
+use crate::api::limit::ClientLimit;
 use crate::api::{AdminEndpoint, AdminService, Tokens};
 use crate::error::{Error, Result};
 use crate::init::load_identity;
@@ -69,8 +69,8 @@ impl Node {
         let limits = AdminLimits {
             authenticated: ClientLimit::new("admin.requests_per_second", per_second),
             failed: ClientLimit::new(
-                "failed authentication",
-                std::num::NonZeroU32::new(FAILED_AUTH_PER_SECOND)
+                "admin.failed_auth_per_second",
+                std::num::NonZeroU32::new(admin.failed_auth_per_second)
                     .unwrap_or(std::num::NonZeroU32::MIN),
             ),
         };

@@ -57,9 +57,12 @@ async fn call(channel: &Channel, path: &str, token: Option<&str>) -> Code {
 async fn every_admin_method_is_authorised_by_the_table() {
     let (_tmp, dir) = cairn_tests::initialised_dir().unwrap();
     // Every call below is one client's: keep the per-client limit out of the way.
-    let node = TestNode::start_with(&dir, |c| c.admin.requests_per_second = 10_000)
-        .await
-        .unwrap();
+    let node = TestNode::start_with(&dir, |c| {
+        c.admin.requests_per_second = 10_000;
+        c.admin.failed_auth_per_second = 10_000;
+    })
+    .await
+    .unwrap();
     let channel = node.channel().await.unwrap();
     let readonly = node.token("readonly.token").unwrap();
     let methods = admin_methods();

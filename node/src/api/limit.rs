@@ -1,6 +1,6 @@
 //! Per-client rate limits on the admin API, keyed by the client's address. There are two buckets
 //! per address: one for calls with a valid token (`admin.requests_per_second`), one for calls that
-//! fail authentication ([`FAILED_AUTH_PER_SECOND`]). Keeping them apart means a flood of guesses
+//! fail authentication (`admin.failed_auth_per_second`). Keeping them apart means a flood of guesses
 //! from an address — any local user can make one — never spends the allowance of the operator
 //! calling from the same address with the right token. A refused call gets RESOURCE_EXHAUSTED
 //! with the delay after which it may retry.
@@ -16,9 +16,6 @@ use tonic::Status;
 
 /// Forget idle clients every this many calls, so the table of addresses stays small.
 const PRUNE_EVERY: u64 = 4096;
-/// Calls that fail authentication, per second and address: enough for a mistyped token file to
-/// be reported, far too few to guess a 256-bit token.
-pub const FAILED_AUTH_PER_SECOND: u32 = 10;
 
 #[derive(Debug)]
 pub struct ClientLimit {
