@@ -32,9 +32,11 @@ use crate::settings::NetworkSettings;
 mod admission;
 mod audit;
 pub use audit::MAX_AUDIT_BLOCKS;
+pub(crate) use providers::MAX_PROVIDED_KEYS_PER_PEER;
 mod blocks;
 mod bootstrap;
 mod pending;
+mod providers;
 mod records;
 mod replication;
 
@@ -77,6 +79,8 @@ pub struct EventLoop {
     pending_audits: Pending<OutboundRequestId, Replier<AuditAnswer>>,
     inbound_audits: Pending<AuditId, ResponseChannel<AuditResponse>>,
     pending_records: Pending<QueryId, records::PendingLookup>,
+    /// Provider records remote peers stored here, for their caps.
+    remote_providers: providers::RemoteProviders,
     /// Which bootstrap peer (if exactly one was connected) each routing-table entry came through.
     learnt_via: HashMap<PeerId, Option<PeerId>>,
     domination_warned: bool,
@@ -140,6 +144,7 @@ impl EventLoop {
             pending_audits: Pending::new(MAX_PENDING_OUTBOUND),
             inbound_audits: Pending::new(inbound),
             pending_records: Pending::new(MAX_PENDING_OUTBOUND),
+            remote_providers: providers::RemoteProviders::new(settings.max_provider_keys_per_peer),
             learnt_via: HashMap::new(),
             domination_warned: false,
         }
@@ -453,13 +458,7 @@ impl EventLoop {
                     kad::InboundRequest::AddProvider {
                         record: Some(record),
                     },
-            } => {
-                // Kademlia checked that the provider is the peer that sent it.
-                let store = self.swarm.behaviour_mut().kad.store_mut();
-                if let Err(e) = kad::store::RecordStore::add_provider(store, record) {
-                    tracing::debug!(error = %e, "provider record not kept");
-                }
-            }
+            } => self.on_provider_offered(record),
             kad::Event::RoutingUpdated {
                 peer,
                 is_new_peer: true,

@@ -20,6 +20,7 @@ pub struct P2pMetrics {
     pub blocks_sent: Counter,
     pub routing_dominated: Counter,
     pub open_network: Gauge,
+    pub providers_refused: Family<Labels, Counter>,
 }
 
 impl P2pMetrics {
@@ -65,6 +66,12 @@ impl P2pMetrics {
             metrics.routing_dominated.clone(),
         );
         p2p.register(
+            "provider_records_refused",
+            "Provider records peers announced that were not kept, by cap (per_peer, total, \
+             per_key: room kept for this node's own)",
+            metrics.providers_refused.clone(),
+        );
+        p2p.register(
             "open_network",
             "1 when no allowlist is set and any peer that passes the swarm key is admitted, else 0",
             metrics.open_network.clone(),
@@ -74,6 +81,12 @@ impl P2pMetrics {
 
     pub fn refused(&self, reason: &str) {
         self.dials_refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
+    pub fn provider_refused(&self, reason: &str) {
+        self.providers_refused
             .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
     }

@@ -86,6 +86,8 @@ pub struct NetworkSettings {
     pub audit_timeout: Duration,
     /// A Kademlia query (providers, pin records) gives up after this.
     pub query_timeout: Duration,
+    /// Keys one remote peer may have provider records kept for here.
+    pub max_provider_keys_per_peer: usize,
     /// Keys that may change any pin (`replication.operators`).
     pub operators: Vec<PeerId>,
     /// The largest replication factor a pin record may ask for (`replication.max_factor`).
@@ -132,6 +134,7 @@ impl NetworkSettings {
             replicate_timeout: crate::behaviour::REPLICATE_TIMEOUT,
             audit_timeout: crate::behaviour::AUDIT_TIMEOUT,
             query_timeout: crate::behaviour::QUERY_TIMEOUT,
+            max_provider_keys_per_peer: crate::event_loop::MAX_PROVIDED_KEYS_PER_PEER,
             operators: Vec::new(),
             max_factor: cairn_config::ReplicationConfig::default().max_factor,
         }

@@ -813,6 +813,62 @@ async fn a_sybil_flood_from_one_address_shares_its_budget_and_the_clusters_membe
 }
 
 #[tokio::test]
+async fn a_peer_that_floods_provider_records_gets_its_share_and_the_nodes_own_are_kept() {
+    let mut s = settings();
+    s.max_provider_keys_per_peer = 10;
+    let server = Peer::start(s, Answers::Honest).await;
+    let flooder = Peer::start(settings(), Answers::Honest).await;
+    flooder.client.dial(server.pinned_addr()).await.unwrap();
+    let knows = |peer: &Peer| {
+        let (client, server) = (peer.client.clone(), server.id());
+        async move { client.routing_table().await.unwrap().contains(&server) }
+    };
+    eventually(
+        "the flooder to know the server as a DHT peer",
+        DEADLINE,
+        || knows(&flooder),
+    )
+    .await
+    .unwrap();
+    for i in 0..30u32 {
+        let cid = Cid::new_v1(0x55, Code::Sha2_256.digest(&i.to_le_bytes()));
+        flooder.client.start_providing(cid).await.unwrap();
+    }
+    eventually("the flood past the cap to be refused", DEADLINE, || async {
+        server.metric("p2p_provider_records_refused_total{reason=\"per_peer\"}") >= 20.0
+    })
+    .await
+    .unwrap();
+    // Twenty identities announce the key the server holds: the store keeps room for the
+    // server's own record, so its announcement is kept and its lookups find it.
+    let own = server.hold(b"the server's own").await;
+    let mut crowd = Vec::new();
+    for _ in 0..20 {
+        let sybil = Peer::start(settings(), Answers::Honest).await;
+        sybil.client.dial(server.pinned_addr()).await.unwrap();
+        eventually(
+            "the sybil to know the server as a DHT peer",
+            DEADLINE,
+            || knows(&sybil),
+        )
+        .await
+        .unwrap();
+        sybil.client.start_providing(own).await.unwrap();
+        crowd.push(sybil);
+    }
+    eventually(
+        "the key's last slot to be kept for the server",
+        DEADLINE,
+        || async { server.metric("p2p_provider_records_refused_total{reason=\"per_key\"}") >= 1.0 },
+    )
+    .await
+    .unwrap();
+    server.client.start_providing(own).await.unwrap();
+    let found = server.client.providers(own).await.unwrap();
+    assert!(found.contains(&server.id()), "{found:?}");
+}
+
+#[tokio::test]
 async fn stalled_handshakes_from_one_address_never_keep_another_out() {
     let mut s = settings();
     s.max_pending_per_ip = 4;

@@ -566,21 +566,20 @@ async fn a_peer_that_answers_with_nothing_cannot_stall_a_fetch() {
     stop_all(nodes).await.unwrap();
 }
 
+/// What `status` says of the node's network.
+async fn network_of(node: &TestNode) -> String {
+    let mut client = node.readonly().await.unwrap();
+    let status = client.status(admin::StatusRequest {}).await.unwrap();
+    status.into_inner().network
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_says_whether_its_network_is_open_or_private() {
     let (_tmp, dir) = initialised_dir().unwrap();
     let open = TestNode::start_with(&dir, |c| c.metrics.listen = "127.0.0.1:0".into())
         .await
         .unwrap();
-    let status = open
-        .readonly()
-        .await
-        .unwrap()
-        .status(admin::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.network, "open");
+    assert_eq!(network_of(&open).await, "open");
     assert_eq!(metric(&open, "cairn_p2p_open_network").await, 1.0);
     let member = open.handle.peer_id().to_owned();
     open.stop().await.unwrap();
@@ -592,15 +591,7 @@ async fn a_node_says_whether_its_network_is_open_or_private() {
     })
     .await
     .unwrap();
-    let status = private
-        .readonly()
-        .await
-        .unwrap()
-        .status(admin::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(status.network, "private");
+    assert_eq!(network_of(&private).await, "private");
     assert_eq!(metric(&private, "cairn_p2p_open_network").await, 0.0);
     private.stop().await.unwrap();
 }
