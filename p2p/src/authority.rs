@@ -38,6 +38,8 @@ pub enum Refusal {
     FromTheFuture(u64),
     #[error("the root already has {0} owners")]
     TooManyOwners(usize),
+    #[error("{0} already signed records for as many roots as one signer may have kept here")]
+    SignerOverQuota(PeerId),
 }
 
 impl Refusal {
@@ -49,6 +51,7 @@ impl Refusal {
             Self::FactorTooHigh { .. } => "factor_too_high",
             Self::FromTheFuture(_) => "version_from_the_future",
             Self::TooManyOwners(_) => "too_many_owners",
+            Self::SignerOverQuota(_) => "signer_over_quota",
         }
     }
 }
@@ -128,7 +131,7 @@ impl RecordGate {
         registry.sub_registry_with_prefix("p2p").register(
             "pin_records_refused",
             "Pin records refused, by reason (not_admitted, not_owner, factor_too_high, \
-             version_from_the_future, too_many_owners, malformed)",
+             version_from_the_future, too_many_owners, signer_over_quota, malformed)",
             refused.clone(),
         );
         Self {

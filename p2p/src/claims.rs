@@ -150,6 +150,11 @@ impl PinClaims {
         Ok(true)
     }
 
+    /// Keeps only the slots whose record `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(&PinRecord) -> bool) {
+        self.slots.retain(|_, (record, _)| keep(record));
+    }
+
     /// Takes every slot of `other` that is newer here; whether anything changed.
     pub fn merge(&mut self, other: PinClaims) -> bool {
         if other.root != self.root {

@@ -33,6 +33,7 @@ mod admission;
 mod audit;
 pub use audit::MAX_AUDIT_BLOCKS;
 pub(crate) use providers::MAX_PROVIDED_KEYS_PER_PEER;
+pub(crate) use records::MAX_ROOTS_PER_SIGNER;
 mod blocks;
 mod bootstrap;
 mod pending;
@@ -79,6 +80,8 @@ pub struct EventLoop {
     pending_audits: Pending<OutboundRequestId, Replier<AuditAnswer>>,
     inbound_audits: Pending<AuditId, ResponseChannel<AuditResponse>>,
     pending_records: Pending<QueryId, records::PendingLookup>,
+    /// Roots each signer's records hold a slot of here, for its quota.
+    signer_quota: records::SignerQuota,
     /// Provider records remote peers stored here, for their caps.
     remote_providers: providers::RemoteProviders,
     /// Which bootstrap peer (if exactly one was connected) each routing-table entry came through.
@@ -144,6 +147,7 @@ impl EventLoop {
             pending_audits: Pending::new(MAX_PENDING_OUTBOUND),
             inbound_audits: Pending::new(inbound),
             pending_records: Pending::new(MAX_PENDING_OUTBOUND),
+            signer_quota: records::SignerQuota::new(settings.max_roots_per_signer),
             remote_providers: providers::RemoteProviders::new(settings.max_provider_keys_per_peer),
             learnt_via: HashMap::new(),
             domination_warned: false,

@@ -88,6 +88,8 @@ pub struct NetworkSettings {
     pub query_timeout: Duration,
     /// Keys one remote peer may have provider records kept for here.
     pub max_provider_keys_per_peer: usize,
+    /// Roots one signer's pin records may hold a slot of in this node's DHT store.
+    pub max_roots_per_signer: usize,
     /// Keys that may change any pin (`replication.operators`).
     pub operators: Vec<PeerId>,
     /// The largest replication factor a pin record may ask for (`replication.max_factor`).
@@ -135,6 +137,7 @@ impl NetworkSettings {
             audit_timeout: crate::behaviour::AUDIT_TIMEOUT,
             query_timeout: crate::behaviour::QUERY_TIMEOUT,
             max_provider_keys_per_peer: crate::event_loop::MAX_PROVIDED_KEYS_PER_PEER,
+            max_roots_per_signer: crate::event_loop::MAX_ROOTS_PER_SIGNER,
             operators: Vec::new(),
             max_factor: cairn_config::ReplicationConfig::default().max_factor,
         }

@@ -869,6 +869,85 @@ async fn a_peer_that_floods_provider_records_gets_its_share_and_the_nodes_own_ar
 }
 
 #[tokio::test]
+async fn self_signed_pin_records_are_kept_only_up_to_the_signers_quota_of_roots() {
+    use cairn_p2p::records::{PinIntent, PinRecord};
+    let mut s = settings();
+    s.max_roots_per_signer = 5;
+    let server = Peer::start(s, Answers::Honest).await;
+    let flooder = Peer::start(settings(), Answers::Honest).await;
+    flooder.client.dial(server.pinned_addr()).await.unwrap();
+    eventually(
+        "the flooder to know the server as a DHT peer",
+        DEADLINE,
+        || async {
+            flooder
+                .client
+                .routing_table()
+                .await
+                .unwrap()
+                .contains(&server.id())
+        },
+    )
+    .await
+    .unwrap();
+    // Twelve roots pinned by one key of its own: records every node would take on their own.
+    let key = NodeIdentity::generate();
+    let version = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let roots: Vec<Cid> = (0..12u32)
+        .map(|i| Cid::new_v1(0x55, Code::Sha2_256.digest(&i.to_le_bytes())))
+        .collect();
+    for root in &roots {
+        let intent = PinIntent::Pinned {
+            replication_factor: 1,
+        };
+        let record = PinRecord::sign(&key, *root, key.peer_id(), intent, version).unwrap();
+        let mut claims = cairn_p2p::claims::PinClaims::new(*root);
+        claims.take(record, flooder.client.record_gate()).unwrap();
+        flooder
+            .client
+            .put_unchecked_pin_claims(*root, claims.encode())
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the signer's records past its quota to be refused",
+        DEADLINE,
+        || async {
+            server.metric("p2p_pin_records_refused_total{reason=\"signer_over_quota\"}") >= 7.0
+        },
+    )
+    .await
+    .unwrap();
+    // Another signer's record is still taken.
+    let other = NodeIdentity::generate();
+    let root = Cid::new_v1(0x55, Code::Sha2_256.digest(b"another signer's"));
+    let intent = PinIntent::Pinned {
+        replication_factor: 1,
+    };
+    let record = PinRecord::sign(&other, root, other.peer_id(), intent, version).unwrap();
+    let mut claims = cairn_p2p::claims::PinClaims::new(root);
+    claims.take(record, flooder.client.record_gate()).unwrap();
+    flooder
+        .client
+        .put_unchecked_pin_claims(root, claims.encode())
+        .await
+        .unwrap();
+    eventually("the other signer's record to be kept", DEADLINE, || async {
+        server
+            .client
+            .get_pin_claims(root)
+            .await
+            .unwrap()
+            .is_some_and(|c| c.slot(&other.peer_id()).is_some())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn stalled_handshakes_from_one_address_never_keep_another_out() {
     let mut s = settings();
     s.max_pending_per_ip = 4;

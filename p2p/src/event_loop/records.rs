@@ -9,6 +9,7 @@ use libp2p::kad::{self, QueryId, store::RecordStore};
 use libp2p_identity::PeerId;
 
 use super::{EventLoop, Replier};
+use crate::authority::Refusal;
 use crate::claims::PinClaims;
 use crate::client::NetworkEvent;
 use crate::error::Error;
@@ -22,6 +23,26 @@ pub(super) struct PendingLookup {
 }
 
 const KEY_PREFIX: &[u8] = b"/cairn/pin/";
+
+/// Roots one signer's records may occupy a slot of in this node's DHT store (by default; see
+/// `NetworkSettings::max_roots_per_signer`): self-signed records cannot fill the store.
+pub const MAX_ROOTS_PER_SIGNER: usize = 10_000;
+
+/// How many roots each signer's records hold a slot of in this node's DHT store.
+#[derive(Debug)]
+pub(super) struct SignerQuota {
+    cap: usize,
+    roots: std::collections::HashMap<PeerId, usize>,
+}
+
+impl SignerQuota {
+    pub(super) fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            roots: Default::default(),
+        }
+    }
+}
 
 /// The DHT key of `root`'s pin claims.
 pub(crate) fn pin_record_key(root: &Cid) -> kad::RecordKey {
@@ -80,12 +101,36 @@ impl EventLoop {
         }
     }
 
+    /// Drops the records of `offered` that would open a slot in `held` for a signer already at
+    /// its quota of roots here, and counts the slots the rest open.
+    fn within_quota(&mut self, held: &PinClaims, offered: &mut PinClaims, from: Option<PeerId>) {
+        let mut refused = Vec::new();
+        let quota = &mut self.signer_quota;
+        offered.retain(|record| {
+            if held.slot(&record.owner).is_some() {
+                return true;
+            }
+            let roots = quota.roots.entry(record.signer).or_default();
+            if *roots >= quota.cap {
+                refused.push(record.signer);
+                return false;
+            }
+            *roots += 1;
+            true
+        });
+        for signer in refused {
+            self.gate
+                .refused(&Refusal::SignerOverQuota(signer), Some(signer), from);
+        }
+    }
+
     /// A peer offers a record (a PUT, or Kademlia's own re-replication).
     pub(super) fn on_record_offered(&mut self, source: PeerId, record: kad::Record) {
-        let Some(offered) = self.open_claims(&record, Some(source)) else {
+        let Some(mut offered) = self.open_claims(&record, Some(source)) else {
             return;
         };
         let mut held = self.held_claims(offered.root());
+        self.within_quota(&held, &mut offered, Some(source));
         if !held.merge(offered) {
             return; // nothing new
         }
@@ -164,7 +209,9 @@ impl EventLoop {
         };
         // Merge what this node holds too, and keep the result, so it answers with it from now on.
         let mut held = self.held_claims(pending.root);
-        let changed = held.merge(pending.merged.clone());
+        let mut found = pending.merged.clone();
+        self.within_quota(&held, &mut found, None);
+        let changed = held.merge(found);
         if changed {
             self.keep_claims(&held);
         }
