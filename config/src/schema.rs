@@ -96,6 +96,9 @@ pub struct P2pLimits {
     pub requests_per_second: u32,
     /// Bytes per second per peer.
     pub bytes_per_second: Size,
+    /// Kademlia messages per second per peer (bootstrap and allowlisted peers aside); a peer
+    /// over it loses score like any peer over its limit.
+    pub kad_requests_per_second: u32,
     /// Requests and bytes per second from one IP address, over all the strangers (peers neither
     /// on the bootstrap list nor on the allowlist) connecting from it.
     pub requests_per_second_per_ip: u32,
@@ -114,6 +117,7 @@ impl Default for P2pLimits {
             max_pending_per_ip: 8,
             requests_per_second: 200,
             bytes_per_second: Size::mib(256),
+            kad_requests_per_second: 1000,
             requests_per_second_per_ip: 400,
             bytes_per_second_per_ip: Size::mib(512),
             strangers_requests_per_second: 2000,

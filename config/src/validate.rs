@@ -182,6 +182,10 @@ impl Config {
         )?;
         for (key, value) in [
             (
+                "p2p.limits.kad_requests_per_second",
+                u64::from(limits.kad_requests_per_second),
+            ),
+            (
                 "p2p.limits.requests_per_second_per_ip",
                 u64::from(limits.requests_per_second_per_ip),
             ),

@@ -83,7 +83,7 @@ pub struct Behaviour {
     pub memory_limits: memory_connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub kad: crate::kad_guard::KadGuard,
     pub blocks: request_response::Behaviour<BlockCodec>,
     pub replicate: request_response::Behaviour<ReplicateCodec>,
     pub audit: request_response::Behaviour<AuditCodec>,
@@ -136,7 +136,11 @@ impl Behaviour {
                     .with_interval(PING_INTERVAL)
                     .with_timeout(PING_TIMEOUT),
             ),
-            kad: kademlia(local, settings.query_timeout),
+            kad: crate::kad_guard::KadGuard::new(
+                kademlia(local, settings.query_timeout),
+                settings.kad_requests_per_second,
+                settings.trusted(),
+            ),
             blocks: request_response::Behaviour::with_codec(
                 ProstCodec::new(FrameLimits {
                     max_request_bytes: MAX_BLOCK_REQUEST_BYTES,

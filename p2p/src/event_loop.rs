@@ -26,7 +26,7 @@ use crate::client::{
 use crate::error::Error;
 use crate::metrics::P2pMetrics;
 use crate::peer_limits::{Budgets, Limit, PeerLimits};
-use crate::scores::Scores;
+use crate::scores::{Offence, Scores};
 use crate::settings::NetworkSettings;
 
 mod admission;
@@ -183,6 +183,7 @@ impl EventLoop {
             tracing::info!(%peer, "ban ended");
         }
         self.limits.prune();
+        self.swarm.behaviour().kad.prune();
         self.dial_bootstrap_peers(now);
         self.check_routing_domination();
     }
@@ -299,6 +300,10 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        while let Some(peer) = self.swarm.behaviour_mut().kad.take_over_limit() {
+            self.metrics.limited("kad_requests");
+            self.penalise(peer, Offence::OverLimit);
+        }
         self.libp2p_metrics_record(&event);
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Blocks(event)) => self.on_block_event(event),

@@ -16,6 +16,7 @@ mod error;
 mod event_loop;
 pub mod identity;
 mod ip_limits;
+mod kad_guard;
 mod metrics;
 mod network;
 mod peer_limits;

@@ -66,6 +66,8 @@ pub struct NetworkSettings {
     pub max_memory_fraction: f64,
     pub requests_per_second: u32,
     pub bytes_per_second: u64,
+    /// Kademlia messages per second per peer (the cluster's own members aside).
+    pub kad_requests_per_second: u32,
     /// Strangers' shared budgets: per remote IP address, and all of them together.
     pub requests_per_second_per_ip: u32,
     pub bytes_per_second_per_ip: u64,
@@ -125,6 +127,7 @@ impl NetworkSettings {
             max_memory_fraction: MAX_MEMORY_FRACTION,
             requests_per_second: limits.requests_per_second,
             bytes_per_second: limits.bytes_per_second.bytes(),
+            kad_requests_per_second: limits.kad_requests_per_second,
             requests_per_second_per_ip: limits.requests_per_second_per_ip,
             bytes_per_second_per_ip: limits.bytes_per_second_per_ip.bytes(),
             strangers_requests_per_second: limits.strangers_requests_per_second,
@@ -159,6 +162,7 @@ impl NetworkSettings {
             max_pending_per_ip: p2p.limits.max_pending_per_ip,
             requests_per_second: p2p.limits.requests_per_second,
             bytes_per_second: p2p.limits.bytes_per_second.bytes(),
+            kad_requests_per_second: p2p.limits.kad_requests_per_second,
             requests_per_second_per_ip: p2p.limits.requests_per_second_per_ip,
             bytes_per_second_per_ip: p2p.limits.bytes_per_second_per_ip.bytes(),
             strangers_requests_per_second: p2p.limits.strangers_requests_per_second,

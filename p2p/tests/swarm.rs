@@ -948,6 +948,51 @@ async fn self_signed_pin_records_are_kept_only_up_to_the_signers_quota_of_roots(
 }
 
 #[tokio::test]
+async fn a_kademlia_flood_costs_the_flooder_its_score_and_a_quiet_peer_is_answered() {
+    let mut s = settings();
+    s.kad_requests_per_second = 5;
+    let server = Peer::start(s, Answers::Honest).await;
+    let cid = server.hold(b"looked up").await;
+    server.client.start_providing(cid).await.unwrap();
+    let flooder = Peer::start(settings(), Answers::Honest).await;
+    let quiet = Peer::start(settings(), Answers::Honest).await;
+    for peer in [&flooder, &quiet] {
+        peer.client.dial(server.pinned_addr()).await.unwrap();
+        eventually("the server to be a DHT peer", DEADLINE, || async {
+            peer.client
+                .routing_table()
+                .await
+                .unwrap()
+                .contains(&server.id())
+        })
+        .await
+        .unwrap();
+    }
+    // Lookups one after another, each a few Kademlia messages, far past 5 a second.
+    let flooding = async {
+        for _ in 0..300 {
+            if flooder.client.providers(cid).await.is_err() {
+                break;
+            }
+        }
+    };
+    let quiet_lookup = async {
+        let found = quiet.client.providers(cid).await.unwrap();
+        assert!(found.contains(&server.id()), "{found:?}");
+    };
+    futures::future::join(flooding, quiet_lookup).await;
+    eventually("the flooder to be banned", DEADLINE, || async {
+        server.metric("p2p_bans_total") >= 1.0
+    })
+    .await
+    .unwrap();
+    assert!(server.metric("p2p_rate_limited_total{limit=\"kad_requests\"}") >= 100.0);
+    // The quiet peer is still served.
+    let found = quiet.client.providers(cid).await.unwrap();
+    assert!(found.contains(&server.id()), "{found:?}");
+}
+
+#[tokio::test]
 async fn stalled_handshakes_from_one_address_never_keep_another_out() {
     let mut s = settings();
     s.max_pending_per_ip = 4;

@@ -470,6 +470,7 @@ fn config(c: &mut Config) {
     // Every daemon and the flooder share 127.0.0.1 here, so the budgets strangers share per
     // address and node-wide (tested in swarm.rs, from separate addresses) would pool the honest
     // nodes with the flood: this run measures the per-peer limits.
+    c.p2p.limits.kad_requests_per_second = 1 << 30;
     c.p2p.limits.requests_per_second_per_ip = 1 << 30;
     c.p2p.limits.strangers_requests_per_second = 1 << 30;
     c.p2p.limits.bytes_per_second_per_ip = Size::mib(4 << 10);
