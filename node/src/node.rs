@@ -11,7 +11,6 @@ use std::sync::Arc;
 use cairn_blockstore::{RocksBlockstore, StoreOptions};
 use cairn_config::ValidConfig;
 
-use cairn_p2p::claims::PinClaims;
 use cairn_p2p::{Multiaddr, NetworkSettings, SwarmKey};
 
 use crate::api::auth::AdminLimits;
@@ -159,6 +158,7 @@ async fn start(
         max_pin_bytes: replication.max_pin_bytes.bytes(),
         max_share_per_peer: replication.max_share_per_peer.bytes(),
         replica_fetch_timeout: replication.replica_fetch_timeout.get(),
+        republish_interval: cairn_p2p::RECORD_TTL / 4,
     };
     let replicator = Replicator::new(
         store.clone(),
@@ -305,23 +305,9 @@ async fn start_network(
         tracing::info!(pins = pins.len(), "announced pinned roots");
     }
     // Every pin claim kept here goes back into the DHT (which lives in memory), tombstones
-    // included: an unpin must outlast a restart of the whole cluster. Each record passes the
-    // authority rule again on the way (the operators or the allowlist may have changed), and
-    // peers merge only what is newer per owner.
-    let records = store
-        .run("reading pin records", |store| Ok(store.pin_records()?))
-        .await?;
-    for (root, bytes) in records {
-        let Ok(opened) = PinClaims::open(&bytes, root, network.record_gate(), None) else {
-            continue;
-        };
-        if opened.claims.is_empty() {
-            continue;
-        }
-        if let Err(e) = network.put_pin_claims(opened.claims).await {
-            tracing::debug!(%root, error = %e, "pin claims not republished");
-        }
-    }
+    // included: an unpin must outlast a restart of the whole cluster. The reconciliation worker
+    // does the same every quarter of the DHT's record TTL.
+    crate::replication::republish_claims(store, network).await?;
     Ok(())
 }
 

@@ -32,6 +32,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 pub use metrics::ReplicationMetrics;
 pub use pinset::UnpinOutcome;
+pub(crate) use pinset::republish_claims;
 pub(crate) use reconcile::run as run_reconciler;
 pub use survey::{HolderState, HolderView, PinHealth, Survey};
 pub use write::WriteOutcome;
@@ -61,6 +62,8 @@ pub struct Policy {
     pub max_share_per_peer: u64,
     /// How long fetching one replica may take.
     pub replica_fetch_timeout: Duration,
+    /// How often every pin claim kept here is put into the DHT again (well within its TTL).
+    pub republish_interval: Duration,
 }
 
 /// Everything replication needs; cheap to clone.
@@ -273,6 +276,7 @@ pub(crate) mod testing {
             max_pin_bytes: 1 << 30,
             max_share_per_peer: 4 << 30,
             replica_fetch_timeout: Duration::from_secs(60),
+            republish_interval: Duration::from_secs(3600),
         }
     }
 

@@ -61,6 +61,9 @@ pub const MAX_BLOCK_REQUEST_BYTES: usize = MAX_CIDS_PER_REQUEST * 110;
 pub const MAX_PROVIDED_KEYS: usize = 100_000;
 /// A Kademlia query that takes longer than this ends with what it found.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long pin claims live in a node's DHT store without being put again; nodes republish
+/// what they keep every quarter of it.
+pub const RECORD_TTL: Duration = Duration::from_secs(48 * 3600);
 /// A block request that takes longer than this failed; the fetcher asks another provider.
 pub const BLOCK_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent block streams per connection; beyond this, yamux refuses new streams.
@@ -137,7 +140,7 @@ impl Behaviour {
                     .with_timeout(PING_TIMEOUT),
             ),
             kad: crate::kad_guard::KadGuard::new(
-                kademlia(local, settings.query_timeout),
+                kademlia(local, settings.query_timeout, settings.record_ttl),
                 settings.kad_requests_per_second,
                 settings.trusted(),
             ),
@@ -188,7 +191,11 @@ fn dht_store(local: PeerId) -> kad::store::MemoryStore {
     )
 }
 
-fn kademlia(local: PeerId, query_timeout: Duration) -> kad::Behaviour<kad::store::MemoryStore> {
+fn kademlia(
+    local: PeerId,
+    query_timeout: Duration,
+    record_ttl: Duration,
+) -> kad::Behaviour<kad::store::MemoryStore> {
     let store = dht_store(local);
     let mut config = kad::Config::new(KAD_PROTOCOL);
     config.set_query_timeout(query_timeout);
@@ -196,9 +203,10 @@ fn kademlia(local: PeerId, query_timeout: Duration) -> kad::Behaviour<kad::store
     // Every record a peer offers is checked before it is kept (a signed pin record, newer than
     // the one held; providers as announced); see `event_loop::records`.
     config.set_record_filtering(kad::StoreInserts::FilterBoth);
-    // A pin record (and an unpin's tombstone) holds until a newer one replaces it: expiring it
-    // would let an old pinned record come back.
-    config.set_record_ttl(None);
+    // Pin claims expire here unless someone puts them again: every node that keeps claims (the
+    // holders, and the node that unpinned, for its tombstone) republishes them well within the
+    // TTL, so what a flood put here once drains while the cluster's own stay.
+    config.set_record_ttl(Some(record_ttl));
     // A root's pin claims (one signed record per owner) with room for the closer peers that a
     // lookup's answer carries beside them.
     config.set_max_packet_size(crate::claims::MAX_CLAIMS_BYTES + 16 * 1024);

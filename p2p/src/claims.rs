@@ -150,6 +150,18 @@ impl PinClaims {
         Ok(true)
     }
 
+    /// The signers named in an encoded value, read without checking signatures: for counting
+    /// what a node's own store (which took only admitted records) holds.
+    pub fn signers(bytes: &[u8]) -> Vec<PeerId> {
+        let Ok(wire) = WireClaims::decode(bytes) else {
+            return Vec::new();
+        };
+        wire.records
+            .iter()
+            .filter_map(|signed| PinRecord::signer_unchecked(signed))
+            .collect()
+    }
+
     /// Keeps only the slots whose record `keep` accepts.
     pub fn retain(&mut self, mut keep: impl FnMut(&PinRecord) -> bool) {
         self.slots.retain(|_, (record, _)| keep(record));

@@ -80,6 +80,10 @@ pub struct EventLoop {
     pending_audits: Pending<OutboundRequestId, Replier<AuditAnswer>>,
     inbound_audits: Pending<AuditId, ResponseChannel<AuditResponse>>,
     pending_records: Pending<QueryId, records::PendingLookup>,
+    /// How long pin claims live in the store unless put again.
+    record_ttl: Duration,
+    /// When expired claims were last drained from the store.
+    claims_drained: Option<Instant>,
     /// Roots each signer's records hold a slot of here, for its quota.
     signer_quota: records::SignerQuota,
     /// Provider records remote peers stored here, for their caps.
@@ -148,6 +152,8 @@ impl EventLoop {
             inbound_audits: Pending::new(inbound),
             pending_records: Pending::new(MAX_PENDING_OUTBOUND),
             signer_quota: records::SignerQuota::new(settings.max_roots_per_signer),
+            record_ttl: settings.record_ttl,
+            claims_drained: None,
             remote_providers: providers::RemoteProviders::new(settings.max_provider_keys_per_peer),
             learnt_via: HashMap::new(),
             domination_warned: false,
@@ -184,6 +190,13 @@ impl EventLoop {
         }
         self.limits.prune();
         self.swarm.behaviour().kad.prune();
+        if self
+            .claims_drained
+            .is_none_or(|at| now.duration_since(at) >= CLAIMS_DRAIN_INTERVAL.min(self.record_ttl))
+        {
+            self.claims_drained = Some(now);
+            self.drain_expired_claims();
+        }
         self.dial_bootstrap_peers(now);
         self.check_routing_domination();
     }
@@ -477,6 +490,9 @@ impl EventLoop {
         }
     }
 }
+
+/// Expired pin claims leave the store at least this often (more often with a shorter TTL).
+const CLAIMS_DRAIN_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Tells whoever waits for outbound request `id` that it failed.
 fn fail_outbound<T>(

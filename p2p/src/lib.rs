@@ -28,7 +28,7 @@ mod transport;
 
 pub use behaviour::{
     AUDIT_PROTOCOL, BLOCK_PROTOCOL, BLOCK_REQUEST_TIMEOUT, KAD_PROTOCOL, MAX_BLOCK_RESPONSE_BYTES,
-    MAX_BLOCK_RESPONSE_PAYLOAD, MAX_CIDS_PER_REQUEST, REPLICATE_PROTOCOL,
+    MAX_BLOCK_RESPONSE_PAYLOAD, MAX_CIDS_PER_REQUEST, RECORD_TTL, REPLICATE_PROTOCOL,
 };
 pub use client::{
     AuditAnswer, AuditId, BlockReply, BootstrapProgress, Client, InboundId, NetworkEvent, PeerInfo,

@@ -146,6 +146,14 @@ impl PinRecord {
         })
     }
 
+    /// The signer a signed record names, read without checking anything: only for counting
+    /// what a store that took admitted records alone holds.
+    pub fn signer_unchecked(bytes: &[u8]) -> Option<PeerId> {
+        let signed = Signed::decode(bytes).ok()?;
+        let record = WirePinRecord::decode(signed.body.as_ref()).ok()?;
+        PeerId::from_bytes(&record.signer).ok()
+    }
+
     /// Whether `self` should replace `held`: the same root and owner's slot, and a newer version
     /// (ties broken by signer, so every node picks the same winner).
     pub fn supersedes(&self, held: &PinRecord) -> bool {

@@ -88,6 +88,8 @@ pub struct NetworkSettings {
     pub audit_timeout: Duration,
     /// A Kademlia query (providers, pin records) gives up after this.
     pub query_timeout: Duration,
+    /// How long pin claims stay in this node's DHT store unless put again.
+    pub record_ttl: Duration,
     /// Keys one remote peer may have provider records kept for here.
     pub max_provider_keys_per_peer: usize,
     /// Roots one signer's pin records may hold a slot of in this node's DHT store.
@@ -139,6 +141,7 @@ impl NetworkSettings {
             replicate_timeout: crate::behaviour::REPLICATE_TIMEOUT,
             audit_timeout: crate::behaviour::AUDIT_TIMEOUT,
             query_timeout: crate::behaviour::QUERY_TIMEOUT,
+            record_ttl: crate::behaviour::RECORD_TTL,
             max_provider_keys_per_peer: crate::event_loop::MAX_PROVIDED_KEYS_PER_PEER,
             max_roots_per_signer: crate::event_loop::MAX_ROOTS_PER_SIGNER,
             operators: Vec::new(),

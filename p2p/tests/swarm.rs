@@ -993,6 +993,83 @@ async fn a_kademlia_flood_costs_the_flooder_its_score_and_a_quiet_peer_is_answer
 }
 
 #[tokio::test]
+async fn pin_claims_nobody_puts_again_drain_from_the_store_and_free_the_signers_quota() {
+    use cairn_p2p::records::{PinIntent, PinRecord};
+    let mut s = settings();
+    s.record_ttl = Duration::from_secs(3);
+    s.max_roots_per_signer = 5;
+    let server = Peer::start(s, Answers::Honest).await;
+    let key = NodeIdentity::generate();
+    let put_roots = |range: std::ops::Range<u32>| {
+        let (key, server_addr) = (key.clone(), server.pinned_addr());
+        async move {
+            let flooder = Peer::start(settings(), Answers::Honest).await;
+            flooder.client.dial(server_addr).await.unwrap();
+            let version = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let mut roots = Vec::new();
+            for i in range {
+                let root = Cid::new_v1(0x55, Code::Sha2_256.digest(&i.to_le_bytes()));
+                let intent = PinIntent::Pinned {
+                    replication_factor: 1,
+                };
+                let record = PinRecord::sign(&key, root, key.peer_id(), intent, version).unwrap();
+                let mut claims = cairn_p2p::claims::PinClaims::new(root);
+                claims.take(record, flooder.client.record_gate()).unwrap();
+                flooder
+                    .client
+                    .put_unchecked_pin_claims(root, claims.encode())
+                    .await
+                    .unwrap();
+                roots.push(root);
+            }
+            (flooder, roots)
+        }
+    };
+    let (flooder, roots) = put_roots(0..5).await;
+    eventually("the server to keep the claims", DEADLINE, || async {
+        server
+            .client
+            .get_pin_claims(roots[4])
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await
+    .unwrap();
+    // Nobody puts them again: once the putter is gone they drain.
+    drop(flooder);
+    eventually("the claims to drain", DEADLINE, || async {
+        server
+            .client
+            .get_pin_claims(roots[0])
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await
+    .unwrap();
+    // The signer's quota drained with them: five more roots are taken.
+    let (_flooder, more) = put_roots(5..10).await;
+    eventually("the server to keep the new claims", DEADLINE, || async {
+        server
+            .client
+            .get_pin_claims(more[4])
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        server.metric("p2p_pin_records_refused_total{reason=\"signer_over_quota\"}"),
+        0.0
+    );
+}
+
+#[tokio::test]
 async fn stalled_handshakes_from_one_address_never_keep_another_out() {
     let mut s = settings();
     s.max_pending_per_ip = 4;

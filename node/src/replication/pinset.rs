@@ -18,6 +18,30 @@ use crate::error::{Error, Result};
 use crate::fetch::{FetchLimits, fetch_dag_limited};
 use cairn_blockstore::backend::Backend;
 
+/// Puts every pin claim kept in `store` into the DHT again, tombstones included, each record
+/// judged by the authority rule on the way (the operators or the allowlist may have changed);
+/// peers merge only what is newer per owner.
+pub(crate) async fn republish_claims<B: Backend>(
+    store: &crate::store::NodeStore<B>,
+    network: &cairn_p2p::Client,
+) -> Result<()> {
+    let records = store
+        .run("reading pin records", |store| Ok(store.pin_records()?))
+        .await?;
+    for (root, bytes) in records {
+        let Ok(opened) = PinClaims::open(&bytes, root, network.record_gate(), None) else {
+            continue;
+        };
+        if opened.claims.is_empty() {
+            continue;
+        }
+        if let Err(e) = network.put_pin_claims(opened.claims).await {
+            tracing::debug!(%root, error = %e, "pin claims not republished");
+        }
+    }
+    Ok(())
+}
+
 /// What `pin rm` left behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnpinOutcome {

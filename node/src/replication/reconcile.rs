@@ -16,7 +16,9 @@
 //! round: holders that merely claim the placement cannot talk a real copy away.
 //!
 //! Once per `audit_interval` it also looks up the claims of every root in its unpin grace here:
-//! a root pinned again (`pin restore`) is pinned again on this node too.
+//! a root pinned again (`pin restore`) is pinned again on this node too. Every quarter of the
+//! DHT's record TTL it puts every claim it keeps into the DHT again, so the cluster's claims
+//! never expire there while what a flood put in drains.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -61,10 +63,24 @@ pub(crate) async fn run<B: Backend>(replicator: Replicator<B>, stop: Cancellatio
         .clamp(MIN_ROUND, MAX_ROUND);
     let mut tracked: HashMap<Cid, Tracked> = HashMap::new();
     let mut graces_checked: Option<Instant> = None;
+    // The node republished everything as it started.
+    let mut republished = Instant::now();
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(round) => {}
+        }
+        if republished.elapsed() >= policy.republish_interval {
+            republished = Instant::now();
+            let republishing = super::republish_claims(&replicator.store, &replicator.network);
+            tokio::select! {
+                () = stop.cancelled() => break,
+                done = republishing => {
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "pin claims not republished");
+                    }
+                }
+            }
         }
         if graces_checked.is_none_or(|at| at.elapsed() >= policy.audit_interval) {
             graces_checked = Some(Instant::now());

@@ -95,7 +95,8 @@ impl EventLoop {
     }
 
     fn keep_claims(&mut self, claims: &PinClaims) {
-        let record = kad::Record::new(pin_record_key(&claims.root()), claims.encode());
+        let mut record = kad::Record::new(pin_record_key(&claims.root()), claims.encode());
+        record.expires = Some(std::time::Instant::now() + self.record_ttl);
         if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
             tracing::warn!(error = %e, "pin claims not kept (record store full?)");
         }
@@ -122,6 +123,21 @@ impl EventLoop {
             self.gate
                 .refused(&Refusal::SignerOverQuota(signer), Some(signer), from);
         }
+    }
+
+    /// Drops expired claims from the store and counts the signers' roots again from what is
+    /// left (the quota follows the store as it drains).
+    pub(super) fn drain_expired_claims(&mut self) {
+        let now = std::time::Instant::now();
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        store.retain(|_, record| !record.is_expired(now));
+        let mut roots: std::collections::HashMap<PeerId, usize> = Default::default();
+        for record in store.records() {
+            for signer in PinClaims::signers(&record.value) {
+                *roots.entry(signer).or_default() += 1;
+            }
+        }
+        self.signer_quota.roots = roots;
     }
 
     /// A peer offers a record (a PUT, or Kademlia's own re-replication).
