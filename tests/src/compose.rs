@@ -188,6 +188,15 @@ impl ComposeCluster {
 
 impl Drop for ComposeCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed scenario shows what the nodes said last.
+            for service in NODES {
+                let mut logs = self.compose(&["logs", "--no-color", "--tail", "150", service]);
+                if let Ok(said) = run(&mut logs) {
+                    eprintln!("----- {service} -----\n{said}");
+                }
+            }
+        }
         let down = run(&mut self.compose(&["down", "-v", "-t", "5"]));
         if let Err(e) = down {
             eprintln!("taking the test cluster down failed: {e}");

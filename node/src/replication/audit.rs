@@ -262,11 +262,14 @@ impl<B: Backend> Replicator<B> {
         verdict
     }
 
-    /// Whether `peer` passed a proof round for `root` within the last `audit_interval`.
+    /// Whether `peer` passed a proof round for `root` recently enough to count as live between
+    /// rounds: within the last `audit_interval`, plus one more for the round under way (a survey
+    /// that waits on unreachable holders can take a while, and a proof round comes at least every
+    /// `audit_interval`).
     pub(crate) fn proven_recently(&self, root: Cid, peer: PeerId) -> bool {
         lock(&self.proven)
             .get(&(root, peer))
-            .is_some_and(|at| at.elapsed() < self.policy.audit_interval)
+            .is_some_and(|at| at.elapsed() < 2 * self.policy.audit_interval)
     }
 }
 

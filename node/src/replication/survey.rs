@@ -165,6 +165,8 @@ impl<B: Backend> Replicator<B> {
                 state: match verdict {
                     // Without a copy here nothing can be proved: a plain "yes" is all there is.
                     Verdict::Holds if !held_here => HolderState::Live,
+                    // Proved in this very survey, however long the rest of it took.
+                    Verdict::Holds if sample.is_some() => HolderState::Live,
                     Verdict::Holds if self.proven_recently(root, peer) => HolderState::Live,
                     Verdict::Holds => HolderState::Unproven,
                     Verdict::Released => HolderState::Released,
