@@ -20,6 +20,7 @@ pub struct P2pMetrics {
     pub blocks_sent: Counter,
     pub routing_dominated: Counter,
     pub open_network: Gauge,
+    pub pin_claims_stored: Gauge,
     pub providers_refused: Family<Labels, Counter>,
 }
 
@@ -70,6 +71,12 @@ impl P2pMetrics {
             "Provider records peers announced that were not kept, by cap (per_peer, total, \
              per_key: room kept for this node's own)",
             metrics.providers_refused.clone(),
+        );
+        p2p.register(
+            "pin_claims_stored",
+            "Roots whose pin claims this node's DHT store holds (exact after each drain of \
+             expired claims, counted up between)",
+            metrics.pin_claims_stored.clone(),
         );
         p2p.register(
             "open_network",

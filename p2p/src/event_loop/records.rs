@@ -28,6 +28,9 @@ const KEY_PREFIX: &[u8] = b"/cairn/pin/";
 /// `NetworkSettings::max_roots_per_signer`): self-signed records cannot fill the store.
 pub const MAX_ROOTS_PER_SIGNER: usize = 10_000;
 
+/// The shortest gap between two recounts a signer at its quota can cause.
+const QUOTA_RECOUNT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many roots each signer's records hold a slot of in this node's DHT store.
 #[derive(Debug)]
 pub(super) struct SignerQuota {
@@ -97,14 +100,39 @@ impl EventLoop {
     fn keep_claims(&mut self, claims: &PinClaims) {
         let mut record = kad::Record::new(pin_record_key(&claims.root()), claims.encode());
         record.expires = Some(std::time::Instant::now() + self.record_ttl);
-        if let Err(e) = self.swarm.behaviour_mut().kad.store_mut().put(record) {
-            tracing::warn!(error = %e, "pin claims not kept (record store full?)");
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let new = store.get(&record.key).is_none();
+        match store.put(record) {
+            Ok(()) if new => {
+                self.metrics.pin_claims_stored.inc();
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "pin claims not kept (record store full?)"),
         }
     }
 
     /// Drops the records of `offered` that would open a slot in `held` for a signer already at
     /// its quota of roots here, and counts the slots the rest open.
     fn within_quota(&mut self, held: &PinClaims, offered: &mut PinClaims, from: Option<PeerId>) {
+        // A signer at its quota may only seem so: its claims may have expired since the last
+        // drain. Drain first (a scan of the store, so at most once a second).
+        let at_quota = offered.records().any(|record| {
+            held.slot(&record.owner).is_none()
+                && self
+                    .signer_quota
+                    .roots
+                    .get(&record.signer)
+                    .is_some_and(|roots| *roots >= self.signer_quota.cap)
+        });
+        let now = std::time::Instant::now();
+        if at_quota
+            && self
+                .claims_drained
+                .is_none_or(|at| now.duration_since(at) >= QUOTA_RECOUNT_GAP)
+        {
+            self.claims_drained = Some(now);
+            self.drain_expired_claims();
+        }
         let mut refused = Vec::new();
         let quota = &mut self.signer_quota;
         offered.retain(|record| {
@@ -132,12 +160,15 @@ impl EventLoop {
         let store = self.swarm.behaviour_mut().kad.store_mut();
         store.retain(|_, record| !record.is_expired(now));
         let mut roots: std::collections::HashMap<PeerId, usize> = Default::default();
+        let mut stored = 0i64;
         for record in store.records() {
+            stored += 1;
             for signer in PinClaims::signers(&record.value) {
                 *roots.entry(signer).or_default() += 1;
             }
         }
         self.signer_quota.roots = roots;
+        self.metrics.pin_claims_stored.set(stored);
     }
 
     /// A peer offers a record (a PUT, or Kademlia's own re-replication).
