@@ -247,9 +247,8 @@ impl<B: Backend> Replicator<B> {
         };
         let _root = self.root_locks.lock(root).await;
         // An unpin may have landed while the DAG was on its way.
-        if let Some(claims) = self.local_claims(root).await?
-            && claims.is_unpinned()
-        {
+        let local = self.local_claims(root).await?;
+        if local.as_ref().is_some_and(PinClaims::is_unpinned) {
             return Err(Error::BadRequest(format!("{root} was unpinned")));
         }
         let bytes = fetched.bytes;
@@ -260,8 +259,11 @@ impl<B: Backend> Replicator<B> {
                 Ok(())
             })
             .await?;
-        if let Some(claims) = &claims {
-            self.keep_claims(claims).await?;
+        // Merged with what arrived meanwhile, never in place of it.
+        if let Some(claims) = claims {
+            let mut kept = local.unwrap_or_else(|| PinClaims::new(root));
+            kept.merge(claims);
+            self.keep_claims(&kept).await?;
         }
         if let Err(e) = self.network.start_providing(root).await {
             tracing::warn!(%root, error = %e, "could not announce a replica");
