@@ -467,9 +467,12 @@ fn config(c: &mut Config) {
     c.replication.audit_interval = HumanDuration::secs(20);
     c.p2p.limits.requests_per_second = LIMIT_REQUESTS;
     c.p2p.limits.bytes_per_second = Size::mib(LIMIT_BYTES >> 20);
-    // Every daemon and the flooder share 127.0.0.1 here, so the budgets strangers share per
-    // address and node-wide (tested in swarm.rs, from separate addresses) would pool the honest
-    // nodes with the flood: this run measures the per-peer limits.
+    // Every daemon and the flooder share 127.0.0.1 here, so the budgets and connection caps
+    // strangers share per address and node-wide (tested in swarm.rs, from separate addresses)
+    // would pool the honest nodes with the flood's fresh identities: this run measures the
+    // per-peer limits.
+    c.p2p.limits.max_connections_per_ip = 1 << 16;
+    c.p2p.limits.max_pending_per_ip = 1 << 16;
     c.p2p.limits.kad_requests_per_second = 1 << 30;
     c.p2p.limits.requests_per_second_per_ip = 1 << 30;
     c.p2p.limits.strangers_requests_per_second = 1 << 30;
