@@ -295,9 +295,9 @@ where
     Fut::Output: Holds,
 {
     let end = tokio::time::Instant::now() + window;
-    while tokio::time::Instant::now() < end {
+    let mut polls = tokio::time::interval(Duration::from_millis(100));
+    while polls.tick().await < end {
         anyhow::ensure!(check().await.holds()?, "{what} stopped holding");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }
