@@ -16,12 +16,13 @@ RUN_DIR ?= $(CURDIR)/.cairn
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --offline 2>/dev/null \
 	| sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster cluster-up cluster-down install clean
+.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster bench-floods cluster-up cluster-down install clean
 
 help:
 	@echo "make run          build and start a node on a local data directory ($(RUN_DIR))"
 	@echo "make test         run the test suite"
 	@echo "make bench        print throughput ratios measured against same-run baselines"
+	@echo "make bench-floods an honest member's throughput under each flood (part of make bench)"
 	@echo "make lint         cargo fmt --check and clippy -D warnings"
 	@echo "make ci           what .ci/run runs: lint, test, and the docker cluster tests when docker answers"
 	@echo "make fuzz         run the fuzz targets (FUZZ_SECONDS each, default 60)"
@@ -134,6 +135,11 @@ bench: rocksdb
 	$(CARGO) bench --locked -p cairn-node --bench foundation
 	$(CARGO) bench --locked -p cairn-node --bench api
 	$(CARGO) bench --locked -p cairn-tests --bench replication
+	$(CARGO) bench --locked -p cairn-tests --bench floods
+
+# The floods part of `make bench` alone: an honest member's throughput under each flood.
+bench-floods: rocksdb
+	$(CARGO) bench --locked -p cairn-tests --bench floods
 
 FUZZ_SECONDS ?= 60
 # Every decoder of outside bytes, plus the blockstore model (blockstore/fuzz). Crashes are kept

@@ -153,6 +153,8 @@ async fn start(
         // A quarter of the per-peer request limit (members share one config): the rest is
         // for block fetches and replicate requests.
         audits_per_peer_per_second: (config.raw().p2p.limits.requests_per_second / 4).max(1),
+        // Half of the per-peer byte budget, for the same reason.
+        audit_bytes_per_peer_per_second: config.raw().p2p.limits.bytes_per_second.bytes() / 2,
         audit_deadline: replication.audit_deadline.get(),
         unpin_grace: replication.unpin_grace.get(),
         max_pin_bytes: replication.max_pin_bytes.bytes(),

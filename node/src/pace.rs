@@ -6,6 +6,12 @@ use std::num::NonZeroU32;
 
 use governor::{DefaultDirectRateLimiter, Quota};
 
+/// A byte rate as a governor quota in KiB (at least 1).
+pub(crate) fn kib_per_second(bytes_per_second: u64) -> NonZeroU32 {
+    let kib = u32::try_from(bytes_per_second.div_ceil(1024)).unwrap_or(u32::MAX);
+    NonZeroU32::new(kib).unwrap_or(NonZeroU32::MIN)
+}
+
 #[derive(Debug)]
 pub struct ByteRate {
     limiter: DefaultDirectRateLimiter,
@@ -15,8 +21,7 @@ pub struct ByteRate {
 impl ByteRate {
     /// At most `bytes_per_second` on average, with one second's worth as the burst.
     pub fn new(bytes_per_second: u64) -> Self {
-        let kib = u32::try_from(bytes_per_second.div_ceil(1024)).unwrap_or(u32::MAX);
-        let burst_kib = NonZeroU32::new(kib).unwrap_or(NonZeroU32::MIN);
+        let burst_kib = kib_per_second(bytes_per_second);
         Self {
             limiter: DefaultDirectRateLimiter::direct(Quota::per_second(burst_kib)),
             burst_kib,

@@ -38,7 +38,7 @@ pub use survey::{HolderState, HolderView, PinHealth, Survey};
 pub use write::WriteOutcome;
 
 use crate::error::{Error, Result};
-use crate::pace::ByteRate;
+use crate::pace::{ByteRate, kib_per_second};
 use crate::store::NodeStore;
 
 /// The `replication` section, as the workers use it.
@@ -52,6 +52,10 @@ pub struct Policy {
     /// Audits this node sends one peer per second at most: they share that peer's request limit
     /// with block fetches, and one over it costs this node score there.
     pub audits_per_peer_per_second: u32,
+    /// Bytes of a peer's byte budget this node's audits may spend there per second (each
+    /// sampled block is charged as a whole chunk): the rest is left for transfers, so a node
+    /// auditing many pins never starves its own fetches from that peer.
+    pub audit_bytes_per_peer_per_second: u64,
     /// A proof that arrives later than this fails (it could have been fetched elsewhere).
     pub audit_deadline: Duration,
     /// How long an unpinned root's blocks stay.
@@ -74,6 +78,8 @@ pub struct Replicator<B: Backend = RocksBackend> {
     policy: Policy,
     repair_rate: Arc<ByteRate>,
     audit_pace: Arc<DefaultKeyedRateLimiter<PeerId>>,
+    /// `audit_bytes_per_peer_per_second`, in KiB.
+    audit_bytes: Arc<DefaultKeyedRateLimiter<PeerId>>,
     metrics: Arc<ReplicationMetrics>,
     /// The last survey's outcome per pin held here, for `status` and the gauges.
     health: Arc<Mutex<HashMap<Cid, PinHealth>>>,
@@ -94,6 +100,7 @@ impl<B: Backend> Clone for Replicator<B> {
             policy: self.policy,
             repair_rate: Arc::clone(&self.repair_rate),
             audit_pace: Arc::clone(&self.audit_pace),
+            audit_bytes: Arc::clone(&self.audit_bytes),
             metrics: Arc::clone(&self.metrics),
             health: Arc::clone(&self.health),
             healing: Arc::clone(&self.healing),
@@ -126,6 +133,9 @@ impl<B: Backend> Replicator<B> {
             repair_rate: Arc::new(ByteRate::new(policy.repair_bytes_per_second)),
             audit_pace: Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_second(
                 NonZeroU32::new(policy.audits_per_peer_per_second).unwrap_or(NonZeroU32::MIN),
+            ))),
+            audit_bytes: Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_second(
+                kib_per_second(policy.audit_bytes_per_peer_per_second),
             ))),
             policy,
             metrics,
@@ -271,6 +281,7 @@ pub(crate) mod testing {
             repair_grace: Duration::from_secs(300),
             repair_bytes_per_second: 64 << 20,
             audits_per_peer_per_second: 50,
+            audit_bytes_per_peer_per_second: 128 << 20,
             audit_deadline: Duration::from_secs(5),
             unpin_grace: Duration::from_secs(3600),
             max_pin_bytes: 1 << 30,

@@ -40,6 +40,10 @@ pub enum Refusal {
     TooManyOwners(usize),
     #[error("{0} already signed records for as many roots as one signer may have kept here")]
     SignerOverQuota(PeerId),
+    #[error(
+        "{0} is no member of the cluster, and strangers' claims already fill their share of the store"
+    )]
+    StrangersShareFull(PeerId),
 }
 
 impl Refusal {
@@ -52,6 +56,7 @@ impl Refusal {
             Self::FromTheFuture(_) => "version_from_the_future",
             Self::TooManyOwners(_) => "too_many_owners",
             Self::SignerOverQuota(_) => "signer_over_quota",
+            Self::StrangersShareFull(_) => "strangers_share_full",
         }
     }
 }
@@ -131,7 +136,8 @@ impl RecordGate {
         registry.sub_registry_with_prefix("p2p").register(
             "pin_records_refused",
             "Pin records refused, by reason (not_admitted, not_owner, factor_too_high, \
-             version_from_the_future, too_many_owners, signer_over_quota, malformed)",
+             version_from_the_future, too_many_owners, signer_over_quota, strangers_share_full, \
+             malformed)",
             refused.clone(),
         );
         Self {

@@ -31,9 +31,9 @@ use crate::settings::NetworkSettings;
 
 mod admission;
 mod audit;
-pub use audit::MAX_AUDIT_BLOCKS;
+pub use audit::{AUDIT_BYTES_PER_BLOCK, MAX_AUDIT_BLOCKS};
 pub(crate) use providers::MAX_PROVIDED_KEYS_PER_PEER;
-pub(crate) use records::MAX_ROOTS_PER_SIGNER;
+pub(crate) use records::{MAX_ROOTS_PER_SIGNER, MAX_STRANGER_ROOTS};
 mod blocks;
 mod bootstrap;
 mod pending;
@@ -151,7 +151,10 @@ impl EventLoop {
             pending_audits: Pending::new(MAX_PENDING_OUTBOUND),
             inbound_audits: Pending::new(inbound),
             pending_records: Pending::new(MAX_PENDING_OUTBOUND),
-            signer_quota: records::SignerQuota::new(settings.max_roots_per_signer),
+            signer_quota: records::SignerQuota::new(
+                settings.max_roots_per_signer,
+                settings.max_stranger_roots,
+            ),
             record_ttl: settings.record_ttl,
             claims_drained: None,
             remote_providers: providers::RemoteProviders::new(settings.max_provider_keys_per_peer),

@@ -36,7 +36,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use event_loop::EventLoop;
-pub use event_loop::MAX_AUDIT_BLOCKS;
+pub use event_loop::{AUDIT_BYTES_PER_BLOCK, MAX_AUDIT_BLOCKS};
 pub use identity::NodeIdentity;
 pub use libp2p::Multiaddr;
 pub use libp2p_identity::PeerId;

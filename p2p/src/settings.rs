@@ -94,6 +94,8 @@ pub struct NetworkSettings {
     pub max_provider_keys_per_peer: usize,
     /// Roots one signer's pin records may hold a slot of in this node's DHT store.
     pub max_roots_per_signer: usize,
+    /// Roots claimed by strangers' records alone that this node's DHT store keeps.
+    pub max_stranger_roots: usize,
     /// Keys that may change any pin (`replication.operators`).
     pub operators: Vec<PeerId>,
     /// The largest replication factor a pin record may ask for (`replication.max_factor`).
@@ -144,6 +146,7 @@ impl NetworkSettings {
             record_ttl: crate::behaviour::RECORD_TTL,
             max_provider_keys_per_peer: crate::event_loop::MAX_PROVIDED_KEYS_PER_PEER,
             max_roots_per_signer: crate::event_loop::MAX_ROOTS_PER_SIGNER,
+            max_stranger_roots: crate::event_loop::MAX_STRANGER_ROOTS,
             operators: Vec::new(),
             max_factor: cairn_config::ReplicationConfig::default().max_factor,
         }

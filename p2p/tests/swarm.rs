@@ -42,6 +42,7 @@ enum Answers {
 }
 
 struct Peer {
+    identity: NodeIdentity,
     client: Client,
     addr: Multiaddr,
     registry: Arc<std::sync::Mutex<Registry>>,
@@ -112,6 +113,7 @@ impl Peer {
         });
         let addr = client.wait_listening(DEADLINE).await.unwrap()[0].clone();
         Self {
+            identity,
             client,
             addr,
             registry: Arc::new(std::sync::Mutex::new(registry)),
@@ -868,6 +870,57 @@ async fn a_peer_that_floods_provider_records_gets_its_share_and_the_nodes_own_ar
     assert!(found.contains(&server.id()), "{found:?}");
 }
 
+#[tokio::test]
+async fn a_kademlia_flood_costs_the_flooder_its_connection_and_the_clusters_member_is_not_counted()
+{
+    // Kademlia answers lookups by itself; the guard counts them per peer. A member (bootstrap
+    // list) asks as much as the stranger and is neither counted nor penalised.
+    let member = Peer::start(settings(), Answers::Honest).await;
+    let mut s = settings();
+    s.kad_requests_per_second = 20;
+    s.bootstrap = vec![BootstrapPeer {
+        addr: member.pinned_addr(),
+        peer_id: member.id(),
+    }];
+    let server = Peer::start(s, Answers::Honest).await;
+    let flooder = dht_neighbour_of(&server).await;
+    eventually("the member to know the server", DEADLINE, || async {
+        member
+            .client
+            .routing_table()
+            .await
+            .unwrap()
+            .contains(&server.id())
+    })
+    .await
+    .unwrap();
+    // Lookups for keys nobody provides: each one is a GET_PROVIDERS the server answers alone.
+    let lookups = |peer: &Peer, from: u32| {
+        let client = peer.client.clone();
+        futures::future::join_all((from..from + 150).map(move |i| {
+            let client = client.clone();
+            async move { client.providers(raw_cid(i)).await }
+        }))
+    };
+    let (_, _) = futures::future::join(lookups(&flooder, 0), lookups(&member, 10_000)).await;
+    eventually("the flooder to be cut off", DEADLINE, || async {
+        !connected(&server, &flooder).await
+    })
+    .await
+    .unwrap();
+    assert!(server.metric("p2p_rate_limited_total{limit=\"kad_requests\"}") >= 100.0);
+    assert!(server.metric("p2p_bans_total") >= 1.0);
+    // The member asked as much, and is still connected and served.
+    assert!(connected(&server, &member).await);
+    let cid = server.hold(b"still served").await;
+    let reply = member
+        .client
+        .request_blocks(server.id(), vec![cid])
+        .await
+        .unwrap();
+    assert_eq!(reply.blocks.len(), 1);
+}
+
 /// Puts `key`'s own pinned record for `root` into the DHT through `peer`, unjudged there.
 async fn put_own_pin(peer: &Peer, key: &NodeIdentity, root: Cid) {
     use cairn_p2p::records::{PinIntent, PinRecord};
@@ -938,6 +991,42 @@ async fn self_signed_pin_records_are_kept_only_up_to_the_signers_quota_of_roots(
             .await
             .unwrap()
             .is_some_and(|c| c.slot(&other.peer_id()).is_some())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn claims_from_fresh_keys_get_half_the_store_and_the_clusters_own_are_kept() {
+    // Every record signed by a key of its own: the per-signer quota never sees the same signer
+    // twice. Strangers' roots get their share of the store (five here), the members' are kept.
+    let member = Peer::start(settings(), Answers::Honest).await;
+    let mut s = settings();
+    s.max_stranger_roots = 5;
+    s.bootstrap = vec![BootstrapPeer {
+        addr: member.pinned_addr(),
+        peer_id: member.id(),
+    }];
+    let server = Peer::start(s, Answers::Honest).await;
+    let flooder = dht_neighbour_of(&server).await;
+    for i in 0..12 {
+        put_own_pin(&flooder, &NodeIdentity::generate(), raw_cid(i)).await;
+    }
+    eventually(
+        "strangers' roots past their share to be refused",
+        DEADLINE,
+        || async {
+            server.metric("p2p_pin_records_refused_total{reason=\"strangers_share_full\"}") >= 7.0
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.metric("p2p_pin_claims_stored"), 5.0);
+    // A member's claims for a new root are still kept, even offered through the flooder.
+    let root = raw_cid(1000);
+    put_own_pin(&flooder, &member.identity, root).await;
+    eventually("the member's claims to be kept", DEADLINE, || async {
+        server.metric("p2p_pin_claims_stored") == 6.0
     })
     .await
     .unwrap();

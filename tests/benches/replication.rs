@@ -13,11 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_blockstore::PinMode;
 use cairn_config::HumanDuration;
-use cairn_node::unixfs::{FileImporter, ImportOptions};
-use cairn_tests::{TestNode, full_view, start_cluster, stop_all};
-use cid::Cid;
+use cairn_tests::{full_view, hold_locally, start_cluster, stop_all};
 
 const MIB: usize = 1 << 20;
 const SIZE: usize = 1024 * MIB;
@@ -25,24 +22,6 @@ const SIZE: usize = 1024 * MIB;
 /// `len` bytes where no two 256 KiB chunks are alike, made from `seed`.
 fn content(len: usize, seed: u64) -> Vec<u8> {
     cairn_tests::random_bytes(len, seed)
-}
-
-/// Stores and pins `data` on `node` without replicating it, and announces it.
-async fn hold_locally(node: &TestNode, data: Vec<u8>) -> Cid {
-    let store = std::sync::Arc::clone(node.handle.store());
-    let root = tokio::task::spawn_blocking(move || {
-        let mut importer = FileImporter::new(&*store, ImportOptions::default());
-        for chunk in data.chunks(MIB) {
-            importer.write(chunk).unwrap();
-        }
-        let done = importer.finish().unwrap();
-        store.pin(&done.root, PinMode::Recursive).unwrap();
-        done.root
-    })
-    .await
-    .unwrap();
-    node.handle.network().start_providing(root).await.unwrap();
-    root
 }
 
 fn mib_per_second(bytes: usize, took: Duration) -> f64 {
@@ -67,7 +46,7 @@ async fn main() {
         SIZE / MIB
     );
 
-    let first = hold_locally(source, content(SIZE, 1)).await;
+    let first = hold_locally(source, content(SIZE, 1)).await.unwrap();
     let reader = &nodes[1];
     let started = Instant::now();
     let fetched =
@@ -77,7 +56,7 @@ async fn main() {
     let transfer = started.elapsed();
     assert!(fetched.bytes >= SIZE as u64, "{fetched:?}");
 
-    let second = hold_locally(source, content(SIZE, 2)).await;
+    let second = hold_locally(source, content(SIZE, 2)).await.unwrap();
     let started = Instant::now();
     let outcome = source
         .handle

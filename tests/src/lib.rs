@@ -345,6 +345,25 @@ pub fn bootstrap_from(hub: &TestNode, edit: impl FnOnce(&mut Config)) -> impl Fn
     }
 }
 
+/// Stores and pins `data` on `node` without replicating it (a local import, no gRPC), and
+/// announces it.
+pub async fn hold_locally(node: &TestNode, data: Vec<u8>) -> anyhow::Result<cid::Cid> {
+    use cairn_node::unixfs::{FileImporter, ImportOptions};
+    let store = std::sync::Arc::clone(node.handle.store());
+    let root = tokio::task::spawn_blocking(move || -> anyhow::Result<cid::Cid> {
+        let mut importer = FileImporter::new(&*store, ImportOptions::default());
+        for chunk in data.chunks(1 << 20) {
+            importer.write(chunk)?;
+        }
+        let done = importer.finish()?;
+        store.pin(&done.root, cairn_blockstore::PinMode::Recursive)?;
+        Ok(done.root)
+    })
+    .await??;
+    node.handle.network().start_providing(root).await?;
+    Ok(root)
+}
+
 /// The peer IDs `node` is connected to.
 pub async fn connected_peers(node: &TestNode) -> anyhow::Result<Vec<String>> {
     let mut client = node.readonly().await?;

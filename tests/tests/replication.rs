@@ -444,3 +444,62 @@ async fn a_factor_above_the_cluster_size_is_reported_honestly_and_healed_when_no
     .unwrap();
     stop_all(nodes).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auditors_keep_their_proof_rounds_within_half_the_byte_budget_their_peers_grant() {
+    // 2 MiB/s per peer: each proof round of a 1 MiB file costs 1 MiB there, and eight pins
+    // proved every second would ask four times what the budget holds. Auditors keep to half
+    // of it, so the holders never refuse an audit for bytes, and rounds still pass.
+    let nodes = start_cluster(2, |_, c| {
+        fast_repair(2)(c);
+        c.p2p.limits.bytes_per_second = cairn_config::Size::mib(2);
+    })
+    .await
+    .unwrap();
+    full_view(&nodes).await.unwrap();
+    let mut admin = nodes[0].admin().await.unwrap();
+    let mut roots = Vec::new();
+    for seed in 0..8 {
+        let added = add(&mut admin, &cairn_tests::random_bytes(1 << 20, seed), 1)
+            .await
+            .unwrap();
+        roots.push(added.cid);
+    }
+    let holders = sorted_ids(peer_ids(&nodes));
+    for root in &roots {
+        eventually("both nodes to hold every pin", SETTLE, || async {
+            Ok(pinners(&nodes, root).await? == holders)
+        })
+        .await
+        .unwrap();
+    }
+    let total = |series: &'static str| {
+        let nodes = &nodes;
+        async move {
+            let mut sum = 0.0;
+            for node in nodes {
+                let text = scrape(node.handle.metrics_addr().unwrap()).await?;
+                sum += sample(&text, series).unwrap_or(0.0);
+            }
+            anyhow::Ok(sum)
+        }
+    };
+    const BYTES_REFUSED: &str = "cairn_p2p_rate_limited_total{limit=\"bytes\"}";
+    const PASSED: &str = "cairn_replication_audits_total{result=\"pass\"}";
+    // The transfers above may have met the byte limit; from here on only audits run.
+    let (refused_before, passed_before) = (
+        total(BYTES_REFUSED).await.unwrap(),
+        total(PASSED).await.unwrap(),
+    );
+    eventually("a dozen proof rounds to pass", SETTLE, || async {
+        Ok(total(PASSED).await? >= passed_before + 12.0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        total(BYTES_REFUSED).await.unwrap(),
+        refused_before,
+        "an audit was refused for bytes"
+    );
+    stop_all(nodes).await.unwrap();
+}

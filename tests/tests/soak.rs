@@ -464,7 +464,10 @@ fn config(c: &mut Config) {
     c.replication.factor = 3;
     c.replication.write_quorum = 1;
     c.replication.repair_grace = HumanDuration::secs(10);
-    c.replication.audit_interval = HumanDuration::secs(20);
+    // A proof round costs the prover 4 chunks (1 MiB) of the auditor's byte budget per pin, and
+    // auditors keep to half of that budget (8 MiB/s here): with up to ~1,300 pins per node by the
+    // end of a run, one round over them takes ~160 s, so rounds come every 240 s.
+    c.replication.audit_interval = HumanDuration::secs(240);
     c.p2p.limits.requests_per_second = LIMIT_REQUESTS;
     c.p2p.limits.bytes_per_second = Size::mib(LIMIT_BYTES >> 20);
     // Every daemon and the flooder share 127.0.0.1 here, so the budgets and connection caps

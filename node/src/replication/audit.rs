@@ -8,14 +8,17 @@
 //! cannot catch — a holder that fetches from another holder faster than the deadline — is in the
 //! README. A holder that finds its own copy damaged while answering fetches it again.
 
+use std::num::NonZeroU32;
+
 use bytes::Bytes;
 use cairn_blockstore::backend::Backend;
 use cairn_blockstore::{PinMode, Store};
-use cairn_p2p::{AuditAnswer, AuditId, Offence, PeerId};
+use cairn_p2p::{AUDIT_BYTES_PER_BLOCK, AuditAnswer, AuditId, Offence, PeerId};
 use cid::Cid;
 
 use super::{Replicator, lock, random_nonce};
 use crate::error::Result;
+use crate::pace::kib_per_second;
 
 /// Audits a peer refuses in a row ("slow down") before it counts as unreachable this round.
 const REFUSED_AUDIT_TRIES: usize = 3;
@@ -183,8 +186,16 @@ impl<B: Backend> Replicator<B> {
         blocks: &[Cid],
         nonce: &[u8],
     ) -> std::result::Result<(AuditAnswer, std::time::Duration), String> {
+        // What the peer charges this audit (see `AUDIT_BYTES_PER_BLOCK`), capped at one burst.
+        let kib = (blocks.len() * AUDIT_BYTES_PER_BLOCK).div_ceil(1024);
+        let kib = NonZeroU32::new(u32::try_from(kib).unwrap_or(u32::MAX))
+            .map(|kib| kib.min(kib_per_second(self.policy.audit_bytes_per_peer_per_second)));
         for _ in 0..REFUSED_AUDIT_TRIES {
             self.audit_pace.until_key_ready(&peer).await;
+            if let Some(kib) = kib {
+                // Within the burst by construction, so never refused.
+                let _ = self.audit_bytes.until_key_n_ready(&peer, kib).await;
+            }
             let sent = tokio::time::Instant::now();
             let answer = self
                 .network

@@ -28,21 +28,32 @@ const KEY_PREFIX: &[u8] = b"/cairn/pin/";
 /// `NetworkSettings::max_roots_per_signer`): self-signed records cannot fill the store.
 pub const MAX_ROOTS_PER_SIGNER: usize = 10_000;
 
+/// Roots claimed only by strangers (signers that are neither this node, nor on the bootstrap
+/// list or allowlist, nor operators) that the DHT store keeps, by default (see
+/// `NetworkSettings::max_stranger_roots`): half of it. Fresh keys evade the per-signer quota, so
+/// the other half stays for the cluster's own claims.
+pub const MAX_STRANGER_ROOTS: usize = crate::behaviour::MAX_PIN_RECORDS / 2;
+
 /// The shortest gap between two recounts a signer at its quota can cause.
 const QUOTA_RECOUNT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How many roots each signer's records hold a slot of in this node's DHT store.
+/// How many roots each signer's records hold a slot of in this node's DHT store, and how many
+/// roots strangers alone hold claims of.
 #[derive(Debug)]
 pub(super) struct SignerQuota {
     cap: usize,
     roots: std::collections::HashMap<PeerId, usize>,
+    stranger_cap: usize,
+    stranger_roots: usize,
 }
 
 impl SignerQuota {
-    pub(super) fn new(cap: usize) -> Self {
+    pub(super) fn new(cap: usize, stranger_cap: usize) -> Self {
         Self {
             cap,
             roots: Default::default(),
+            stranger_cap,
+            stranger_roots: 0,
         }
     }
 }
@@ -133,6 +144,20 @@ impl EventLoop {
             self.claims_drained = Some(now);
             self.drain_expired_claims();
         }
+        // A root new to the store, claimed by strangers alone, past their share: not kept.
+        if held.is_empty() && !offered.records().any(|r| self.member_signed(&r.signer)) {
+            if self.signer_quota.stranger_roots >= self.signer_quota.stranger_cap {
+                for record in offered.records() {
+                    let refusal = Refusal::StrangersShareFull(record.signer);
+                    self.gate.refused(&refusal, Some(record.signer), from);
+                }
+                offered.retain(|_| false);
+                return;
+            }
+            if !offered.is_empty() {
+                self.signer_quota.stranger_roots += 1;
+            }
+        }
         let mut refused = Vec::new();
         let quota = &mut self.signer_quota;
         offered.retain(|record| {
@@ -160,15 +185,30 @@ impl EventLoop {
         let store = self.swarm.behaviour_mut().kad.store_mut();
         store.retain(|_, record| !record.is_expired(now));
         let mut roots: std::collections::HashMap<PeerId, usize> = Default::default();
-        let mut stored = 0i64;
-        for record in store.records() {
+        let (mut stored, mut stranger_roots) = (0i64, 0usize);
+        let signers: Vec<Vec<PeerId>> = store
+            .records()
+            .map(|record| PinClaims::signers(&record.value))
+            .collect();
+        for signers in signers {
             stored += 1;
-            for signer in PinClaims::signers(&record.value) {
+            if !signers.iter().any(|s| self.member_signed(s)) {
+                stranger_roots += 1;
+            }
+            for signer in signers {
                 *roots.entry(signer).or_default() += 1;
             }
         }
         self.signer_quota.roots = roots;
+        self.signer_quota.stranger_roots = stranger_roots;
         self.metrics.pin_claims_stored.set(stored);
+    }
+
+    /// Whether `signer` is this node, a member (bootstrap list, allowlist) or an operator.
+    fn member_signed(&self, signer: &PeerId) -> bool {
+        signer == self.swarm.local_peer_id()
+            || self.trusted.contains(signer)
+            || self.gate.authority().is_operator(signer)
     }
 
     /// A peer offers a record (a PUT, or Kademlia's own re-replication).

@@ -1,0 +1,568 @@
+//! `make bench`, fourth part (also `make bench-floods`): what each flood of the threat model costs
+//! an honest member. A server node and a cluster member run in this process on loopback (the
+//! member is on the server's bootstrap list, as a private cluster's nodes are); the member fetches
+//! 32 MiB DAGs from the server over and over, first in peace (the baseline), then while one flood
+//! at a time hits the server from hostile peers built from our own crates. Printed per flood: the
+//! member's throughput as a share of the baseline (goal ≥ 0.8), the flood's size and how the
+//! server answered it, the refusal counter, and this process's peak resident memory. For the
+//! admin port the honest work is the operator's `status` calls.
+//!
+//! Everything shares 127.0.0.1 and two cores, so a flood also costs the member CPU that a real
+//! attacker's would not: the ratios are a floor.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cairn_config::Config;
+use cairn_p2p::records::{PinIntent, PinRecord};
+use cairn_p2p::{NodeIdentity, PeerId};
+use cairn_proto::admin;
+use cairn_tests::hostile::{Behaviour, HostileMember, HostilePeer, now_ms};
+use cairn_tests::{
+    TestNode, eventually, hold_locally, join_cluster, sample, scrape, start_cluster,
+};
+use cid::Cid;
+use futures::StreamExt;
+use multihash_codetable::{Code, MultihashDigest};
+use tokio_util::sync::CancellationToken;
+
+const MIB: usize = 1 << 20;
+/// One honest fetch.
+const ROUND_BYTES: usize = 32 * MIB;
+/// Distinct DAGs the member cycles through (it drops each after fetching it).
+const DAGS: usize = 4;
+/// How long the member fetches under each condition.
+const WINDOW: Duration = Duration::from_secs(8);
+/// How long a flood runs before the member starts measuring, so it is at full strength.
+const RAMP: Duration = Duration::from_secs(2);
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A flood's own account of itself: what it sent and how the server answered.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    served: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Tally {
+    fn count(&self, outcome: &AtomicU64) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        outcome.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn summary(&self) -> String {
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        format!(
+            "sent {}, served {}, refused {}, failed {}",
+            get(&self.sent),
+            get(&self.served),
+            get(&self.refused),
+            get(&self.failed)
+        )
+    }
+}
+
+struct Bench {
+    server: TestNode,
+    server_id: PeerId,
+    member: TestNode,
+    dags: Vec<Cid>,
+    next: usize,
+}
+
+fn config(c: &mut Config) {
+    c.metrics.listen = "127.0.0.1:0".into();
+    // Nothing but the measured traffic: no replication rounds during the run.
+    c.replication.factor = 1;
+    c.replication.write_quorum = 1;
+}
+
+impl Bench {
+    async fn start() -> Self {
+        // The member starts first, so the server has it on its bootstrap list.
+        let member = start_cluster(1, |_, c| config(c))
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let server = join_cluster(&member, config).await.unwrap();
+        let server_id: PeerId = server.handle.peer_id().parse().unwrap();
+        let mut dags = Vec::new();
+        for seed in 0..DAGS {
+            let data = cairn_tests::random_bytes(ROUND_BYTES, 1000 + seed as u64);
+            dags.push(hold_locally(&server, data).await.unwrap());
+        }
+        Self {
+            server,
+            server_id,
+            member,
+            dags,
+            next: 0,
+        }
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let text = scrape(self.server.handle.metrics_addr().unwrap())
+            .await
+            .unwrap();
+        sample(&text, series).unwrap_or(0.0)
+    }
+
+    /// The member's verified fetch rate from the server over [`WINDOW`], in MiB/s.
+    async fn honest_throughput(&mut self) -> f64 {
+        let (mut bytes, mut busy) = (0u64, Duration::ZERO);
+        let end = Instant::now() + WINDOW;
+        while Instant::now() < end {
+            let root = self.dags[self.next % DAGS];
+            self.next += 1;
+            let started = Instant::now();
+            let report = cairn_node::fetch::fetch_dag(
+                self.member.handle.node_store(),
+                self.member.handle.network(),
+                root,
+            )
+            .await
+            .unwrap();
+            busy += started.elapsed();
+            bytes += report.bytes;
+            self.drop_dag(root).await;
+        }
+        bytes as f64 / MIB as f64 / busy.as_secs_f64()
+    }
+
+    /// Removes a fetched DAG from the member, so the next round fetches it whole again.
+    async fn drop_dag(&self, root: Cid) {
+        let store = Arc::clone(self.member.handle.store());
+        tokio::task::spawn_blocking(move || {
+            let mut cids = Vec::new();
+            store.walk(&root, |cid| cids.push(*cid)).unwrap();
+            for cid in cids {
+                store.delete(&cid).unwrap();
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Operator `status` calls answered per second over [`WINDOW`].
+    async fn operator_rate(&self) -> f64 {
+        let mut operator = self.server.admin().await.unwrap();
+        let (started, mut answered) = (Instant::now(), 0u64);
+        while started.elapsed() < WINDOW {
+            operator.status(admin::StatusRequest {}).await.unwrap();
+            answered += 1;
+        }
+        answered as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// A fresh hostile peer connected to the server (`None` when the server refused it).
+    async fn stranger(&self) -> Option<HostilePeer> {
+        let peer = HostilePeer::start(Behaviour::Empty).await.unwrap();
+        let addr = self.server.p2p_addr().parse().unwrap();
+        peer.client.dial(addr).await.ok().map(|_| peer)
+    }
+
+    /// A fresh hostile peer that knows the server as a DHT peer.
+    async fn dht_stranger(&self) -> Option<HostilePeer> {
+        let peer = self.stranger().await?;
+        let known = eventually("the server in the stranger's table", SETTLE, || async {
+            peer.client
+                .routing_table()
+                .await
+                .is_ok_and(|t| t.contains(&self.server_id))
+        })
+        .await;
+        known.ok().map(|()| peer)
+    }
+}
+
+/// This process's resident memory, sampled until `stop`; returns the peak.
+fn watch_rss(stop: CancellationToken) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let pid = std::process::id();
+        let mut peak = 0;
+        let mut ticks = tokio::time::interval(Duration::from_millis(200));
+        while !stop.is_cancelled() {
+            ticks.tick().await;
+            peak = peak.max(cairn_tests::daemon::rss_of(pid).unwrap_or(0));
+        }
+        peak
+    })
+}
+
+/// Runs `task` on every peer until `stop`, each call counted into `tally` by `judge`.
+fn keep_asking<P, F, Fut>(
+    peers: Arc<Vec<P>>,
+    lanes: usize,
+    tally: Arc<Tally>,
+    stop: CancellationToken,
+    task: F,
+) -> Vec<tokio::task::JoinHandle<()>>
+where
+    P: Send + Sync + 'static,
+    F: Fn(&P, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send,
+{
+    (0..peers.len())
+        .flat_map(|index| (0..lanes).map(move |lane| (index, lane)))
+        .map(|(index, lane)| {
+            let (peers, tally, stop, task) = (
+                Arc::clone(&peers),
+                Arc::clone(&tally),
+                stop.clone(),
+                task.clone(),
+            );
+            tokio::spawn(async move {
+                let mut n = (index * 1_000_000 + lane * 10_000) as u64;
+                while !stop.is_cancelled() {
+                    n += 1;
+                    let outcome = tokio::select! {
+                        () = stop.cancelled() => break,
+                        outcome = task(&peers[index], n) => outcome,
+                    };
+                    let counter = match outcome {
+                        Outcome::Served => &tally.served,
+                        Outcome::Refused => &tally.refused,
+                        Outcome::Failed => &tally.failed,
+                    };
+                    tally.count(counter);
+                    if matches!(outcome, Outcome::Failed) {
+                        // Banned or cut off: a real attacker would come back as someone new;
+                        // here, asking again at once would only spin.
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+enum Outcome {
+    Served,
+    Refused,
+    Failed,
+}
+
+fn raw_cid(n: u64) -> Cid {
+    Cid::new_v1(0x55, Code::Sha2_256.digest(&n.to_le_bytes()))
+}
+
+/// The floods, each started against the server; what they hold keeps them running.
+enum Flood {
+    Peers(Vec<tokio::task::JoinHandle<()>>, Arc<Vec<HostilePeer>>),
+    Sockets(Vec<tokio::net::TcpStream>),
+    Admin(Vec<tokio::task::JoinHandle<()>>),
+}
+
+async fn strangers(bench: &Bench, n: usize, dht: bool) -> Arc<Vec<HostilePeer>> {
+    let mut peers = Vec::new();
+    for _ in 0..n {
+        let peer = if dht {
+            bench.dht_stranger().await
+        } else {
+            bench.stranger().await
+        };
+        peers.extend(peer);
+    }
+    Arc::new(peers)
+}
+
+async fn start_flood(
+    bench: &Bench,
+    name: &str,
+    tally: Arc<Tally>,
+    stop: CancellationToken,
+) -> Flood {
+    let server = bench.server_id;
+    let block = bench.dags[0];
+    match name {
+        // Sixteen identities each asking for blocks as fast as answers come back.
+        "block requests, 16 identities" => {
+            let peers = strangers(bench, 16, false).await;
+            let tasks = keep_asking(Arc::clone(&peers), 8, tally, stop, move |p, _| {
+                let client = p.client.clone();
+                async move {
+                    match client.request_blocks(server, vec![block]).await {
+                        Ok(r) if r.retry_after.is_some() => Outcome::Refused,
+                        Ok(r) if !r.blocks.is_empty() => Outcome::Served,
+                        _ => Outcome::Failed,
+                    }
+                }
+            });
+            Flood::Peers(tasks, peers)
+        }
+        // Fresh identities connecting until the server stops taking them, each kept open.
+        "connections, 300 identities" => {
+            let peers = strangers(bench, 300, false).await;
+            tally.sent.fetch_add(300, Ordering::Relaxed);
+            tally
+                .served
+                .fetch_add(peers.len() as u64, Ordering::Relaxed);
+            tally
+                .refused
+                .fetch_add(300 - peers.len() as u64, Ordering::Relaxed);
+            Flood::Peers(Vec::new(), peers)
+        }
+        // TCP connections from another address that never start a handshake.
+        "stalled handshakes, 500 sockets" => {
+            let port = bench
+                .server
+                .p2p_addr()
+                .split('/')
+                .nth(4)
+                .unwrap()
+                .parse::<u16>()
+                .unwrap();
+            let mut sockets = Vec::new();
+            for _ in 0..500 {
+                tally.sent.fetch_add(1, Ordering::Relaxed);
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                match socket.connect(([127, 0, 0, 1], port).into()).await {
+                    Ok(stream) => sockets.push(stream),
+                    Err(_) => {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Flood::Sockets(sockets)
+        }
+        // Kademlia lookups: FIND_NODE and GET_PROVIDERS that Kademlia answers by itself.
+        "kademlia lookups, 8 identities" => {
+            let peers = strangers(bench, 8, true).await;
+            let tasks = keep_asking(Arc::clone(&peers), 16, tally, stop, |p, n| {
+                let client = p.client.clone();
+                async move {
+                    match client.providers(raw_cid(n)).await {
+                        Ok(_) => Outcome::Served,
+                        Err(_) => Outcome::Failed,
+                    }
+                }
+            });
+            Flood::Peers(tasks, peers)
+        }
+        // Provider records for keys nobody holds.
+        "provider records, 8 identities" => {
+            let peers = strangers(bench, 8, true).await;
+            let tasks = keep_asking(Arc::clone(&peers), 4, tally, stop, |p, n| {
+                let client = p.client.clone();
+                async move {
+                    match client.start_providing(raw_cid(n)).await {
+                        Ok(()) => Outcome::Served,
+                        Err(_) => Outcome::Failed,
+                    }
+                }
+            });
+            Flood::Peers(tasks, peers)
+        }
+        // Pin records, each signed by a key of its own (no signer quota catches them).
+        "pin records, 8 identities" => {
+            let peers = strangers(bench, 8, true).await;
+            let tasks = keep_asking(Arc::clone(&peers), 4, tally, stop, |p, n| {
+                let client = p.client.clone();
+                async move {
+                    let key = NodeIdentity::generate();
+                    let root = raw_cid(n);
+                    let intent = PinIntent::Pinned {
+                        replication_factor: 1,
+                    };
+                    let record =
+                        PinRecord::sign(&key, root, key.peer_id(), intent, now_ms()).unwrap();
+                    let value = HostileMember::claims_value(vec![record]);
+                    match client.put_unchecked_pin_claims(root, value).await {
+                        Ok(()) => Outcome::Served,
+                        Err(_) => Outcome::Failed,
+                    }
+                }
+            });
+            Flood::Peers(tasks, peers)
+        }
+        // Audits naming eight blocks the server does not hold.
+        "audits of absent blocks, 8 identities" => {
+            let peers = strangers(bench, 8, false).await;
+            let tasks = keep_asking(Arc::clone(&peers), 8, tally, stop, move |p, n| {
+                let client = p.client.clone();
+                async move {
+                    let absent = (0..8).map(|i| raw_cid(n * 8 + i)).collect();
+                    match client.audit(server, block, absent, vec![1; 16]).await {
+                        Ok(a) if a.retry_after.is_some() => Outcome::Refused,
+                        Ok(_) => Outcome::Served,
+                        Err(_) => Outcome::Failed,
+                    }
+                }
+            });
+            Flood::Peers(tasks, peers)
+        }
+        // Wrong tokens on the admin port, from the operator's own address.
+        "admin port, wrong tokens" => {
+            let channel = bench.server.channel().await.unwrap();
+            let wrong: tonic::metadata::MetadataValue<_> = "Bearer not-the-token".parse().unwrap();
+            let tasks = (0..16)
+                .map(|_| {
+                    let (channel, wrong, stop, tally) = (
+                        channel.clone(),
+                        wrong.clone(),
+                        stop.clone(),
+                        Arc::clone(&tally),
+                    );
+                    tokio::spawn(async move {
+                        let mut guesser = admin::admin_client::AdminClient::with_interceptor(
+                            channel,
+                            move |mut request: tonic::Request<()>| {
+                                request
+                                    .metadata_mut()
+                                    .insert("authorization", wrong.clone());
+                                Ok(request)
+                            },
+                        );
+                        while !stop.is_cancelled() {
+                            match guesser.status(admin::StatusRequest {}).await {
+                                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                                    tally.count(&tally.refused)
+                                }
+                                Err(_) => tally.count(&tally.failed),
+                                Ok(_) => tally.count(&tally.served),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            Flood::Admin(tasks)
+        }
+        other => panic!("no flood named {other}"),
+    }
+}
+
+/// The server's counters that say how it refused each flood.
+fn refusal_series(name: &str) -> &'static [&'static str] {
+    match name {
+        "block requests, 16 identities" => &[
+            "cairn_p2p_rate_limited_total{limit=\"requests\"}",
+            "cairn_p2p_rate_limited_total{limit=\"requests_per_ip\"}",
+            "cairn_p2p_rate_limited_total{limit=\"requests_strangers\"}",
+        ],
+        "connections, 300 identities" => &[
+            "cairn_p2p_dials_refused_total{reason=\"connections_per_ip\"}",
+            "cairn_p2p_dials_refused_total{reason=\"connection_limit\"}",
+        ],
+        "stalled handshakes, 500 sockets" => {
+            &["cairn_p2p_dials_refused_total{reason=\"pending_per_ip\"}"]
+        }
+        "kademlia lookups, 8 identities" => &[
+            "cairn_p2p_rate_limited_total{limit=\"kad_requests\"}",
+            "cairn_p2p_bans_total",
+        ],
+        "provider records, 8 identities" => &[
+            "cairn_p2p_provider_records_refused_total{reason=\"per_peer\"}",
+            "cairn_p2p_bans_total",
+        ],
+        "pin records, 8 identities" => &["cairn_p2p_pin_claims_stored", "cairn_p2p_bans_total"],
+        "audits of absent blocks, 8 identities" => &[
+            "cairn_p2p_rate_limited_total{limit=\"bytes\"}",
+            "cairn_p2p_rate_limited_total{limit=\"requests\"}",
+        ],
+        "admin port, wrong tokens" => &["cairn_api_failed_auth_limited_total"],
+        _ => &[],
+    }
+}
+
+const FLOODS: &[&str] = &[
+    "block requests, 16 identities",
+    "connections, 300 identities",
+    "stalled handshakes, 500 sockets",
+    "kademlia lookups, 8 identities",
+    "provider records, 8 identities",
+    "pin records, 8 identities",
+    "audits of absent blocks, 8 identities",
+    "admin port, wrong tokens",
+];
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let mut bench = Bench::start().await;
+    println!(
+        "floods: an honest member fetching {} MiB DAGs from a flooded server, {} s per condition",
+        ROUND_BYTES / MIB,
+        WINDOW.as_secs()
+    );
+    let rss_before = cairn_tests::daemon::rss_of(std::process::id()).unwrap_or(0);
+    let baseline = bench.honest_throughput().await;
+    let operator_baseline = bench.operator_rate().await;
+    println!(
+        "  baseline: {baseline:.0} MiB/s fetched; operator status {operator_baseline:.0} calls/s; RSS {} MiB",
+        rss_before >> 20
+    );
+    let mut worst: f64 = f64::INFINITY;
+    for &name in FLOODS {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let stop = CancellationToken::new();
+        let rss = watch_rss(stop.clone());
+        let tally = Arc::new(Tally::default());
+        let before: Vec<f64> =
+            futures::stream::iter(refusal_series(name).iter().map(|s| bench.metric(s)))
+                .buffered(1)
+                .collect()
+                .await;
+        let flood = start_flood(&bench, name, Arc::clone(&tally), stop.clone()).await;
+        tokio::time::sleep(RAMP).await;
+        let (honest, baseline_of) = if name.starts_with("admin") {
+            (bench.operator_rate().await, operator_baseline)
+        } else {
+            (bench.honest_throughput().await, baseline)
+        };
+        stop.cancel();
+        let peak = rss.await.unwrap();
+        let after: Vec<f64> =
+            futures::stream::iter(refusal_series(name).iter().map(|s| bench.metric(s)))
+                .buffered(1)
+                .collect()
+                .await;
+        match flood {
+            Flood::Peers(tasks, peers) => {
+                for task in tasks {
+                    let _ = task.await;
+                }
+                drop(peers);
+            }
+            Flood::Sockets(sockets) => drop(sockets),
+            Flood::Admin(tasks) => {
+                for task in tasks {
+                    let _ = task.await;
+                }
+            }
+        }
+        let ratio = honest / baseline_of;
+        worst = worst.min(ratio);
+        println!(
+            "  {name}: honest {honest:.0} ({ratio:.2}× baseline{}); flood {}; peak RSS {} MiB (+{})",
+            if ratio >= 0.8 {
+                ""
+            } else {
+                ", under the 0.8 goal"
+            },
+            tally.summary(),
+            peak >> 20,
+            peak.saturating_sub(rss_before) >> 20,
+        );
+        for ((series, before), after) in refusal_series(name).iter().zip(before).zip(after) {
+            println!("      {series}: {before} → {after}");
+        }
+    }
+    println!("floods: worst honest share {worst:.2}× (goal ≥ 0.8)");
+}
