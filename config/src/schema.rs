@@ -92,6 +92,10 @@ pub struct P2pLimits {
     /// Handshakes in progress at once from one IP address: stalled connections from one address
     /// cannot take every handshake slot.
     pub max_pending_per_ip: u32,
+    /// Inbound handshakes one IP address may begin per second, checked before any cryptography:
+    /// a peer refused after its handshake (banned, or no slot) cannot make this node pay for
+    /// key exchanges in a loop.
+    pub handshakes_per_second_per_ip: u32,
     /// Requests per second per peer.
     pub requests_per_second: u32,
     /// Bytes per second per peer.
@@ -99,6 +103,11 @@ pub struct P2pLimits {
     /// Kademlia messages per second per peer (bootstrap and allowlisted peers aside); a peer
     /// over it loses score like any peer over its limit.
     pub kad_requests_per_second: u32,
+    /// Kademlia messages per second from one IP address and from all strangers together (the
+    /// same discipline as `requests_per_second_per_ip` and `strangers_requests_per_second`):
+    /// fresh identities on one machine share one allowance.
+    pub kad_requests_per_second_per_ip: u32,
+    pub strangers_kad_requests_per_second: u32,
     /// Requests and bytes per second from one IP address, over all the strangers (peers neither
     /// on the bootstrap list nor on the allowlist) connecting from it.
     pub requests_per_second_per_ip: u32,
@@ -115,9 +124,12 @@ impl Default for P2pLimits {
             max_connections_per_peer: 2,
             max_connections_per_ip: 32,
             max_pending_per_ip: 8,
+            handshakes_per_second_per_ip: 10,
             requests_per_second: 200,
             bytes_per_second: Size::mib(256),
             kad_requests_per_second: 1000,
+            kad_requests_per_second_per_ip: 200,
+            strangers_kad_requests_per_second: 1000,
             requests_per_second_per_ip: 400,
             bytes_per_second_per_ip: Size::mib(512),
             strangers_requests_per_second: 2000,

@@ -180,10 +180,22 @@ impl Config {
             "p2p.limits.max_pending_per_ip",
             limits.max_pending_per_ip.into(),
         )?;
+        positive(
+            "p2p.limits.handshakes_per_second_per_ip",
+            limits.handshakes_per_second_per_ip.into(),
+        )?;
         for (key, value) in [
             (
                 "p2p.limits.kad_requests_per_second",
                 u64::from(limits.kad_requests_per_second),
+            ),
+            (
+                "p2p.limits.kad_requests_per_second_per_ip",
+                u64::from(limits.kad_requests_per_second_per_ip),
+            ),
+            (
+                "p2p.limits.strangers_kad_requests_per_second",
+                u64::from(limits.strangers_kad_requests_per_second),
             ),
             (
                 "p2p.limits.requests_per_second_per_ip",

@@ -35,6 +35,9 @@ const BATCH: usize = 16;
 const MAX_FAILURES: u32 = 3;
 /// How long the provider lookup may take before the fetch goes on with connected peers.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Providers a fetch's lookup waits for before it starts: the first holder found, beside the
+/// connected peers (in a cluster, the other holders are usually among them).
+const ENOUGH_PROVIDERS: usize = 1;
 /// "Slow down" answers in a row, with no block, after which a provider counts as failing: a peer
 /// that only ever asks for patience would otherwise hold a fetch forever.
 const MAX_SLOW_DOWNS: u32 = 20;
@@ -459,9 +462,10 @@ fn missing_below_blocking<B: Backend>(store: &Store<B>, roots: Vec<Cid>) -> Resu
 
 async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
     let me = network.local_peer_id();
-    let mut peers: Vec<PeerId> = match tokio::time::timeout(LOOKUP_TIMEOUT, network.providers(root))
-        .await
-    {
+    // Enough to start with: connected peers are asked too, and a lookup that waited for every
+    // peer on its path would wait on the slowest (a hostile peer can be slow on purpose).
+    let lookup = network.some_providers(root, ENOUGH_PROVIDERS);
+    let mut peers: Vec<PeerId> = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             tracing::debug!(%root, error = %e, "provider lookup failed; trying connected peers");
@@ -469,8 +473,8 @@ async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
         }
         Err(_) => Vec::new(),
     };
-    for peer in network.peers().await? {
-        if !peers.contains(&peer.peer_id) {
+    if peers.is_empty() {
+        for peer in network.peers().await? {
             peers.push(peer.peer_id);
         }
     }

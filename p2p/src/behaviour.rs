@@ -123,6 +123,7 @@ impl Behaviour {
             bans: allow_block_list::Behaviour::default(),
             connection_limits,
             ip_limits: crate::ip_limits::IpLimits::new(
+                settings.handshakes_per_second_per_ip,
                 settings.max_pending_per_ip,
                 settings.max_connections_per_ip,
                 trusted,
@@ -141,7 +142,11 @@ impl Behaviour {
             ),
             kad: crate::kad_guard::KadGuard::new(
                 kademlia(local, settings.query_timeout, settings.record_ttl),
-                settings.kad_requests_per_second,
+                crate::kad_guard::KadRates {
+                    per_peer: settings.kad_requests_per_second,
+                    per_ip: settings.kad_requests_per_second_per_ip,
+                    strangers: settings.strangers_kad_requests_per_second,
+                },
                 settings.trusted(),
             ),
             blocks: request_response::Behaviour::with_codec(

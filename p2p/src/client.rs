@@ -192,6 +192,8 @@ pub(crate) enum Command {
     },
     GetProviders {
         cid: Cid,
+        /// Answer (and end the lookup) once this many are found.
+        enough: usize,
         reply: oneshot::Sender<Result<Vec<PeerId>, Error>>,
     },
 }
@@ -411,9 +413,16 @@ impl Client {
             .await?
     }
 
-    /// Peers that announced they hold `cid`.
+    /// Peers that announced they hold `cid`: every one the whole lookup finds.
     pub async fn providers(&self, cid: Cid) -> Result<Vec<PeerId>, Error> {
-        self.call(|reply| Command::GetProviders { cid, reply })
+        self.some_providers(cid, usize::MAX).await
+    }
+
+    /// Like [`Client::providers`], but answers as soon as `enough` are found and ends the
+    /// lookup there: a fetch can start at the first holder instead of waiting on every slow or
+    /// hostile peer on the lookup's path.
+    pub async fn some_providers(&self, cid: Cid, enough: usize) -> Result<Vec<PeerId>, Error> {
+        self.call(|reply| Command::GetProviders { cid, enough, reply })
             .await?
     }
 

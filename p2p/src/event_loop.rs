@@ -53,6 +53,14 @@ const MAX_PENDING_OUTBOUND: usize = 1024;
 
 pub(crate) type Replier<T> = oneshot::Sender<Result<T, Error>>;
 
+/// A provider lookup under way: the providers found so far, how many are enough to answer, and
+/// who waits.
+struct ProviderLookup {
+    found: HashSet<PeerId>,
+    enough: usize,
+    reply: Replier<Vec<PeerId>>,
+}
+
 /// Runs the swarm until stopped.
 pub struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -72,7 +80,7 @@ pub struct EventLoop {
     connected: HashMap<PeerId, Vec<Multiaddr>>,
     pending_dials: Pending<ConnectionId, (Multiaddr, Replier<PeerId>)>,
     pending_requests: Pending<OutboundRequestId, Replier<BlockReply>>,
-    pending_providers: Pending<QueryId, (HashSet<PeerId>, Replier<Vec<PeerId>>)>,
+    pending_providers: Pending<QueryId, ProviderLookup>,
     /// Block requests the node is reading for, with the bytes each answer may carry.
     inbound: Pending<InboundId, (usize, ResponseChannel<BlockResponse>)>,
     pending_replicates: Pending<OutboundRequestId, Replier<Vec<u8>>>,
@@ -193,6 +201,7 @@ impl EventLoop {
         }
         self.limits.prune();
         self.swarm.behaviour().kad.prune();
+        self.swarm.behaviour().ip_limits.prune();
         if self
             .claims_drained
             .is_none_or(|at| now.duration_since(at) >= CLAIMS_DRAIN_INTERVAL.min(self.record_ttl))
@@ -301,7 +310,7 @@ impl EventLoop {
                     .map_err(|e| Error::Lookup(e.to_string()));
                 let _ = reply.send(result);
             }
-            Command::GetProviders { cid, reply } => {
+            Command::GetProviders { cid, enough, reply } => {
                 let Some(reply) = self
                     .pending_providers
                     .refuse_when_full(reply, || Error::Lookup("too many lookups in flight".into()))
@@ -310,14 +319,21 @@ impl EventLoop {
                 };
                 let key = kad::RecordKey::new(&cid.hash().to_bytes());
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
-                self.pending_providers.insert(id, (HashSet::new(), reply));
+                self.pending_providers.insert(
+                    id,
+                    ProviderLookup {
+                        found: HashSet::new(),
+                        enough,
+                        reply,
+                    },
+                );
             }
         }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        while let Some(peer) = self.swarm.behaviour_mut().kad.take_over_limit() {
-            self.metrics.limited("kad_requests");
+        while let Some((peer, limit)) = self.swarm.behaviour_mut().kad.take_over_limit() {
+            self.metrics.limited(limit);
             self.penalise(peer, Offence::OverLimit);
         }
         self.libp2p_metrics_record(&event);
@@ -447,12 +463,20 @@ impl EventLoop {
             } => {
                 let finished = match result {
                     Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
-                        if let Some((found, _)) = self.pending_providers.get_mut(&id) {
-                            found.extend(
+                        let mut enough = false;
+                        if let Some(lookup) = self.pending_providers.get_mut(&id) {
+                            lookup.found.extend(
                                 providers.into_iter().filter(|p| !self.scores.is_banned(p)),
                             );
+                            enough = lookup.found.len() >= lookup.enough;
                         }
-                        step.last
+                        if enough
+                            && !step.last
+                            && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+                        {
+                            query.finish();
+                        }
+                        step.last || enough
                     }
                     Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => true,
                     Err(e) => {
@@ -460,8 +484,8 @@ impl EventLoop {
                         true
                     }
                 };
-                if finished && let Some((found, reply)) = self.pending_providers.remove(&id) {
-                    let _ = reply.send(Ok(found.into_iter().collect()));
+                if finished && let Some(lookup) = self.pending_providers.remove(&id) {
+                    let _ = lookup.reply.send(Ok(lookup.found.into_iter().collect()));
                 }
             }
             kad::Event::OutboundQueryProgressed {

@@ -1,15 +1,20 @@
 //! Connection limits per remote IP address, beside libp2p's per-peer and total ones: fresh
 //! identities are free, addresses are not, so Sybils on one machine share one address's
-//! allowance. Two caps: handshakes in progress from one address (stalled connections cannot
-//! take every handshake slot) and established connections from one address. Trusted peers (the
-//! bootstrap list and the allowlist) pass the established cap: the cluster's own members never
-//! queue behind strangers.
+//! allowance. Three bounds: handshakes begun per second from one address (a peer that is
+//! banned, or refused for want of a slot, is refused only after its handshake, so redialling in
+//! a loop would cost this node a key exchange each time; the rate is checked before any
+//! cryptography), handshakes in progress from one address (stalled connections cannot take every
+//! handshake slot) and established connections from one address. Trusted peers (the bootstrap
+//! list and the allowlist) pass the established cap: the cluster's own members never queue
+//! behind strangers.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::task::{Context, Poll};
 
+use governor::{DefaultKeyedRateLimiter, Quota};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::multiaddr::Protocol;
@@ -23,14 +28,18 @@ use libp2p::{Multiaddr, PeerId};
 /// Why a connection was refused; its `Display` names the address and the cap.
 #[derive(Debug, thiserror::Error)]
 pub enum IpLimitExceeded {
+    #[error("{ip} began more than {limit} handshakes a second")]
+    HandshakeRate { ip: IpAddr, limit: u32 },
     #[error("{ip} already has {limit} handshakes in progress")]
     Pending { ip: IpAddr, limit: u32 },
     #[error("{ip} already has {limit} connections")]
     Established { ip: IpAddr, limit: u32 },
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IpLimits {
+    handshakes_per_second: NonZeroU32,
+    handshakes: DefaultKeyedRateLimiter<IpAddr>,
     max_pending: u32,
     max_established: u32,
     trusted: HashSet<PeerId>,
@@ -59,13 +68,30 @@ fn take(counts: &mut HashMap<IpAddr, u32>, ip: IpAddr) {
 }
 
 impl IpLimits {
-    pub fn new(max_pending: u32, max_established: u32, trusted: HashSet<PeerId>) -> Self {
+    pub fn new(
+        handshakes_per_second: u32,
+        max_pending: u32,
+        max_established: u32,
+        trusted: HashSet<PeerId>,
+    ) -> Self {
+        let handshakes_per_second =
+            NonZeroU32::new(handshakes_per_second).unwrap_or(NonZeroU32::MIN);
         Self {
+            handshakes_per_second,
+            handshakes: DefaultKeyedRateLimiter::keyed(Quota::per_second(handshakes_per_second)),
             max_pending,
             max_established,
             trusted,
-            ..Default::default()
+            pending: HashMap::new(),
+            established: HashMap::new(),
+            per_ip_pending: HashMap::new(),
+            per_ip_established: HashMap::new(),
         }
+    }
+
+    /// Forgets addresses quiet long enough for their handshake allowance to refill.
+    pub fn prune(&self) {
+        self.handshakes.retain_recent();
     }
 
     fn end_pending(&mut self, connection: ConnectionId) {
@@ -104,6 +130,12 @@ impl NetworkBehaviour for IpLimits {
         let Some(ip) = ip_of(remote) else {
             return Ok(());
         };
+        if self.handshakes.check_key(&ip).is_err() {
+            return Err(ConnectionDenied::new(IpLimitExceeded::HandshakeRate {
+                ip,
+                limit: self.handshakes_per_second.get(),
+            }));
+        }
         let count = self.per_ip_pending.entry(ip).or_default();
         if *count >= self.max_pending {
             return Err(ConnectionDenied::new(IpLimitExceeded::Pending {

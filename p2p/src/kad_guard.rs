@@ -1,24 +1,26 @@
 //! Kademlia under the same discipline as Cairn's own protocols. Kademlia answers `FIND_NODE`,
 //! `GET_VALUE` and `GET_PROVIDERS` by itself, and its events do not say who asked; so this
 //! wrapper counts every message a peer's Kademlia connection hands up — an inbound request, or an
-//! answer to one of ours, which our own queries already bound — against a per-peer rate, and
-//! reports the peers over it. The swarm task penalises them like any peer over its limit, so a
-//! Kademlia flood ends in a ban. The cluster's own members (bootstrap list, allowlist) are not
-//! counted: their surveys of many pins are legitimate Kademlia traffic. Everything else is
-//! Kademlia's own behaviour, reached through `Deref`.
+//! answer to one of ours, which our own queries already bound — against a per-peer rate, a rate
+//! per remote IP address (fresh identities on one machine share it) and one for all strangers
+//! together, and reports the peers over any of them. The swarm task penalises them like any peer
+//! over its limit, so a Kademlia flood ends in bans. The cluster's own members (bootstrap list,
+//! allowlist) are not counted: their surveys of many pins are legitimate Kademlia traffic.
+//! Everything else is Kademlia's own behaviour, reached through `Deref`.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ops::{Deref, DerefMut};
 use std::task::{Context, Poll};
 
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use libp2p::core::Endpoint;
 use libp2p::core::transport::PortUse;
 use libp2p::kad;
 use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
-    THandlerOutEvent, ToSwarm,
+    ConnectionClosed, ConnectionDenied, ConnectionId, DialFailure, FromSwarm, ListenFailure,
+    NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 use libp2p::{Multiaddr, PeerId};
 
@@ -26,11 +28,27 @@ use libp2p::{Multiaddr, PeerId};
 /// (the peers in it are penalised already and will be again).
 const MAX_REPORTS: usize = 1024;
 
+/// Kademlia messages per second (each with the same burst) a stranger may hand up: as one peer,
+/// from one IP address, and all strangers together.
+#[derive(Clone, Copy, Debug)]
+pub struct KadRates {
+    pub per_peer: u32,
+    pub per_ip: u32,
+    pub strangers: u32,
+}
+
+/// Which of the [`KadRates`] a peer went over: the metric's `limit` label.
+pub type KadLimit = &'static str;
+
 pub struct KadGuard {
     inner: kad::Behaviour<kad::store::MemoryStore>,
-    rate: DefaultKeyedRateLimiter<PeerId>,
+    per_peer: DefaultKeyedRateLimiter<PeerId>,
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    strangers: DefaultDirectRateLimiter,
     trusted: HashSet<PeerId>,
-    over: VecDeque<PeerId>,
+    /// The remote address of every connection, to charge its IP.
+    ips: HashMap<ConnectionId, IpAddr>,
+    over: VecDeque<(PeerId, KadLimit)>,
 }
 
 impl std::fmt::Debug for KadGuard {
@@ -39,31 +57,64 @@ impl std::fmt::Debug for KadGuard {
     }
 }
 
+fn quota(per_second: u32) -> Quota {
+    Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
+}
+
+fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        libp2p::multiaddr::Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
 impl KadGuard {
-    /// `per_second`: Kademlia messages one peer (not in `trusted`) may hand up per second, with
-    /// the same burst.
+    /// Strangers (peers not in `trusted`) are held to `rates`.
     pub fn new(
         inner: kad::Behaviour<kad::store::MemoryStore>,
-        per_second: u32,
+        rates: KadRates,
         trusted: HashSet<PeerId>,
     ) -> Self {
-        let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         Self {
             inner,
-            rate: DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second)),
+            per_peer: DefaultKeyedRateLimiter::keyed(quota(rates.per_peer)),
+            per_ip: DefaultKeyedRateLimiter::keyed(quota(rates.per_ip)),
+            strangers: DefaultDirectRateLimiter::direct(quota(rates.strangers)),
             trusted,
+            ips: HashMap::new(),
             over: VecDeque::new(),
         }
     }
 
-    /// The next peer seen over its Kademlia rate, if any.
-    pub fn take_over_limit(&mut self) -> Option<PeerId> {
+    /// The next peer seen over a Kademlia rate, and which, if any.
+    pub fn take_over_limit(&mut self) -> Option<(PeerId, KadLimit)> {
         self.over.pop_front()
     }
 
-    /// Forgets peers quiet long enough for their buckets to refill.
+    /// Forgets peers and addresses quiet long enough for their buckets to refill.
     pub fn prune(&self) {
-        self.rate.retain_recent();
+        self.per_peer.retain_recent();
+        self.per_ip.retain_recent();
+    }
+
+    /// Charges one message from `peer` on `connection`; the first rate it is over, if any.
+    fn charge(&self, peer: &PeerId, connection: &ConnectionId) -> Option<KadLimit> {
+        if self.trusted.contains(peer) {
+            return None;
+        }
+        if self.per_peer.check_key(peer).is_err() {
+            return Some("kad_requests");
+        }
+        if let Some(ip) = self.ips.get(connection)
+            && self.per_ip.check_key(ip).is_err()
+        {
+            return Some("kad_requests_per_ip");
+        }
+        if self.strangers.check().is_err() {
+            return Some("kad_requests_strangers");
+        }
+        None
     }
 }
 
@@ -104,8 +155,13 @@ impl NetworkBehaviour for KadGuard {
         local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner
-            .handle_established_inbound_connection(connection, peer, local, remote)
+        let handler = self
+            .inner
+            .handle_established_inbound_connection(connection, peer, local, remote)?;
+        if let Some(ip) = ip_of(remote) {
+            self.ips.insert(connection, ip);
+        }
+        Ok(handler)
     }
 
     fn handle_pending_outbound_connection(
@@ -127,11 +183,26 @@ impl NetworkBehaviour for KadGuard {
         role: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner
-            .handle_established_outbound_connection(connection, peer, addr, role, port_use)
+        let handler = self
+            .inner
+            .handle_established_outbound_connection(connection, peer, addr, role, port_use)?;
+        if let Some(ip) = ip_of(addr) {
+            self.ips.insert(connection, ip);
+        }
+        Ok(handler)
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        // A connection refused by a behaviour after this one never closes: forget it at its
+        // failure too.
+        match &event {
+            FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. })
+            | FromSwarm::ListenFailure(ListenFailure { connection_id, .. })
+            | FromSwarm::DialFailure(DialFailure { connection_id, .. }) => {
+                self.ips.remove(connection_id);
+            }
+            _ => {}
+        }
         self.inner.on_swarm_event(event);
     }
 
@@ -141,11 +212,10 @@ impl NetworkBehaviour for KadGuard {
         connection: ConnectionId,
         event: THandlerOutEvent<Self>,
     ) {
-        if !self.trusted.contains(&peer)
-            && self.rate.check_key(&peer).is_err()
+        if let Some(limit) = self.charge(&peer, &connection)
             && self.over.len() < MAX_REPORTS
         {
-            self.over.push_back(peer);
+            self.over.push_back((peer, limit));
         }
         self.inner
             .on_connection_handler_event(peer, connection, event);

@@ -61,6 +61,8 @@ pub struct NetworkSettings {
     pub max_connections_per_ip: u32,
     /// Handshakes in progress at once from one IP address.
     pub max_pending_per_ip: u32,
+    /// Inbound handshakes one IP address may begin per second (same burst).
+    pub handshakes_per_second_per_ip: u32,
     /// New connections are refused while the process uses more than this share of the machine's
     /// memory.
     pub max_memory_fraction: f64,
@@ -68,6 +70,8 @@ pub struct NetworkSettings {
     pub bytes_per_second: u64,
     /// Kademlia messages per second per peer (the cluster's own members aside).
     pub kad_requests_per_second: u32,
+    pub kad_requests_per_second_per_ip: u32,
+    pub strangers_kad_requests_per_second: u32,
     /// Strangers' shared budgets: per remote IP address, and all of them together.
     pub requests_per_second_per_ip: u32,
     pub bytes_per_second_per_ip: u64,
@@ -128,10 +132,13 @@ impl NetworkSettings {
             max_pending_connections: limits.max_connections.min(MAX_PENDING_CONNECTIONS),
             max_connections_per_ip: limits.max_connections_per_ip,
             max_pending_per_ip: limits.max_pending_per_ip,
+            handshakes_per_second_per_ip: limits.handshakes_per_second_per_ip,
             max_memory_fraction: MAX_MEMORY_FRACTION,
             requests_per_second: limits.requests_per_second,
             bytes_per_second: limits.bytes_per_second.bytes(),
             kad_requests_per_second: limits.kad_requests_per_second,
+            kad_requests_per_second_per_ip: limits.kad_requests_per_second_per_ip,
+            strangers_kad_requests_per_second: limits.strangers_kad_requests_per_second,
             requests_per_second_per_ip: limits.requests_per_second_per_ip,
             bytes_per_second_per_ip: limits.bytes_per_second_per_ip.bytes(),
             strangers_requests_per_second: limits.strangers_requests_per_second,
@@ -166,9 +173,12 @@ impl NetworkSettings {
             max_pending_connections: p2p.limits.max_connections.min(MAX_PENDING_CONNECTIONS),
             max_connections_per_ip: p2p.limits.max_connections_per_ip,
             max_pending_per_ip: p2p.limits.max_pending_per_ip,
+            handshakes_per_second_per_ip: p2p.limits.handshakes_per_second_per_ip,
             requests_per_second: p2p.limits.requests_per_second,
             bytes_per_second: p2p.limits.bytes_per_second.bytes(),
             kad_requests_per_second: p2p.limits.kad_requests_per_second,
+            kad_requests_per_second_per_ip: p2p.limits.kad_requests_per_second_per_ip,
+            strangers_kad_requests_per_second: p2p.limits.strangers_kad_requests_per_second,
             requests_per_second_per_ip: p2p.limits.requests_per_second_per_ip,
             bytes_per_second_per_ip: p2p.limits.bytes_per_second_per_ip.bytes(),
             strangers_requests_per_second: p2p.limits.strangers_requests_per_second,

@@ -28,6 +28,10 @@ fn settings() -> NetworkSettings {
     settings.requests_per_second = 1000;
     settings.ban_duration = Duration::from_secs(600);
     settings.inbound_queue = 64;
+    // Every peer of a test dials from 127.0.0.1; the handshake rate has a test of its own.
+    settings.handshakes_per_second_per_ip = 10_000;
+    settings.kad_requests_per_second_per_ip = 100_000;
+    settings.strangers_kad_requests_per_second = 100_000;
     settings
 }
 
@@ -921,6 +925,40 @@ async fn a_kademlia_flood_costs_the_flooder_its_connection_and_the_clusters_memb
     assert_eq!(reply.blocks.len(), 1);
 }
 
+#[tokio::test]
+async fn kademlia_lookups_from_many_identities_on_one_address_share_its_budget() {
+    // Ten identities on 127.0.0.1, each far under the per-peer rate, together over the
+    // address's: each is penalised past the shared budget until banned; the member is not.
+    let member = Peer::start(settings(), Answers::Honest).await;
+    let mut s = settings();
+    s.kad_requests_per_second_per_ip = 20;
+    s.bootstrap = vec![BootstrapPeer {
+        addr: member.pinned_addr(),
+        peer_id: member.id(),
+    }];
+    let server = Peer::start(s, Answers::Honest).await;
+    let mut crowd = Vec::new();
+    for _ in 0..10 {
+        crowd.push(dht_neighbour_of(&server).await);
+    }
+    let lookups = crowd.iter().enumerate().flat_map(|(n, peer)| {
+        (0..150u32).map(move |i| peer.client.providers(raw_cid(n as u32 * 1000 + i)))
+    });
+    let _ = futures::future::join_all(lookups).await;
+    eventually("the crowd to be banned", DEADLINE, || async {
+        server.metric("p2p_bans_total") >= 1.0
+    })
+    .await
+    .unwrap();
+    assert!(server.metric("p2p_rate_limited_total{limit=\"kad_requests_per_ip\"}") >= 1000.0);
+    assert_eq!(
+        server.metric("p2p_rate_limited_total{limit=\"kad_requests\"}"),
+        0.0,
+        "no identity went over its own rate"
+    );
+    assert!(connected(&server, &member).await);
+}
+
 /// Puts `key`'s own pinned record for `root` into the DHT through `peer`, unjudged there.
 async fn put_own_pin(peer: &Peer, key: &NodeIdentity, root: Cid) {
     use cairn_p2p::records::{PinIntent, PinRecord};
@@ -1070,6 +1108,58 @@ async fn pin_claims_nobody_puts_again_drain_from_the_store_and_free_the_signers_
         server.metric("p2p_pin_records_refused_total{reason=\"signer_over_quota\"}"),
         0.0
     );
+}
+
+#[tokio::test]
+async fn handshakes_from_one_address_past_its_rate_are_refused_before_any_key_exchange() {
+    let mut s = settings();
+    s.handshakes_per_second_per_ip = 5;
+    let server = Peer::start(s, Answers::Honest).await;
+    let port = server
+        .addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    // Thirty connections from 127.0.0.2 at once: five may begin a handshake.
+    let mut sockets = Vec::new();
+    for _ in 0..30 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(stream) = socket.connect(([127, 0, 0, 1], port).into()).await {
+            sockets.push(stream);
+        }
+    }
+    let refused = || server.metric("p2p_dials_refused_total{reason=\"handshakes_per_ip\"}");
+    eventually(
+        "the address's extra handshakes to be refused",
+        DEADLINE,
+        || async { refused() >= 25.0 },
+    )
+    .await
+    .unwrap();
+    // Another address is not held back by that one's rate.
+    let honest = Peer::start(settings(), Answers::Honest).await;
+    honest.client.dial(server.pinned_addr()).await.unwrap();
+    // Twenty identities from 127.0.0.1 at once (a banned peer redialling in a loop meets the
+    // same): at most the address's allowance gets through.
+    let crowd: Vec<Peer> =
+        futures::future::join_all((0..20).map(|_| Peer::start(settings(), Answers::Honest))).await;
+    let dials =
+        futures::future::join_all(crowd.iter().map(|p| p.client.dial(server.pinned_addr()))).await;
+    let failed = dials.iter().filter(|d| d.is_err()).count();
+    assert!(failed >= 10, "{failed} of 20 dials refused");
+    assert!(refused() >= 35.0);
+    // The allowance refills.
+    eventually("the address's allowance to refill", DEADLINE, || async {
+        let late = Peer::start(settings(), Answers::Honest).await;
+        late.client.dial(server.pinned_addr()).await.is_ok()
+    })
+    .await
+    .unwrap();
+    drop(sockets);
 }
 
 #[tokio::test]

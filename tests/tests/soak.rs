@@ -477,6 +477,9 @@ fn config(c: &mut Config) {
     c.p2p.limits.max_connections_per_ip = 1 << 16;
     c.p2p.limits.max_pending_per_ip = 1 << 16;
     c.p2p.limits.kad_requests_per_second = 1 << 30;
+    c.p2p.limits.kad_requests_per_second_per_ip = 1 << 30;
+    c.p2p.limits.strangers_kad_requests_per_second = 1 << 30;
+    c.p2p.limits.handshakes_per_second_per_ip = 1 << 30;
     c.p2p.limits.requests_per_second_per_ip = 1 << 30;
     c.p2p.limits.strangers_requests_per_second = 1 << 30;
     c.p2p.limits.bytes_per_second_per_ip = Size::mib(4 << 10);

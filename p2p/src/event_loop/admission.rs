@@ -113,6 +113,7 @@ pub(super) fn denied_reason(cause: &libp2p::swarm::ConnectionDenied) -> &'static
         "memory_limit"
     } else if let Some(exceeded) = cause.downcast_ref::<crate::ip_limits::IpLimitExceeded>() {
         match exceeded {
+            crate::ip_limits::IpLimitExceeded::HandshakeRate { .. } => "handshakes_per_ip",
             crate::ip_limits::IpLimitExceeded::Pending { .. } => "pending_per_ip",
             crate::ip_limits::IpLimitExceeded::Established { .. } => "connections_per_ip",
         }
