@@ -31,6 +31,8 @@ const WINDOW: usize = 16;
 const PER_PROVIDER: usize = 4;
 /// CIDs per request: 16 leaves of 256 KiB fill half of a response.
 const BATCH: usize = 16;
+/// CIDs per request to a provider not yet proven (see [`Provider::proven`]), one at a time.
+const PROBE_BATCH: usize = 4;
 /// A provider that fails this many requests in a row is dropped from the fetch.
 const MAX_FAILURES: u32 = 3;
 /// How long the provider lookup may take before the fetch goes on with connected peers.
@@ -65,6 +67,10 @@ pub struct FetchReport {
 #[derive(Debug)]
 struct Provider {
     peer: PeerId,
+    /// Found by the lookup, or has sent us a block of this DAG. A connected peer that is neither
+    /// gets one small request at a time: a peer that holds nothing, or answers slowly on
+    /// purpose, can then hold back only a few CIDs, not a share of the window.
+    proven: bool,
     in_flight: usize,
     ready_at: Instant,
     failures: u32,
@@ -200,6 +206,7 @@ async fn fetch_dag_paced<B: Backend>(
         if good.is_empty() {
             continue;
         }
+        providers[index].proven = true;
         let bytes = good.iter().map(|b| b.data.len() as u64).sum::<u64>();
         report.blocks += good.len() as u64;
         report.bytes += bytes;
@@ -304,7 +311,8 @@ fn plan_batches(
         let mut order: Vec<usize> = (0..providers.len())
             .filter(|i| {
                 let p = &providers[*i];
-                !p.dropped && p.in_flight < PER_PROVIDER && p.ready_at <= now
+                let most = if p.proven { PER_PROVIDER } else { 1 };
+                !p.dropped && p.in_flight < most && p.ready_at <= now
             })
             .collect();
         order.sort_by_key(|i| providers[*i].in_flight);
@@ -313,11 +321,16 @@ fn plan_batches(
                 return planned;
             }
             let peer = providers[index].peer;
+            let size = if providers[index].proven {
+                BATCH
+            } else {
+                PROBE_BATCH
+            };
             let lacks = |cid: &Cid| lacking.get(cid).is_some_and(|peers| peers.contains(&peer));
             // Look a few batches deep, so one CID this peer lacks does not stall it.
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch = Vec::with_capacity(size);
             let mut kept = VecDeque::new();
-            while batch.len() < BATCH && kept.len() < 4 * BATCH {
+            while batch.len() < size && kept.len() < 4 * BATCH {
                 let Some(cid) = wanted.pop_front() else { break };
                 if requested.contains(&cid) {
                     continue; // already on its way
@@ -465,7 +478,7 @@ async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
     // Enough to start with: connected peers are asked too, and a lookup that waited for every
     // peer on its path would wait on the slowest (a hostile peer can be slow on purpose).
     let lookup = network.some_providers(root, ENOUGH_PROVIDERS);
-    let mut peers: Vec<PeerId> = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+    let found: Vec<PeerId> = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
             tracing::debug!(%root, error = %e, "provider lookup failed; trying connected peers");
@@ -473,17 +486,19 @@ async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
         }
         Err(_) => Vec::new(),
     };
+    let mut peers: Vec<(PeerId, bool)> = found.iter().map(|p| (*p, true)).collect();
     for peer in network.peers().await? {
-        if !peers.contains(&peer.peer_id) {
-            peers.push(peer.peer_id);
+        if !found.contains(&peer.peer_id) {
+            peers.push((peer.peer_id, false));
         }
     }
     let now = Instant::now();
     Ok(peers
         .into_iter()
-        .filter(|p| *p != me)
-        .map(|peer| Provider {
+        .filter(|(p, _)| *p != me)
+        .map(|(peer, proven)| Provider {
             peer,
+            proven,
             in_flight: 0,
             ready_at: now,
             failures: 0,
@@ -505,6 +520,7 @@ mod tests {
     fn provider(now: Instant) -> Provider {
         Provider {
             peer: PeerId::random(),
+            proven: true,
             in_flight: 0,
             ready_at: now,
             failures: 0,
@@ -596,6 +612,29 @@ mod tests {
             now,
         );
         assert!(more.is_empty());
+    }
+
+    #[test]
+    fn a_connected_peer_no_lookup_named_gets_one_small_request_until_it_delivers() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now), provider(now)];
+        providers[1].proven = false;
+        let mut wanted: VecDeque<Cid> = leaves(200).into();
+        let mut requested = HashSet::new();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        let to = |i: usize| planned.iter().filter(|(p, _)| *p == i).collect::<Vec<_>>();
+        assert_eq!(to(0).len(), PER_PROVIDER);
+        assert!(to(0).iter().all(|(_, batch)| batch.len() == BATCH));
+        // The unproven peer holds back one batch of PROBE_BATCH CIDs at most.
+        assert_eq!(to(1).len(), 1);
+        assert_eq!(to(1)[0].1.len(), PROBE_BATCH);
     }
 
     #[test]

@@ -170,6 +170,12 @@ impl Bench {
         answered as f64 / started.elapsed().as_secs_f64()
     }
 
+    async fn stop(self) {
+        cairn_tests::stop_all(vec![self.server, self.member])
+            .await
+            .unwrap();
+    }
+
     /// What a flooder process needs to know of the server.
     fn target(&self) -> Target {
         Target {
@@ -575,6 +581,7 @@ fn refusal_series(name: &str) -> &'static [&'static str] {
             "cairn_p2p_bans_total",
         ],
         "provider records, 8 identities at 200/s" => &[
+            "cairn_p2p_rate_limited_total{limit=\"queue\"}",
             "cairn_p2p_provider_records_refused_total{reason=\"per_peer\"}",
             "cairn_p2p_bans_total",
         ],
@@ -661,20 +668,21 @@ async fn main() {
         return flooder(&name).await;
     }
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let mut bench = Bench::start().await;
     println!(
         "floods: an honest member fetching {} MiB DAGs from a flooded server, {} s per condition",
         ROUND_BYTES / MIB,
         WINDOW.as_secs()
     );
-    let rss_before = cairn_tests::daemon::rss_of(std::process::id()).unwrap_or(0);
-    println!("  server+member RSS before: {} MiB", rss_before >> 20);
-    let target = bench.target();
     let mut worst: f64 = f64::INFINITY;
     for &name in FLOODS {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
+        // A fresh server and member for each flood: what one flood leaves behind (banned
+        // identities in routing tables, records) must not be charged to the next.
+        let mut bench = Bench::start().await;
+        let target = bench.target();
+        let rss_before = cairn_tests::daemon::rss_of(std::process::id()).unwrap_or(0);
         let admin = name.starts_with("admin");
         // A baseline right before each flood: the machine's pace drifts over a run.
         let cpu = Cpu::start(None);
@@ -718,6 +726,7 @@ async fn main() {
         for ((series, before), after) in refusal_series(name).iter().zip(before).zip(after) {
             println!("      {series}: {before} → {after}");
         }
+        bench.stop().await;
     }
     println!("floods: worst honest share {worst:.2}× (goal ≥ 0.8)");
 }
