@@ -16,7 +16,7 @@ RUN_DIR ?= $(CURDIR)/.cairn
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --offline 2>/dev/null \
 	| sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster bench-floods cluster-up cluster-down install clean
+.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster bench-floods test-alerts cluster-up cluster-down install clean
 
 help:
 	@echo "make run          build and start a node on a local data directory ($(RUN_DIR))"
@@ -26,6 +26,7 @@ help:
 	@echo "make lint         cargo fmt --check and clippy -D warnings"
 	@echo "make ci           what .ci/run runs: lint, test, and the docker cluster tests when docker answers"
 	@echo "make fuzz         run the fuzz targets (FUZZ_SECONDS each, default 60)"
+	@echo "make test-alerts  promtool checks and unit-tests the Prometheus alerting rules"
 	@echo "make test-soak    three release daemons under load, kill -9 and a hostile flood (minutes)"
 	@echo "make test-cluster the docker-compose cluster tests (an image from this host's binary)"
 	@echo "make cluster-up   a five-node private cluster in docker-compose (cluster-down stops it)"
@@ -68,7 +69,7 @@ lint: rocksdb
 fmt:
 	$(CARGO) fmt --all
 
-ci: lint deny test ci-cluster
+ci: lint deny test test-alerts ci-cluster
 
 # cargo-deny: licences, bans and sources from the lock file alone; advisories against the live
 # RustSec database when it can be fetched, else against a snapshot (scripts/deny-advisories.sh
@@ -101,6 +102,16 @@ test-cluster: rocksdb
 	@mkdir -p target
 	CAIRN_IMAGE=$(CLUSTER_IMAGE) $(CARGO) test --locked -p cairn-tests --test cluster -- \
 		--ignored --test-threads=1 2>&1 | tee target/test-cluster.log
+
+# The alerting rules (docker/monitoring/alerts.yml): promtool, from Debian's prometheus package,
+# checks them and runs their unit tests (alerts.test.yml: each alert fires and resolves).
+test-alerts:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus package (for promtool)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; }
+	promtool check rules docker/monitoring/alerts.yml
+	cd docker/monitoring && promtool test rules alerts.test.yml
 
 # `make ci` runs the cluster tests whenever a Docker engine (and docker-compose) answers.
 ci-cluster:

@@ -14,7 +14,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -40,12 +40,31 @@ impl NodeMetrics {
         mut registry: Registry,
         store: Arc<Store<B>>,
         api_refusals: ApiRefusals,
+        scrub_interval: std::time::Duration,
     ) -> Self {
         let api_requests = Family::<Labels, Counter>::default();
         registry.register(
             "api_requests",
             "Admin API requests by method and gRPC status code",
             api_requests.clone(),
+        );
+        let started = Gauge::<i64>::default();
+        started.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        );
+        registry.register(
+            "started_seconds",
+            "Unix time this node started (alerts count an overdue first scrub from it)",
+            started,
+        );
+        let interval = Gauge::<i64>::default();
+        interval.set(i64::try_from(scrub_interval.as_secs()).unwrap_or(i64::MAX));
+        registry.register(
+            "scrub_interval_seconds",
+            "scrub.interval: every stored block is re-verified this often",
+            interval,
         );
         registry.register_collector(Box::new(StoreCollector {
             store,

@@ -199,6 +199,7 @@ async fn start(
         registry,
         Arc::clone(store.store()),
         rate_limited,
+        config.raw().scrub.interval.get(),
     ));
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {

@@ -180,7 +180,7 @@ impl<B: Backend> Replicator<B> {
             .map(PinHealth::failure_budget)
             .min()
             .unwrap_or(0);
-        self.metrics.set_health(under, min);
+        self.metrics.set_health(all.len(), under, min);
     }
 }
 

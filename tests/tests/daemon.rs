@@ -598,6 +598,24 @@ async fn metrics_count_blocks_requests_and_verification_failures() {
     );
     assert_eq!(sample(&text, "cairn_quarantined_total"), Some(1.0));
     assert!(sample(&text, "cairn_scrub_last_completed_seconds").unwrap() > 0.0);
+    // Every series the alerting rules (docker/monitoring/alerts.yml) read is exported.
+    assert!(sample(&text, "cairn_started_seconds").unwrap() > 1.7e9);
+    assert_eq!(
+        sample(&text, "cairn_scrub_interval_seconds"),
+        Some(7.0 * 86_400.0)
+    );
+    for series in [
+        "cairn_bytes",
+        "cairn_max_bytes",
+        "cairn_p2p_connected_peers",
+        "cairn_replication_pins_tracked",
+        "cairn_replication_min_failure_budget",
+        "cairn_replication_under_replicated_pins",
+        "cairn_api_rate_limited_total",
+        "cairn_api_failed_auth_limited_total",
+    ] {
+        assert!(sample(&text, series).is_some(), "{series} missing:\n{text}");
+    }
     assert_eq!(
         sample(
             &text,

@@ -1,5 +1,5 @@
-//! Replication's metrics: the failure budget and under-replicated pins (as last surveyed by this
-//! node, over the pins it holds), audits by result, repairs by outcome, released copies and
+//! Replication's metrics: the pins surveyed, their smallest failure budget and the
+//! under-replicated ones (as last surveyed by this node, over the pins it holds), audits by result, repairs by outcome, released copies and
 //! verified receipts.
 
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +13,7 @@ type Labels = Vec<(String, String)>;
 pub struct ReplicationMetrics {
     under_replicated: Gauge,
     min_failure_budget: Gauge,
+    pins_tracked: Gauge,
     audits: Family<Labels, Counter>,
     repairs: Family<Labels, Counter>,
     pub(super) released: Counter,
@@ -29,6 +30,11 @@ impl ReplicationMetrics {
             "under_replicated_pins",
             "Pins held here with fewer live copies than their replication factor",
             metrics.under_replicated.clone(),
+        );
+        sub.register(
+            "pins_tracked",
+            "Pins held here whose replication was surveyed (0: min_failure_budget means nothing)",
+            metrics.pins_tracked.clone(),
         );
         sub.register(
             "min_failure_budget",
@@ -71,7 +77,14 @@ impl ReplicationMetrics {
             .inc();
     }
 
-    pub(super) fn set_health(&self, under_replicated: usize, min_failure_budget: i64) {
+    pub(super) fn set_health(
+        &self,
+        tracked: usize,
+        under_replicated: usize,
+        min_failure_budget: i64,
+    ) {
+        self.pins_tracked
+            .set(i64::try_from(tracked).unwrap_or(i64::MAX));
         self.under_replicated
             .set(i64::try_from(under_replicated).unwrap_or(i64::MAX));
         self.min_failure_budget.set(min_failure_budget);
