@@ -30,6 +30,7 @@ help:
 	@echo "make test-soak    three release daemons under load, kill -9 and a hostile flood (minutes)"
 	@echo "make test-cluster the docker-compose cluster tests (an image from this host's binary)"
 	@echo "make cluster-up   a five-node private cluster in docker-compose (cluster-down stops it)"
+	@echo "make monitoring-up the same cluster with Prometheus and its alerts (cluster-down stops it)"
 	@echo "make install      the binary, the systemd unit and a default config (as root)"
 
 # System packages the build needs: libclang for RocksDB's bindgen step.
@@ -129,7 +130,16 @@ cluster-up:
 	CAIRN_IMAGE=$(IMAGE) docker-compose -f docker/docker-compose.yml -p cairn up -d
 
 cluster-down:
-	CAIRN_IMAGE=$(IMAGE) docker-compose -f docker/docker-compose.yml -p cairn down
+	CAIRN_IMAGE=$(IMAGE) docker-compose -f docker/docker-compose.yml -p cairn --profile monitoring down
+
+# The same cluster with Prometheus (the `monitoring` profile): alerts from
+# docker/monitoring/alerts.yml, the UI on http://127.0.0.1:9090/alerts.
+PROMETHEUS_IMAGE ?= cairn-prometheus:latest
+monitoring-up:
+	@docker image inspect $(IMAGE) >/dev/null 2>&1 || docker build -f docker/Dockerfile -t $(IMAGE) .
+	@docker image inspect $(PROMETHEUS_IMAGE) >/dev/null 2>&1 || scripts/prometheus-image.sh $(PROMETHEUS_IMAGE)
+	CAIRN_IMAGE=$(IMAGE) CAIRN_PROMETHEUS_IMAGE=$(PROMETHEUS_IMAGE) \
+		docker-compose -f docker/docker-compose.yml -p cairn --profile monitoring up -d
 
 # As root: the binary, the systemd unit, the README, and the example config unless one exists.
 PREFIX ?= /usr/local
