@@ -113,6 +113,7 @@ test-alerts:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq prometheus >/dev/null; }
 	promtool check rules docker/monitoring/alerts.yml
 	cd docker/monitoring && promtool test rules alerts.test.yml
+	python3 -m json.tool docker/monitoring/grafana-dashboard.json >/dev/null
 
 # `make ci` runs the cluster tests whenever a Docker engine (and docker-compose) answers.
 ci-cluster:
