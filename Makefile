@@ -97,11 +97,14 @@ test-soak: rocksdb
 # to two peers close to the write path's 60 s quorum wait on 2 cores), then the scenarios of
 # tests/tests/cluster.rs, one cluster at a time.
 CLUSTER_IMAGE ?= cairn:test
+CLUSTER_PROMETHEUS_IMAGE ?= cairn-prometheus:test
 test-cluster: rocksdb
 	$(CARGO) build --release --locked -p cairn-node --bin cairn
 	scripts/host-image.sh "$(TARGET_DIR)/release/cairn" $(CLUSTER_IMAGE)
+	scripts/prometheus-image.sh $(CLUSTER_PROMETHEUS_IMAGE)
 	@mkdir -p target
-	CAIRN_IMAGE=$(CLUSTER_IMAGE) $(CARGO) test --locked -p cairn-tests --test cluster -- \
+	CAIRN_IMAGE=$(CLUSTER_IMAGE) CAIRN_PROMETHEUS_IMAGE=$(CLUSTER_PROMETHEUS_IMAGE) \
+		$(CARGO) test --locked -p cairn-tests --test cluster -- \
 		--ignored --test-threads=1 2>&1 | tee target/test-cluster.log
 
 # The alerting rules (docker/monitoring/alerts.yml): promtool, from Debian's prometheus package,

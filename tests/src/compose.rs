@@ -24,6 +24,8 @@ pub struct ComposeCluster {
     file: PathBuf,
     image: String,
     tokens: tempfile::TempDir,
+    /// With the `monitoring` profile: the Prometheus image and the rules file it evaluates.
+    monitoring: Option<(String, PathBuf)>,
 }
 
 fn run(command: &mut Command) -> anyhow::Result<String> {
@@ -42,6 +44,30 @@ impl ComposeCluster {
     /// `docker-compose up -d` of the five-node cluster, with `repair_grace` and `audit_interval`
     /// for every node; see [`ComposeCluster::wait_ready`].
     pub fn up(repair_grace: &str, audit_interval: &str) -> anyhow::Result<Self> {
+        Self::start(repair_grace, audit_interval, None)
+    }
+
+    /// [`ComposeCluster::up`] with the `monitoring` profile: Prometheus (the image named by
+    /// `CAIRN_PROMETHEUS_IMAGE`) scraping the nodes and evaluating `rules`.
+    pub fn up_with_monitoring(
+        repair_grace: &str,
+        audit_interval: &str,
+        rules: &Path,
+    ) -> anyhow::Result<Self> {
+        let image = std::env::var("CAIRN_PROMETHEUS_IMAGE")
+            .context("CAIRN_PROMETHEUS_IMAGE names the Prometheus image")?;
+        Self::start(
+            repair_grace,
+            audit_interval,
+            Some((image, rules.to_path_buf())),
+        )
+    }
+
+    fn start(
+        repair_grace: &str,
+        audit_interval: &str,
+        monitoring: Option<(String, PathBuf)>,
+    ) -> anyhow::Result<Self> {
         let image = std::env::var("CAIRN_IMAGE").context("CAIRN_IMAGE names the test image")?;
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/docker-compose.yml");
         let project = format!(
@@ -54,6 +80,7 @@ impl ComposeCluster {
             file,
             image,
             tokens: tempfile::tempdir()?,
+            monitoring,
         };
         let mut up = cluster.compose(&["up", "-d"]);
         up.env("CAIRN_REPAIR_GRACE", repair_grace)
@@ -67,9 +94,15 @@ impl ComposeCluster {
         command
             .arg("-f")
             .arg(&self.file)
-            .args(["-p", &self.project])
-            .args(args)
-            .env("CAIRN_IMAGE", &self.image);
+            .args(["-p", &self.project]);
+        if let Some((image, rules)) = &self.monitoring {
+            command
+                .args(["--profile", "monitoring"])
+                .env("CAIRN_PROMETHEUS_IMAGE", image)
+                .env("CAIRN_ALERT_RULES", rules)
+                .env("CAIRN_PROMETHEUS_PORT", "");
+        }
+        command.args(args).env("CAIRN_IMAGE", &self.image);
         for n in 1..=NODES.len() {
             command.env(format!("CAIRN_ADMIN_PORT_{n}"), "");
         }
@@ -119,6 +152,34 @@ impl ComposeCluster {
     pub fn url(&self, service: &str) -> anyhow::Result<String> {
         let addr = run(&mut self.compose(&["port", service, "5001"]))?;
         Ok(format!("http://{addr}"))
+    }
+
+    /// The alerts Prometheus reports firing now, as (alert name, instance) pairs.
+    pub async fn firing_alerts(&self) -> anyhow::Result<Vec<(String, String)>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = run(&mut self.compose(&["port", "prometheus", "9090"]))?;
+        let mut conn = tokio::net::TcpStream::connect(&addr).await?;
+        conn.write_all(
+            b"GET /api/v1/alerts HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n",
+        )
+        .await?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).await?;
+        let (_, body) = response
+            .split_once("\r\n\r\n")
+            .context("an HTTP response")?;
+        let body: serde_json::Value = serde_json::from_str(body)?;
+        let alerts = body["data"]["alerts"]
+            .as_array()
+            .context("data.alerts in Prometheus' answer")?;
+        Ok(alerts
+            .iter()
+            .filter(|a| a["state"] == "firing")
+            .map(|a| {
+                let label = |name: &str| a["labels"][name].as_str().unwrap_or("").to_owned();
+                (label("alertname"), label("instance"))
+            })
+            .collect())
     }
 
     /// An admin client for `service` (its token copied out of its volume once).

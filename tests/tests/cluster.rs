@@ -363,3 +363,92 @@ async fn nodes_with_another_swarm_key_or_off_the_allowlist_never_join() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Docker, CAIRN_IMAGE and CAIRN_PROMETHEUS_IMAGE: make test-cluster"]
+async fn prometheus_fires_node_down_and_failure_budget_alerts_when_two_holders_die() {
+    // The shipped rules, with every `for` cut to 10 s so the test need not wait minutes; the
+    // expressions are the ones operators run (and alerts.test.yml checks the real durations).
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/monitoring/alerts.yml"),
+    )
+    .unwrap();
+    let rules: String = shipped
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("for: ") {
+            Some(_) => format!("{}for: 10s", &line[..line.len() - line.trim_start().len()]),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let rules_file = dir.path().join("alerts.yml");
+    std::fs::write(&rules_file, rules).unwrap();
+    // Repairs wait 10 minutes: the pin stays at its last copy while the alerts are read.
+    let cluster = ComposeCluster::up_with_monitoring("10m", "2s", &rules_file).expect(NEEDS_DOCKER);
+    cluster.wait_ready().await.unwrap();
+    let added = add(
+        &mut cluster.admin("node1").await.unwrap(),
+        &pattern(1 << 20),
+        1,
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for service in NODES {
+        ids.push((service, peer_id(&cluster, service).await));
+    }
+    eventually("three live holders", READY, || async {
+        Ok(pin_status(&cluster, "node1", &added.cid)
+            .await?
+            .live_replicas
+            == 3)
+    })
+    .await
+    .unwrap();
+    // Neither alert fires in the healthy cluster.
+    eventually("Prometheus to answer", READY, || async {
+        Ok(cluster.firing_alerts().await.is_ok())
+    })
+    .await
+    .unwrap();
+    let firing = cluster.firing_alerts().await.unwrap();
+    assert!(
+        !firing
+            .iter()
+            .any(|(name, _)| name == "CairnNodeDown" || name == "CairnFailureBudgetExhausted"),
+        "{firing:?}"
+    );
+    let holders = live(&pin_status(&cluster, "node1", &added.cid).await.unwrap());
+    let victims: Vec<&str> = ids
+        .iter()
+        .filter(|(service, id)| *service != "node1" && holders.contains(id))
+        .map(|(service, _)| *service)
+        .take(2)
+        .collect();
+    assert_eq!(victims.len(), 2, "holders {holders:?}");
+    for victim in &victims {
+        cluster.kill(victim).unwrap();
+    }
+    eventually(
+        "node-down alerts for both and the budget alert",
+        READY,
+        || async {
+            let firing = cluster.firing_alerts().await?;
+            let down = |service: &str| {
+                firing.iter().any(|(name, instance)| {
+                    name == "CairnNodeDown" && instance.starts_with(service)
+                })
+            };
+            Ok(victims.iter().all(|v| down(v))
+                && firing
+                    .iter()
+                    .any(|(name, _)| name == "CairnFailureBudgetExhausted")
+                && firing
+                    .iter()
+                    .any(|(name, _)| name == "CairnSignificantNodeLoss"))
+        },
+    )
+    .await
+    .unwrap();
+}
