@@ -1123,11 +1123,9 @@ async fn pin_claims_nobody_puts_again_drain_from_the_store_and_free_the_signers_
     );
 }
 
-#[tokio::test]
-async fn handshakes_from_one_address_past_its_rate_are_refused_before_any_key_exchange() {
-    let mut s = settings();
-    s.handshakes_per_second_per_ip = 5;
-    let server = Peer::start(s, Answers::Honest).await;
+/// `n` TCP connections to `server` from 127.0.0.2 that never say a word (those it refuses at
+/// once are left out).
+async fn silent_connections(server: &Peer, n: usize) -> Vec<tokio::net::TcpStream> {
     let port = server
         .addr
         .iter()
@@ -1136,15 +1134,24 @@ async fn handshakes_from_one_address_past_its_rate_are_refused_before_any_key_ex
             _ => None,
         })
         .unwrap();
-    // Thirty connections from 127.0.0.2 at once: five may begin a handshake.
-    let mut sockets = Vec::new();
-    for _ in 0..30 {
+    let mut streams = Vec::new();
+    for _ in 0..n {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         if let Ok(stream) = socket.connect(([127, 0, 0, 1], port).into()).await {
-            sockets.push(stream);
+            streams.push(stream);
         }
     }
+    streams
+}
+
+#[tokio::test]
+async fn handshakes_from_one_address_past_its_rate_are_refused_before_any_key_exchange() {
+    let mut s = settings();
+    s.handshakes_per_second_per_ip = 5;
+    let server = Peer::start(s, Answers::Honest).await;
+    // Thirty connections from 127.0.0.2 at once: five may begin a handshake.
+    let sockets = silent_connections(&server, 30).await;
     let refused = || server.metric("p2p_dials_refused_total{reason=\"handshakes_per_ip\"}");
     eventually(
         "the address's extra handshakes to be refused",
@@ -1180,23 +1187,8 @@ async fn stalled_handshakes_from_one_address_never_keep_another_out() {
     let mut s = settings();
     s.max_pending_per_ip = 4;
     let server = Peer::start(s, Answers::Honest).await;
-    let port = server
-        .addr
-        .iter()
-        .find_map(|p| match p {
-            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
     // Twenty TCP connections from 127.0.0.2 that never say a word.
-    let mut stalled = Vec::new();
-    for _ in 0..20 {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        if let Ok(stream) = socket.connect(([127, 0, 0, 1], port).into()).await {
-            stalled.push(stream);
-        }
-    }
+    let stalled = silent_connections(&server, 20).await;
     eventually(
         "the address's extra handshakes to be refused",
         DEADLINE,

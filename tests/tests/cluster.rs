@@ -48,6 +48,42 @@ fn live(status: &admin::PinStatusResponse) -> Vec<String> {
         .collect()
 }
 
+/// Adds `data` on node1 (R = 3), waits for three live holders, and names two of them other than
+/// node1 (the node the tests talk to). Returns the add, every service's peer ID, and the two.
+async fn add_with_two_holders_besides_node1(
+    cluster: &ComposeCluster,
+    data: &[u8],
+) -> (
+    admin::AddFileResponse,
+    Vec<(&'static str, String)>,
+    Vec<&'static str>,
+) {
+    let added = add(&mut cluster.admin("node1").await.unwrap(), data, 1)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for service in NODES {
+        ids.push((service, peer_id(cluster, service).await));
+    }
+    eventually("three live holders", READY, || async {
+        Ok(pin_status(cluster, "node1", &added.cid)
+            .await?
+            .live_replicas
+            == 3)
+    })
+    .await
+    .unwrap();
+    let holders = live(&pin_status(cluster, "node1", &added.cid).await.unwrap());
+    let two: Vec<&'static str> = ids
+        .iter()
+        .filter(|(service, id)| *service != "node1" && holders.contains(id))
+        .map(|(service, _)| *service)
+        .take(2)
+        .collect();
+    assert_eq!(two.len(), 2, "holders {holders:?}");
+    (added, ids, two)
+}
+
 /// `cid` reads back as `data` on every one of `services`.
 async fn reads_everywhere(cluster: &ComposeCluster, services: &[&str], cid: &str, data: &[u8]) {
     for service in services {
@@ -77,30 +113,8 @@ async fn killing_two_holders_keeps_the_file_readable_and_it_is_repaired_to_three
     let cluster = ComposeCluster::up("4s", "2s").expect(NEEDS_DOCKER);
     cluster.wait_ready().await.unwrap();
     let data = pattern(8 << 20);
-    let added = add(&mut cluster.admin("node1").await.unwrap(), &data, 1)
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    for service in NODES {
-        ids.push((service, peer_id(&cluster, service).await));
-    }
-    eventually("three live holders", READY, || async {
-        Ok(pin_status(&cluster, "node1", &added.cid)
-            .await?
-            .live_replicas
-            == 3)
-    })
-    .await
-    .unwrap();
-    let holders = live(&pin_status(&cluster, "node1", &added.cid).await.unwrap());
+    let (added, ids, victims) = add_with_two_holders_besides_node1(&cluster, &data).await;
     // Two holders other than node1 (which the test talks to) die without warning.
-    let victims: Vec<&str> = ids
-        .iter()
-        .filter(|(service, id)| *service != "node1" && holders.contains(id))
-        .map(|(service, _)| *service)
-        .take(2)
-        .collect();
-    assert_eq!(victims.len(), 2, "holders {holders:?}");
     for victim in &victims {
         cluster.kill(victim).unwrap();
     }
@@ -387,25 +401,7 @@ async fn prometheus_fires_node_down_and_failure_budget_alerts_when_two_holders_d
     // Repairs wait 10 minutes: the pin stays at its last copy while the alerts are read.
     let cluster = ComposeCluster::up_with_monitoring("10m", "2s", &rules_file).expect(NEEDS_DOCKER);
     cluster.wait_ready().await.unwrap();
-    let added = add(
-        &mut cluster.admin("node1").await.unwrap(),
-        &pattern(1 << 20),
-        1,
-    )
-    .await
-    .unwrap();
-    let mut ids = Vec::new();
-    for service in NODES {
-        ids.push((service, peer_id(&cluster, service).await));
-    }
-    eventually("three live holders", READY, || async {
-        Ok(pin_status(&cluster, "node1", &added.cid)
-            .await?
-            .live_replicas
-            == 3)
-    })
-    .await
-    .unwrap();
+    let (_, _, victims) = add_with_two_holders_besides_node1(&cluster, &pattern(1 << 20)).await;
     // Neither alert fires in the healthy cluster.
     eventually("Prometheus to answer", READY, || async {
         Ok(cluster.firing_alerts().await.is_ok())
@@ -419,14 +415,6 @@ async fn prometheus_fires_node_down_and_failure_budget_alerts_when_two_holders_d
             .any(|(name, _)| name == "CairnNodeDown" || name == "CairnFailureBudgetExhausted"),
         "{firing:?}"
     );
-    let holders = live(&pin_status(&cluster, "node1", &added.cid).await.unwrap());
-    let victims: Vec<&str> = ids
-        .iter()
-        .filter(|(service, id)| *service != "node1" && holders.contains(id))
-        .map(|(service, _)| *service)
-        .take(2)
-        .collect();
-    assert_eq!(victims.len(), 2, "holders {holders:?}");
     for victim in &victims {
         cluster.kill(victim).unwrap();
     }
