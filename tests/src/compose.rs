@@ -159,10 +159,9 @@ impl ComposeCluster {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = run(&mut self.compose(&["port", "prometheus", "9090"]))?;
         let mut conn = tokio::net::TcpStream::connect(&addr).await?;
-        conn.write_all(
-            b"GET /api/v1/alerts HTTP/1.1\r\nHost: prometheus\r\nConnection: close\r\n\r\n",
-        )
-        .await?;
+        // HTTP/1.0: the body comes whole, not in chunks.
+        conn.write_all(b"GET /api/v1/alerts HTTP/1.0\r\nHost: prometheus\r\n\r\n")
+            .await?;
         let mut response = String::new();
         conn.read_to_string(&mut response).await?;
         let (_, body) = response

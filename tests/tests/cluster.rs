@@ -398,8 +398,9 @@ async fn prometheus_fires_node_down_and_failure_budget_alerts_when_two_holders_d
     let dir = tempfile::tempdir().unwrap();
     let rules_file = dir.path().join("alerts.yml");
     std::fs::write(&rules_file, rules).unwrap();
-    // Repairs wait 10 minutes: the pin stays at its last copy while the alerts are read.
-    let cluster = ComposeCluster::up_with_monitoring("10m", "2s", &rules_file).expect(NEEDS_DOCKER);
+    // Repairs wait 45 s: long enough for the alerts to fire while the pin is at its last copy,
+    // short enough that a copy the adder kept beyond the three is released first.
+    let cluster = ComposeCluster::up_with_monitoring("45s", "2s", &rules_file).expect(NEEDS_DOCKER);
     cluster.wait_ready().await.unwrap();
     let (_, _, victims) = add_with_two_holders_besides_node1(&cluster, &pattern(1 << 20)).await;
     // Neither alert fires in the healthy cluster.
