@@ -22,7 +22,8 @@ for lib in $(ldd "$binary" | grep -o '/[^ ]*'); do
 done
 if [ -d /usr/share/prometheus ]; then
   mkdir -p "$context/rootfs/usr/share"
-  cp -r /usr/share/prometheus "$context/rootfs/usr/share/prometheus"
+  # -L: Debian links the web assets to its libjs-* packages.
+  cp -rL /usr/share/prometheus "$context/rootfs/usr/share/prometheus"
 fi
 cp "$here/docker/monitoring/prometheus-image.Dockerfile" "$context/Dockerfile"
 docker build --quiet --tag "$image" "$context" >/dev/null
