@@ -1,6 +1,7 @@
 //! Fetching a DAG this node lacks from the peers that hold it (`cat` and `pin add` of remote
-//! content). Providers come from Kademlia, with the connected peers as a fallback (in a small
-//! private cluster they usually hold it and the provider record may still be on its way).
+//! content). Providers are the connected peers, asked at once, and the holders a Kademlia lookup
+//! names while the transfer runs (in a private cluster the connected peers usually hold it, and
+//! the provider record may still be on its way).
 //!
 //! A bounded window of requests is spread over the providers, each carrying a batch of CIDs.
 //! Every block is verified against its CID on receipt, before it is stored (and the store checks
@@ -24,25 +25,18 @@ use crate::error::{Error, Result};
 use crate::pace::ByteRate;
 use crate::store::NodeStore;
 
-/// Requests in flight at once, over all providers.
-const WINDOW: usize = 16;
-/// Requests in flight to one provider: spreads the load, and stays far below the 64 streams a
-/// connection carries.
-const PER_PROVIDER: usize = 4;
-/// CIDs per request: 16 leaves of 256 KiB fill half of a response.
-const BATCH: usize = 16;
-/// CIDs per request to a provider not yet proven (see [`Provider::proven`]), one at a time.
-const PROBE_BATCH: usize = 4;
-/// A provider that fails this many requests in a row is dropped from the fetch.
-const MAX_FAILURES: u32 = 3;
-/// How long the provider lookup may take before the fetch goes on with connected peers.
+mod schedule;
+
+use schedule::{
+    Provider, Requested, WINDOW, judge, next_hedge, plan_batches, plan_hedges, release, stalled,
+};
+
+/// How long the provider lookup may run beside the transfer; after it the fetch goes on with
+/// the providers it has.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Providers a fetch's lookup waits for before it starts: the first holder found, beside the
-/// connected peers (in a cluster, the other holders are usually among them).
+/// Holders after which a fetch's lookup ends: the first one found, beside the connected peers
+/// (in a cluster, the other holders are usually among them).
 const ENOUGH_PROVIDERS: usize = 1;
-/// "Slow down" answers in a row, with no block, after which a provider counts as failing: a peer
-/// that only ever asks for patience would otherwise hold a fetch forever.
-const MAX_SLOW_DOWNS: u32 = 20;
 
 /// Bounds on one fetch (a replica a peer asked for; a repair).
 #[derive(Clone, Copy, Debug, Default)]
@@ -64,26 +58,9 @@ pub struct FetchReport {
     pub bad_blocks: u64,
 }
 
-#[derive(Debug)]
-struct Provider {
-    peer: PeerId,
-    /// Found by the lookup, or has sent us a block of this DAG. A connected peer that is neither
-    /// gets one small request at a time: a peer that holds nothing, or answers slowly on
-    /// purpose, can then hold back only a few CIDs, not a share of the window.
-    proven: bool,
-    in_flight: usize,
-    ready_at: Instant,
-    failures: u32,
-    slow_downs: u32,
-    dropped: bool,
-}
-
-type Pending = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (usize, Vec<Cid>, Result<BlockReply, cairn_p2p::Error>)>
-            + Send,
-    >,
->;
+/// One request's answer: the provider's index, the CIDs asked, the reply.
+type Answer = (usize, Vec<Cid>, Result<BlockReply, cairn_p2p::Error>);
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Answer> + Send>>;
 
 /// Makes every block of the DAG under `root` present in the store, fetching what is missing.
 pub async fn fetch_dag<B: Backend>(
@@ -129,17 +106,24 @@ async fn fetch_dag_paced<B: Backend>(
     if wanted.is_empty() {
         return Ok(report);
     }
-    let mut providers = find_providers(network, root).await?;
-    if providers.is_empty() {
-        return Err(Error::NotOnNetwork {
-            cid: root,
-            reason: "no connected peer and no provider record".into(),
-        });
-    }
+    let me = network.local_peer_id();
+    let now = Instant::now();
+    // Connected peers are asked at once (unproven, see [`Provider::proven`]); the lookup runs
+    // beside the transfer and its holders join when it answers. A fetch from a connected holder,
+    // the usual case in a cluster, then never waits on the lookup or on the slowest peer on its
+    // path.
+    let mut providers: Vec<Provider> = network
+        .peers()
+        .await?
+        .into_iter()
+        .filter(|p| p.peer_id != me)
+        .map(|p| Provider::new(p.peer_id, false, now))
+        .collect();
+    let mut lookup = Some(Box::pin(lookup_providers(network, root)));
     // Which providers said they lack a CID, so it goes elsewhere.
     let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
     let mut in_flight: FuturesUnordered<Pending> = FuturesUnordered::new();
-    let mut requested: HashSet<Cid> = HashSet::new();
+    let mut requested = Requested::new();
 
     loop {
         dispatch(
@@ -150,24 +134,63 @@ async fn fetch_dag_paced<B: Backend>(
             &lacking,
             &mut in_flight,
         );
-        if in_flight.is_empty() {
-            if wanted.is_empty() {
-                // Batches were written without syncing each; one sync makes the DAG durable
-                // before anyone pins it or signs a receipt for it.
-                store
-                    .run("syncing fetched blocks", |s| Ok(s.sync()?))
-                    .await?;
-                return Ok(report);
-            }
-            let next = stalled(&providers, &wanted, &lacking, root)?;
-            tokio::time::sleep_until(next).await;
-            continue;
+        if wanted.is_empty() && requested.is_empty() {
+            // Requests still out carry only CIDs a hedge brought first; dropping them here
+            // cancels them. Batches were written without syncing each; one sync makes the DAG
+            // durable before anyone pins it or signs a receipt for it.
+            store
+                .run("syncing fetched blocks", |s| Ok(s.sync()?))
+                .await?;
+            return Ok(report);
         }
-        let Some((index, asked, reply)) = in_flight.next().await else {
-            continue;
+        let step = match (lookup.as_mut(), in_flight.is_empty()) {
+            // Nothing to send until the lookup names a holder or a slowed provider is ready.
+            (Some(pending), true) => {
+                let wake = stalled(&providers, &wanted, &lacking, root).ok();
+                tokio::select! {
+                    found = pending => Step::Found(found),
+                    () = sleep_until_or_forever(wake) => Step::Woke,
+                }
+            }
+            (Some(pending), false) => tokio::select! {
+                found = pending => Step::Found(found),
+                next = in_flight.next() => Step::Answer(next),
+                () = sleep_until_or_forever(hedge_at(&wanted, &requested)) => Step::Woke,
+            },
+            (None, true) if providers.is_empty() => {
+                return Err(Error::NotOnNetwork {
+                    cid: root,
+                    reason: "no connected peer and no provider record".into(),
+                });
+            }
+            (None, true) => {
+                tokio::time::sleep_until(stalled(&providers, &wanted, &lacking, root)?).await;
+                Step::Woke
+            }
+            (None, false) => tokio::select! {
+                next = in_flight.next() => Step::Answer(next),
+                () = sleep_until_or_forever(hedge_at(&wanted, &requested)) => Step::Woke,
+            },
         };
+        let (index, asked, reply) = match step {
+            Step::Found(found) => {
+                lookup = None;
+                join_found(&mut providers, found, me);
+                continue;
+            }
+            Step::Woke | Step::Answer(None) => continue,
+            Step::Answer(Some(answer)) => answer,
+        };
+        // What this answer may still bring: a hedge's answer may have brought some first.
+        let still_wanted: HashSet<Cid> = asked
+            .iter()
+            .filter(|cid| requested.contains_key(cid))
+            .copied()
+            .collect();
         for cid in &asked {
-            requested.remove(cid);
+            if let Some(flight) = requested.get_mut(cid) {
+                flight.outstanding = flight.outstanding.saturating_sub(1);
+            }
         }
         let provider = &mut providers[index];
         provider.in_flight -= 1;
@@ -178,15 +201,14 @@ async fn fetch_dag_paced<B: Backend>(
                 if provider.dropped {
                     tracing::debug!(%peer, "provider dropped from the fetch");
                 }
-                requeue(&mut wanted, asked);
+                release(&mut wanted, &mut requested, asked);
                 continue;
             }
         };
         if let Some(wait) = reply.retry_after {
             provider.ready_at = Instant::now() + wait;
         }
-        let asked_set: HashSet<Cid> = asked.iter().copied().collect();
-        let (good, bad) = check_blocks(store, reply.blocks, &asked_set).await?;
+        let (good, bad) = check_blocks(store, reply.blocks, &still_wanted).await?;
         if !bad.is_empty() {
             report.bad_blocks += bad.len() as u64;
             tracing::warn!(%peer, blocks = bad.len(), "peer sent blocks that do not match their CIDs; dropped");
@@ -198,11 +220,10 @@ async fn fetch_dag_paced<B: Backend>(
         for cid in &reply.missing {
             lacking.entry(*cid).or_default().insert(peer);
         }
-        let got: HashSet<Cid> = good.iter().map(|b| b.cid).collect();
-        requeue(
-            &mut wanted,
-            asked.into_iter().filter(|c| !got.contains(c)).collect(),
-        );
+        for block in &good {
+            requested.remove(&block.cid);
+        }
+        release(&mut wanted, &mut requested, asked);
         if good.is_empty() {
             continue;
         }
@@ -233,56 +254,25 @@ async fn fetch_dag_paced<B: Backend>(
     }
 }
 
-/// Books one answer against its provider: failures (errors, answers that carry nothing at all)
-/// and "slow down" answers with no block each count, in a row, and past their bounds drop the
-/// provider from this fetch. Returns the reply to use, or None when it brought nothing to use.
-fn judge(
-    provider: &mut Provider,
-    reply: std::result::Result<BlockReply, cairn_p2p::Error>,
-) -> Option<BlockReply> {
-    match reply {
-        // An answer that sends nothing, names nothing missing and asks for no pause is no
-        // answer: a peer doing that on purpose would otherwise keep the fetch spinning.
-        Ok(reply)
-            if reply.blocks.is_empty()
-                && reply.missing.is_empty()
-                && reply.retry_after.is_none() =>
-        {
-            provider.failures += 1;
-            provider.dropped |= provider.failures >= MAX_FAILURES;
-            None
-        }
-        // Patience asked for and nothing sent: fine a few times, not forever.
-        Ok(reply) if reply.blocks.is_empty() && reply.retry_after.is_some() => {
-            provider.slow_downs += 1;
-            provider.dropped |= provider.slow_downs >= MAX_SLOW_DOWNS;
-            Some(reply)
-        }
-        Ok(reply) => {
-            provider.failures = 0;
-            provider.slow_downs = 0;
-            Some(reply)
-        }
-        Err(_) => {
-            provider.failures += 1;
-            provider.dropped |= provider.failures >= MAX_FAILURES;
-            None
-        }
-    }
-}
-
-/// Sends as many requests as the window and the providers allow (see [`plan_batches`]).
+/// Sends as many requests as the window and the providers allow (see [`plan_batches`]); in the
+/// endgame, when nothing is left to ask for, hedges what slow providers hold (see
+/// [`plan_hedges`]).
 fn dispatch(
     network: &Network,
     providers: &mut [Provider],
     wanted: &mut VecDeque<Cid>,
-    requested: &mut HashSet<Cid>,
+    requested: &mut Requested,
     lacking: &HashMap<Cid, HashSet<PeerId>>,
     in_flight: &mut FuturesUnordered<Pending>,
 ) {
+    let now = Instant::now();
     let room = WINDOW.saturating_sub(in_flight.len());
-    for (index, batch) in plan_batches(providers, wanted, requested, lacking, room, Instant::now())
-    {
+    let mut planned = plan_batches(providers, wanted, requested, lacking, room, now);
+    if wanted.is_empty() && !requested.is_empty() {
+        // Hedges get a window of their own: the one the stalled requests fill.
+        planned.extend(plan_hedges(providers, requested, lacking, WINDOW, now));
+    }
+    for (index, batch) in planned {
         let peer = providers[index].peer;
         let network = network.clone();
         in_flight.push(Box::pin(async move {
@@ -292,104 +282,12 @@ fn dispatch(
     }
 }
 
-/// The scheduling step of a fetch, apart from the network: up to `room` batches, each for a
-/// ready provider (least busy first, at most `PER_PROVIDER` in flight each) holding the front
-/// CIDs of `wanted` it has not said it lacks. Planned CIDs leave `wanted` for `requested`, and
-/// each chosen provider's `in_flight` grows by one.
-fn plan_batches(
-    providers: &mut [Provider],
-    wanted: &mut VecDeque<Cid>,
-    requested: &mut HashSet<Cid>,
-    lacking: &HashMap<Cid, HashSet<PeerId>>,
-    room: usize,
-    now: Instant,
-) -> Vec<(usize, Vec<Cid>)> {
-    let mut planned = Vec::new();
-    let mut progress = true;
-    while progress && planned.len() < room && !wanted.is_empty() {
-        progress = false;
-        let mut order: Vec<usize> = (0..providers.len())
-            .filter(|i| {
-                let p = &providers[*i];
-                let most = if p.proven { PER_PROVIDER } else { 1 };
-                !p.dropped && p.in_flight < most && p.ready_at <= now
-            })
-            .collect();
-        order.sort_by_key(|i| providers[*i].in_flight);
-        for index in order {
-            if planned.len() >= room {
-                return planned;
-            }
-            let peer = providers[index].peer;
-            let size = if providers[index].proven {
-                BATCH
-            } else {
-                PROBE_BATCH
-            };
-            let lacks = |cid: &Cid| lacking.get(cid).is_some_and(|peers| peers.contains(&peer));
-            // Look a few batches deep, so one CID this peer lacks does not stall it.
-            let mut batch = Vec::with_capacity(size);
-            let mut kept = VecDeque::new();
-            while batch.len() < size && kept.len() < 4 * BATCH {
-                let Some(cid) = wanted.pop_front() else { break };
-                if requested.contains(&cid) {
-                    continue; // already on its way
-                }
-                if lacks(&cid) {
-                    kept.push_back(cid);
-                } else {
-                    batch.push(cid);
-                }
-            }
-            while let Some(cid) = kept.pop_back() {
-                wanted.push_front(cid);
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            progress = true;
-            requested.extend(batch.iter().copied());
-            providers[index].in_flight += 1;
-            planned.push((index, batch));
-        }
-    }
-    planned
-}
-
-/// Why nothing could be sent: wait for a provider that asked us to slow down, or give up on a
-/// CID every remaining provider lacks.
-fn stalled(
-    providers: &[Provider],
-    wanted: &VecDeque<Cid>,
-    lacking: &HashMap<Cid, HashSet<PeerId>>,
-    root: Cid,
-) -> Result<Instant> {
-    let live: Vec<&Provider> = providers.iter().filter(|p| !p.dropped).collect();
-    let front = wanted.front().copied().unwrap_or(root);
-    if live.is_empty() {
-        return Err(Error::NotOnNetwork {
-            cid: front,
-            reason: "every provider failed or sent wrong blocks".into(),
-        });
-    }
-    let lacked_by_all = live.iter().all(|p| {
-        lacking
-            .get(&front)
-            .is_some_and(|peers| peers.contains(&p.peer))
-    });
-    let now = Instant::now();
-    match live.iter().map(|p| p.ready_at).filter(|t| *t > now).min() {
-        Some(next) if !lacked_by_all => Ok(next),
-        _ => Err(Error::NotOnNetwork {
-            cid: front,
-            reason: format!("none of the {} providers holds it", live.len()),
-        }),
-    }
-}
-
-fn requeue(wanted: &mut VecDeque<Cid>, cids: Vec<Cid>) {
-    for cid in cids.into_iter().rev() {
-        wanted.push_front(cid);
+/// When the fetch should look again for CIDs to hedge: only in the endgame.
+fn hedge_at(wanted: &VecDeque<Cid>, requested: &Requested) -> Option<Instant> {
+    if wanted.is_empty() {
+        next_hedge(requested, Instant::now())
+    } else {
+        None
     }
 }
 
@@ -473,239 +371,52 @@ fn missing_below_blocking<B: Backend>(store: &Store<B>, roots: Vec<Cid>) -> Resu
     Ok(missing)
 }
 
-async fn find_providers(network: &Network, root: Cid) -> Result<Vec<Provider>> {
-    let me = network.local_peer_id();
-    // Enough to start with: connected peers are asked too, and a lookup that waited for every
-    // peer on its path would wait on the slowest (a hostile peer can be slow on purpose).
+/// The holders the provider lookup names within [`LOOKUP_TIMEOUT`]; none when it fails.
+async fn lookup_providers(network: &Network, root: Cid) -> Vec<PeerId> {
+    // The first holder found is enough: a lookup that waited for every peer on its path would
+    // wait on the slowest (a hostile peer can be slow on purpose).
     let lookup = network.some_providers(root, ENOUGH_PROVIDERS);
-    let found: Vec<PeerId> = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
         Ok(Ok(found)) => found,
         Ok(Err(e)) => {
-            tracing::debug!(%root, error = %e, "provider lookup failed; trying connected peers");
+            tracing::debug!(%root, error = %e, "provider lookup failed; going on with connected peers");
             Vec::new()
         }
         Err(_) => Vec::new(),
-    };
-    let mut peers: Vec<(PeerId, bool)> = found.iter().map(|p| (*p, true)).collect();
-    for peer in network.peers().await? {
-        if !found.contains(&peer.peer_id) {
-            peers.push((peer.peer_id, false));
+    }
+}
+
+/// Adds the lookup's holders to the fetch, proven: a peer already asked gets its full share.
+fn join_found(providers: &mut Vec<Provider>, found: Vec<PeerId>, me: PeerId) {
+    let now = Instant::now();
+    for peer in found.into_iter().filter(|p| *p != me) {
+        match providers.iter_mut().find(|p| p.peer == peer) {
+            Some(known) => known.proven = true,
+            None => providers.push(Provider::new(peer, true, now)),
         }
     }
-    let now = Instant::now();
-    Ok(peers
-        .into_iter()
-        .filter(|(p, _)| *p != me)
-        .map(|(peer, proven)| Provider {
-            peer,
-            proven,
-            in_flight: 0,
-            ready_at: now,
-            failures: 0,
-            slow_downs: 0,
-            dropped: false,
-        })
-        .collect())
+}
+
+/// What woke a fetch waiting for work.
+enum Step {
+    Found(Vec<PeerId>),
+    Answer(Option<Answer>),
+    Woke,
+}
+
+async fn sleep_until_or_forever(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use cairn_blockstore::{HashAlg, MemBlockstore, RAW, StoreOptions};
+    use cairn_blockstore::{MemBlockstore, StoreOptions};
 
     use super::*;
     use crate::unixfs::{CHUNK_SIZE, FileImporter, ImportOptions};
-
-    fn provider(now: Instant) -> Provider {
-        Provider {
-            peer: PeerId::random(),
-            proven: true,
-            in_flight: 0,
-            ready_at: now,
-            failures: 0,
-            slow_downs: 0,
-            dropped: false,
-        }
-    }
-
-    fn leaves(n: usize) -> Vec<Cid> {
-        (0..n)
-            .map(|i| Block::build(RAW, HashAlg::Sha2_256, i.to_le_bytes().to_vec()).cid)
-            .collect()
-    }
-
-    #[test]
-    fn a_provider_that_only_asks_for_patience_is_dropped_after_a_bounded_number_of_answers() {
-        let now = Instant::now();
-        let mut patient = provider(now);
-        let slow_down = || {
-            Ok(BlockReply {
-                retry_after: Some(Duration::from_millis(10)),
-                ..Default::default()
-            })
-        };
-        for _ in 1..MAX_SLOW_DOWNS {
-            assert!(judge(&mut patient, slow_down()).is_some());
-            assert!(!patient.dropped);
-        }
-        assert!(judge(&mut patient, slow_down()).is_some());
-        assert!(patient.dropped, "dropped at the bound");
-
-        // A block in between starts the count again.
-        let mut honest = provider(now);
-        for _ in 0..3 * MAX_SLOW_DOWNS {
-            judge(&mut honest, slow_down());
-            let block = Block::build(RAW, HashAlg::Sha2_256, b"x".to_vec());
-            let served = BlockReply {
-                blocks: vec![(block.cid, block.data)],
-                ..Default::default()
-            };
-            judge(&mut honest, Ok(served));
-        }
-        assert!(!honest.dropped);
-
-        // Empty answers and errors drop a provider sooner.
-        let mut mute = provider(now);
-        for _ in 0..MAX_FAILURES {
-            assert!(judge(&mut mute, Ok(BlockReply::default())).is_none());
-        }
-        assert!(mute.dropped);
-    }
-
-    #[test]
-    fn batches_fill_every_provider_up_to_its_share_and_never_ask_twice() {
-        let now = Instant::now();
-        let mut providers: Vec<Provider> = (0..3).map(|_| provider(now)).collect();
-        let mut wanted: VecDeque<Cid> = leaves(1000).into();
-        let mut requested = HashSet::new();
-        let planned = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut requested,
-            &HashMap::new(),
-            WINDOW,
-            now,
-        );
-        // Three providers of PER_PROVIDER requests each fit in the window of 16.
-        assert_eq!(planned.len(), 3 * PER_PROVIDER);
-        assert!(providers.iter().all(|p| p.in_flight == PER_PROVIDER));
-        assert!(planned.iter().all(|(_, batch)| batch.len() == BATCH));
-        let asked: HashSet<Cid> = planned.iter().flat_map(|(_, b)| b.clone()).collect();
-        assert_eq!(
-            asked.len(),
-            3 * PER_PROVIDER * BATCH,
-            "a CID was planned twice"
-        );
-        assert_eq!(requested, asked);
-        assert_eq!(wanted.len(), 1000 - asked.len());
-        // Depth first: the front of the queue went out first.
-        assert_eq!(planned[0].1[0], leaves(1)[0]);
-
-        // Nothing more while every provider is at its share.
-        let more = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut requested,
-            &HashMap::new(),
-            WINDOW,
-            now,
-        );
-        assert!(more.is_empty());
-    }
-
-    #[test]
-    fn a_connected_peer_no_lookup_named_gets_one_small_request_until_it_delivers() {
-        let now = Instant::now();
-        let mut providers = vec![provider(now), provider(now)];
-        providers[1].proven = false;
-        let mut wanted: VecDeque<Cid> = leaves(200).into();
-        let mut requested = HashSet::new();
-        let planned = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut requested,
-            &HashMap::new(),
-            WINDOW,
-            now,
-        );
-        let to = |i: usize| planned.iter().filter(|(p, _)| *p == i).collect::<Vec<_>>();
-        assert_eq!(to(0).len(), PER_PROVIDER);
-        assert!(to(0).iter().all(|(_, batch)| batch.len() == BATCH));
-        // The unproven peer holds back one batch of PROBE_BATCH CIDs at most.
-        assert_eq!(to(1).len(), 1);
-        assert_eq!(to(1)[0].1.len(), PROBE_BATCH);
-    }
-
-    #[test]
-    fn a_cid_one_provider_lacks_waits_at_the_front_for_another() {
-        let now = Instant::now();
-        let mut providers = vec![provider(now)];
-        let cids = leaves(20);
-        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
-        lacking
-            .entry(cids[0])
-            .or_default()
-            .insert(providers[0].peer);
-        let mut wanted: VecDeque<Cid> = cids.clone().into();
-        let planned = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut HashSet::new(),
-            &lacking,
-            1,
-            now,
-        );
-        assert_eq!(planned.len(), 1);
-        assert_eq!(planned[0].1, cids[1..=BATCH].to_vec());
-        assert_eq!(
-            wanted.front(),
-            Some(&cids[0]),
-            "the lacked CID left the queue"
-        );
-    }
-
-    #[test]
-    fn slowed_and_dropped_providers_get_nothing_and_stalled_says_how_long_to_wait() {
-        let now = Instant::now();
-        let later = now + Duration::from_millis(300);
-        let mut slowed = provider(now);
-        slowed.ready_at = later;
-        let mut dropped = provider(now);
-        dropped.dropped = true;
-        let mut providers = vec![slowed, dropped];
-        let mut wanted: VecDeque<Cid> = leaves(4).into();
-        let planned = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut HashSet::new(),
-            &HashMap::new(),
-            WINDOW,
-            now,
-        );
-        assert!(planned.is_empty());
-        let root = leaves(1)[0];
-        assert_eq!(
-            stalled(&providers, &wanted, &HashMap::new(), root).ok(),
-            Some(later)
-        );
-
-        // Once the only live provider says it lacks the front CID, the fetch gives up on it.
-        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
-        lacking
-            .entry(wanted[0])
-            .or_default()
-            .insert(providers[0].peer);
-        match stalled(&providers, &wanted, &lacking, root) {
-            Err(Error::NotOnNetwork { cid, .. }) => assert_eq!(cid, wanted[0]),
-            other => panic!("expected NotOnNetwork, got {other:?}"),
-        }
-        providers[0].dropped = true;
-        assert!(matches!(
-            stalled(&providers, &wanted, &HashMap::new(), root),
-            Err(Error::NotOnNetwork { .. })
-        ));
-    }
 
     #[test]
     fn missing_blocks_are_found_by_walking_what_the_memory_store_holds() {

@@ -317,6 +317,16 @@ impl EventLoop {
                 else {
                     return;
                 };
+                // Lookups whose caller went away (a fetch that finished from connected peers
+                // first) end here rather than running on to their timeout.
+                for id in self
+                    .pending_providers
+                    .remove_where(|lookup| lookup.reply.is_closed())
+                {
+                    if let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        query.finish();
+                    }
+                }
                 let key = kad::RecordKey::new(&cid.hash().to_bytes());
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.pending_providers.insert(

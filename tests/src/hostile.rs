@@ -18,6 +18,8 @@ pub enum Behaviour {
     Empty,
     /// Answers every block request with nothing at all: no blocks, nothing missing, no pause.
     Mute,
+    /// Never answers a block request: each waits for the asker's request timeout.
+    Stall,
 }
 
 /// A hostile peer running in this process; stops when dropped.
@@ -57,7 +59,7 @@ impl HostilePeer {
                                 0,
                             )
                             .map_err(|e| e.to_string()),
-                            Behaviour::Empty | Behaviour::Mute => {
+                            Behaviour::Empty | Behaviour::Mute | Behaviour::Stall => {
                                 Err("not holding anything".to_owned())
                             }
                         };
@@ -75,6 +77,7 @@ impl HostilePeer {
                     ),
                     Behaviour::Empty => (Vec::new(), cids),
                     Behaviour::Mute => (Vec::new(), Vec::new()),
+                    Behaviour::Stall => continue,
                 };
                 let _ = responder.respond_blocks(id, blocks, missing).await;
             }

@@ -3,11 +3,14 @@
 //! peer, a flooding peer, admission.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use std::time::Duration;
+
+use cairn_p2p::BLOCK_REQUEST_TIMEOUT;
 use cairn_proto::admin;
 use cairn_tests::hostile::{Behaviour, HostilePeer};
 use cairn_tests::{
-    SETTLE, TestNode, add, cat, connected_peers, eventually, full_view, initialised_dir, pattern,
-    pinners, sample, scrape, start_cluster, stop_all,
+    SETTLE, TestNode, add, cat, connected_peers, eventually, full_view, hold_locally,
+    initialised_dir, pattern, pinners, sample, scrape, start_cluster, stop_all,
 };
 use tonic::Code;
 
@@ -563,6 +566,41 @@ async fn a_peer_that_answers_with_nothing_cannot_stall_a_fetch() {
     let err = outcome.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err}");
     assert!(err.message().contains("every provider failed"), "{err}");
+    stop_all(nodes).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_never_answers_holds_a_fetch_back_for_seconds_not_its_request_timeout() {
+    let mut nodes = start_cluster(2, |_, _| {}).await.unwrap();
+    // More leaves than one batch, so the stalling peer gets a probe beside the holder. Held by
+    // the first node alone (no replication).
+    let data = pattern(24 * 256 * 1024 + 1000);
+    let root = hold_locally(&nodes[0], data.clone())
+        .await
+        .unwrap()
+        .to_string();
+    let stall = HostilePeer::start(Behaviour::Stall).await.unwrap();
+    let fetcher = nodes.pop().unwrap();
+    fetcher
+        .admin()
+        .await
+        .unwrap()
+        .peers_connect(admin::PeersConnectRequest {
+            addr: stall.p2p_addr(),
+        })
+        .await
+        .unwrap();
+    // The stalling peer is connected, so the fetch asks it too (a probe of a few CIDs). Those
+    // are asked again of the holder at once (the fetch's endgame), long before the block
+    // request timeout would free them.
+    assert!(BLOCK_REQUEST_TIMEOUT >= Duration::from_secs(30));
+    let mut reader = fetcher.readonly().await.unwrap();
+    let fetched = tokio::time::timeout(Duration::from_secs(15), cat(&mut reader, &root))
+        .await
+        .expect("the fetch waited for the stalling peer's requests to time out")
+        .unwrap();
+    assert_eq!(fetched, data);
+    nodes.push(fetcher);
     stop_all(nodes).await.unwrap();
 }
 

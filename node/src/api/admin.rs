@@ -10,7 +10,6 @@ use cairn_blockstore::backend::Backend;
 use cairn_blockstore::{
     Block, DAG_PB, HashAlg, PinMode, RAW, RocksBackend, ScrubOptions, ScrubReport, raw_cid,
 };
-use cairn_p2p::records::PinIntent;
 use cairn_proto::admin::{self, admin_server::Admin};
 use cid::Cid;
 use tokio::io::AsyncReadExt;
@@ -24,9 +23,11 @@ use super::auth::{Role, Tokens};
 use crate::car;
 use crate::error::Error;
 use crate::fetch::fetch_dag;
-use crate::replication::{HolderState, Replicator, WriteOutcome};
+use crate::replication::{Replicator, WriteOutcome};
 use crate::store::NodeStore;
 use crate::unixfs::{CidVersion, FileImporter, FileReader, ImportOptions};
+
+mod pins;
 
 /// Chunks in flight between a client stream and the importer.
 const ADD_QUEUE: usize = 8;
@@ -284,38 +285,7 @@ impl<B: Backend> Admin for AdminService<B> {
         &self,
         request: Request<admin::PinLsRequest>,
     ) -> Result<Response<admin::PinLsResponse>, Status> {
-        if request.get_ref().unpinned {
-            let graced = self
-                .store
-                .run("listing unpinned roots", |store| Ok(store.graced()?))
-                .await?;
-            let pins = graced
-                .into_iter()
-                .map(|(cid, until)| admin::Pin {
-                    cid: cid.to_string(),
-                    mode: "unpinned".to_owned(),
-                    expires_at_ms: until,
-                })
-                .collect();
-            return Ok(Response::new(admin::PinLsResponse { pins }));
-        }
-        let pins = self
-            .store
-            .run("listing pins", |store| Ok(store.pins()?))
-            .await?;
-        let pins = pins
-            .into_iter()
-            .map(|(cid, mode)| admin::Pin {
-                cid: cid.to_string(),
-                mode: match mode {
-                    PinMode::Recursive => "recursive",
-                    PinMode::Direct => "direct",
-                }
-                .to_owned(),
-                expires_at_ms: 0,
-            })
-            .collect();
-        Ok(Response::new(admin::PinLsResponse { pins }))
+        self.list_pins(request).await
     }
 
     async fn repo_stat(
@@ -338,120 +308,28 @@ impl<B: Backend> Admin for AdminService<B> {
         &self,
         request: Request<admin::PinAddRequest>,
     ) -> Result<Response<admin::PinAddResponse>, Status> {
-        let root = parse_cid(&request.get_ref().cid)?;
-        let factor = self.factor(request.get_ref().replication)?;
-        let mode = if request.get_ref().direct {
-            PinMode::Direct
-        } else {
-            PinMode::Recursive
-        };
-        if mode == PinMode::Recursive {
-            fetch_dag(&self.store, &self.network, root).await?;
-        }
-        self.store
-            .run("pinning", move |store| Ok(store.pin(&root, mode)?))
-            .await?;
-        self.announce(root).await;
-        if mode == PinMode::Direct {
-            return Ok(Response::new(admin::PinAddResponse::default()));
-        }
-        let replicated = self
-            .replicate(root, factor, request.get_ref().no_wait)
-            .await?;
-        Ok(Response::new(admin::PinAddResponse {
-            replication_factor: replicated.factor,
-            holders: replicated.holders.iter().map(ToString::to_string).collect(),
-            under_replicated: replicated.under_replicated,
-        }))
+        self.add_pin(request).await
     }
 
     async fn pin_rm(
         &self,
         request: Request<admin::PinRmRequest>,
     ) -> Result<Response<admin::PinRmResponse>, Status> {
-        let request = request.into_inner();
-        let root = parse_cid(&request.cid)?;
-        let outcome = self
-            .replicator
-            .unpin(root, bytes_list(request.records))
-            .await?;
-        Ok(Response::new(admin::PinRmResponse {
-            state: outcome.as_str().to_owned(),
-        }))
+        self.remove_pin(request).await
     }
 
     async fn pin_restore(
         &self,
         request: Request<admin::PinRestoreRequest>,
     ) -> Result<Response<admin::PinRestoreResponse>, Status> {
-        let request = request.into_inner();
-        let root = parse_cid(&request.cid)?;
-        let factor = self.replicator.policy().factor;
-        let replication_factor = self
-            .replicator
-            .restore(root, factor, bytes_list(request.records))
-            .await?;
-        Ok(Response::new(admin::PinRestoreResponse {
-            replication_factor,
-        }))
+        self.restore_pin(request).await
     }
 
     async fn pin_status(
         &self,
         request: Request<admin::PinStatusRequest>,
     ) -> Result<Response<admin::PinStatusResponse>, Status> {
-        let root = parse_cid(&request.get_ref().cid)?;
-        let survey = self.replicator.survey(root, true).await?;
-        let health = survey.health();
-        let newest = survey.claims.as_ref().and_then(|c| c.newest());
-        let owners = survey
-            .claims
-            .iter()
-            .flat_map(|c| c.records())
-            .map(|r| {
-                let (state, replication_factor) = match r.intent {
-                    PinIntent::Pinned { replication_factor } => ("pinned", replication_factor),
-                    PinIntent::Unpinned => ("unpinned", 0),
-                };
-                admin::PinOwner {
-                    owner: r.owner.to_string(),
-                    state: state.to_owned(),
-                    replication_factor,
-                    version: r.version,
-                    signer: r.signer.to_string(),
-                }
-            })
-            .collect();
-        let holders = survey
-            .holders
-            .iter()
-            .map(|h| {
-                let (state, detail) = match &h.state {
-                    HolderState::Live => ("live", String::new()),
-                    HolderState::Unproven => ("unproven", String::new()),
-                    HolderState::Unreachable(why) => ("unreachable", why.clone()),
-                    HolderState::FailedAudit(why) => ("failed_audit", why.clone()),
-                    HolderState::Released => ("released", String::new()),
-                };
-                admin::HolderStatus {
-                    peer_id: h.peer.to_string(),
-                    state: state.to_owned(),
-                    audited: h.audited,
-                    detail,
-                }
-            })
-            .collect();
-        Ok(Response::new(admin::PinStatusResponse {
-            cid: root.to_string(),
-            replication_factor: survey.factor,
-            live_replicas: health.live,
-            holders,
-            failure_budget: health.failure_budget(),
-            state: survey.state().to_owned(),
-            record_version: newest.map_or(0, |r| r.version),
-            record_signer: newest.map(|r| r.signer.to_string()).unwrap_or_default(),
-            owners,
-        }))
+        self.pin_health(request).await
     }
 
     async fn block_put(

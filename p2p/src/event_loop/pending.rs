@@ -58,6 +58,23 @@ impl<K: Eq + Hash, V> Pending<K, V> {
     pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
         self.entries.get_mut(key)
     }
+
+    /// Removes every entry `gone` says nobody waits for any more, and returns their keys.
+    pub(crate) fn remove_where(&mut self, gone: impl Fn(&V) -> bool) -> Vec<K>
+    where
+        K: Clone,
+    {
+        let keys: Vec<K> = self
+            .entries
+            .iter()
+            .filter(|(_, v)| gone(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            self.entries.remove(key);
+        }
+        keys
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +103,18 @@ mod tests {
         assert!(!pending.insert(3, third), "the backstop let one in");
         assert!(pending.remove(&1).is_some());
         assert!(!pending.is_full());
+    }
+
+    #[tokio::test]
+    async fn entries_nobody_waits_for_are_swept() {
+        let mut pending: Pending<u32, Replier<()>> = Pending::new(4);
+        let (kept, _kept_rx) = tokio::sync::oneshot::channel();
+        let (abandoned, abandoned_rx) = tokio::sync::oneshot::channel();
+        pending.insert(1, kept);
+        pending.insert(2, abandoned);
+        drop(abandoned_rx);
+        assert_eq!(pending.remove_where(|reply| reply.is_closed()), vec![2]);
+        assert!(pending.get_mut(&2).is_none());
+        assert!(pending.get_mut(&1).is_some());
     }
 }

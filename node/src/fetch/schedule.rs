@@ -1,0 +1,599 @@
+//! The scheduling of one fetch, apart from the network: which provider gets which CIDs, how
+//! each answer is booked against its provider, and when a fetch has to wait or give up.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use cairn_p2p::{BlockReply, PeerId};
+use cid::Cid;
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+
+/// Requests in flight at once, over all providers.
+pub(super) const WINDOW: usize = 16;
+/// Requests in flight to one provider: spreads the load, and stays far below the 64 streams a
+/// connection carries.
+const PER_PROVIDER: usize = 4;
+/// CIDs per request: 16 leaves of 256 KiB fill half of a response.
+const BATCH: usize = 16;
+/// CIDs per request to a provider not yet proven (see [`Provider::proven`]), one at a time.
+const PROBE_BATCH: usize = 4;
+/// A provider that fails this many requests in a row is dropped from the fetch.
+const MAX_FAILURES: u32 = 3;
+/// "Slow down" answers in a row, with no block, after which a provider counts as failing: a peer
+/// that only ever asks for patience would otherwise hold a fetch forever.
+const MAX_SLOW_DOWNS: u32 = 20;
+/// In a fetch's endgame, how long a proven provider may hold CIDs before they are asked of
+/// another too (see [`plan_hedges`]).
+pub(super) const HEDGE_AFTER: Duration = Duration::from_secs(2);
+
+/// A CID on its way: which provider was asked first and when, how many requests carry it now,
+/// and whether a second provider was asked too.
+#[derive(Debug)]
+pub(super) struct Flight {
+    at: usize,
+    since: Instant,
+    pub(super) outstanding: u8,
+    hedged: bool,
+}
+
+/// The CIDs on their way in one fetch.
+pub(super) type Requested = HashMap<Cid, Flight>;
+
+#[derive(Debug)]
+pub(super) struct Provider {
+    pub(super) peer: PeerId,
+    /// Found by the lookup, or has sent us a block of this DAG. A connected peer that is neither
+    /// gets one small request at a time: a peer that holds nothing, or answers slowly on
+    /// purpose, can then hold back only a few CIDs, not a share of the window.
+    pub(super) proven: bool,
+    pub(super) in_flight: usize,
+    pub(super) ready_at: Instant,
+    pub(super) failures: u32,
+    pub(super) slow_downs: u32,
+    pub(super) dropped: bool,
+}
+
+impl Provider {
+    pub(super) fn new(peer: PeerId, proven: bool, now: Instant) -> Self {
+        Self {
+            peer,
+            proven,
+            in_flight: 0,
+            ready_at: now,
+            failures: 0,
+            slow_downs: 0,
+            dropped: false,
+        }
+    }
+}
+
+/// Books one answer against its provider: failures (errors, answers that carry nothing at all)
+/// and "slow down" answers with no block each count, in a row, and past their bounds drop the
+/// provider from this fetch. Returns the reply to use, or None when it brought nothing to use.
+pub(super) fn judge(
+    provider: &mut Provider,
+    reply: std::result::Result<BlockReply, cairn_p2p::Error>,
+) -> Option<BlockReply> {
+    match reply {
+        // An answer that sends nothing, names nothing missing and asks for no pause is no
+        // answer: a peer doing that on purpose would otherwise keep the fetch spinning.
+        Ok(reply)
+            if reply.blocks.is_empty()
+                && reply.missing.is_empty()
+                && reply.retry_after.is_none() =>
+        {
+            provider.failures += 1;
+            provider.dropped |= provider.failures >= MAX_FAILURES;
+            None
+        }
+        // Patience asked for and nothing sent: fine a few times, not forever.
+        Ok(reply) if reply.blocks.is_empty() && reply.retry_after.is_some() => {
+            provider.slow_downs += 1;
+            provider.dropped |= provider.slow_downs >= MAX_SLOW_DOWNS;
+            Some(reply)
+        }
+        Ok(reply) => {
+            provider.failures = 0;
+            provider.slow_downs = 0;
+            Some(reply)
+        }
+        Err(_) => {
+            provider.failures += 1;
+            provider.dropped |= provider.failures >= MAX_FAILURES;
+            None
+        }
+    }
+}
+
+/// The scheduling step of a fetch, apart from the network: up to `room` batches, each for a
+/// ready provider (least busy first, at most `PER_PROVIDER` in flight each) holding the front
+/// CIDs of `wanted` it has not said it lacks. Planned CIDs leave `wanted` for `requested`, and
+/// each chosen provider's `in_flight` grows by one.
+pub(super) fn plan_batches(
+    providers: &mut [Provider],
+    wanted: &mut VecDeque<Cid>,
+    requested: &mut Requested,
+    lacking: &HashMap<Cid, HashSet<PeerId>>,
+    room: usize,
+    now: Instant,
+) -> Vec<(usize, Vec<Cid>)> {
+    let mut planned = Vec::new();
+    let mut progress = true;
+    while progress && planned.len() < room && !wanted.is_empty() {
+        progress = false;
+        let mut order: Vec<usize> = (0..providers.len())
+            .filter(|i| {
+                let p = &providers[*i];
+                let most = if p.proven { PER_PROVIDER } else { 1 };
+                !p.dropped && p.in_flight < most && p.ready_at <= now
+            })
+            .collect();
+        order.sort_by_key(|i| providers[*i].in_flight);
+        for index in order {
+            if planned.len() >= room {
+                return planned;
+            }
+            let peer = providers[index].peer;
+            let size = if providers[index].proven {
+                BATCH
+            } else {
+                PROBE_BATCH
+            };
+            let lacks = |cid: &Cid| lacking.get(cid).is_some_and(|peers| peers.contains(&peer));
+            // Look a few batches deep, so one CID this peer lacks does not stall it.
+            let mut batch = Vec::with_capacity(size);
+            let mut kept = VecDeque::new();
+            while batch.len() < size && kept.len() < 4 * BATCH {
+                let Some(cid) = wanted.pop_front() else { break };
+                if requested.contains_key(&cid) {
+                    continue; // already on its way
+                }
+                if lacks(&cid) {
+                    kept.push_back(cid);
+                } else {
+                    batch.push(cid);
+                }
+            }
+            while let Some(cid) = kept.pop_back() {
+                wanted.push_front(cid);
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            progress = true;
+            for cid in &batch {
+                let flight = Flight {
+                    at: index,
+                    since: now,
+                    outstanding: 1,
+                    hedged: false,
+                };
+                requested.insert(*cid, flight);
+            }
+            providers[index].in_flight += 1;
+            planned.push((index, batch));
+        }
+    }
+    planned
+}
+
+/// The endgame of a fetch, when nothing is left to ask for but answers are still out: CIDs held
+/// by a provider not yet proven, or by any provider for [`HEDGE_AFTER`], are asked once more of
+/// another provider with room (proven and least busy first, within the shares of
+/// [`plan_batches`], never one that said it lacks them). A
+/// peer that stalls on purpose then costs a fetch [`HEDGE_AFTER`] at most, not the request
+/// timeout; the first answer with a block wins and the other is ignored.
+pub(super) fn plan_hedges(
+    providers: &mut [Provider],
+    requested: &mut Requested,
+    lacking: &HashMap<Cid, HashSet<PeerId>>,
+    room: usize,
+    now: Instant,
+) -> Vec<(usize, Vec<Cid>)> {
+    let mut due: Vec<(Instant, Cid)> = requested
+        .iter()
+        .filter(|(_, f)| !f.hedged && (!providers[f.at].proven || f.since + HEDGE_AFTER <= now))
+        .map(|(cid, f)| (f.since, *cid))
+        .collect();
+    due.sort();
+    let mut due: Vec<Cid> = due.into_iter().map(|(_, cid)| cid).collect();
+    // The same shares as plan_batches: a peer not yet proven takes one small request.
+    let share = |p: &Provider| {
+        if p.proven {
+            (PER_PROVIDER, BATCH)
+        } else {
+            (1, PROBE_BATCH)
+        }
+    };
+    let mut order: Vec<usize> = (0..providers.len())
+        .filter(|i| {
+            let p = &providers[*i];
+            !p.dropped && p.in_flight < share(p).0 && p.ready_at <= now
+        })
+        .collect();
+    // Proven providers first, then the least busy.
+    order.sort_by_key(|i| (!providers[*i].proven, providers[*i].in_flight));
+    let mut planned = Vec::new();
+    for index in order {
+        let (most, size) = share(&providers[index]);
+        while planned.len() < room && providers[index].in_flight < most {
+            let peer = providers[index].peer;
+            let fits = |cid: &Cid| {
+                requested.get(cid).is_some_and(|f| f.at != index)
+                    && !lacking.get(cid).is_some_and(|peers| peers.contains(&peer))
+            };
+            let mut batch = Vec::with_capacity(size);
+            due.retain(|cid| {
+                let take = batch.len() < size && fits(cid);
+                if take {
+                    batch.push(*cid);
+                }
+                !take
+            });
+            if batch.is_empty() {
+                break;
+            }
+            for cid in &batch {
+                if let Some(flight) = requested.get_mut(cid) {
+                    flight.hedged = true;
+                    flight.outstanding += 1;
+                }
+            }
+            providers[index].in_flight += 1;
+            planned.push((index, batch));
+        }
+    }
+    planned
+}
+
+/// When the next CID in flight becomes due for a hedge by time alone (see [`plan_hedges`]),
+/// after `now`: one already due but with nowhere to go waits for the next answer instead.
+pub(super) fn next_hedge(requested: &Requested, now: Instant) -> Option<Instant> {
+    requested
+        .values()
+        .filter(|f| !f.hedged)
+        .map(|f| f.since + HEDGE_AFTER)
+        .filter(|at| *at > now)
+        .min()
+}
+
+/// Books an answer's CIDs that did not arrive with it: each stays on its way while the other
+/// request carrying it is out, and otherwise goes back to the front of `wanted`.
+pub(super) fn release(wanted: &mut VecDeque<Cid>, requested: &mut Requested, cids: Vec<Cid>) {
+    let back: Vec<Cid> = cids
+        .into_iter()
+        .filter(|cid| match requested.get(cid) {
+            Some(flight) if flight.outstanding == 0 => {
+                requested.remove(cid);
+                true
+            }
+            _ => false,
+        })
+        .collect();
+    requeue(wanted, back);
+}
+
+/// Why nothing could be sent: wait for a provider that asked us to slow down, or give up on a
+/// CID every remaining provider lacks.
+pub(super) fn stalled(
+    providers: &[Provider],
+    wanted: &VecDeque<Cid>,
+    lacking: &HashMap<Cid, HashSet<PeerId>>,
+    root: Cid,
+) -> Result<Instant> {
+    let live: Vec<&Provider> = providers.iter().filter(|p| !p.dropped).collect();
+    let front = wanted.front().copied().unwrap_or(root);
+    if live.is_empty() {
+        return Err(Error::NotOnNetwork {
+            cid: front,
+            reason: "every provider failed or sent wrong blocks".into(),
+        });
+    }
+    let lacked_by_all = live.iter().all(|p| {
+        lacking
+            .get(&front)
+            .is_some_and(|peers| peers.contains(&p.peer))
+    });
+    let now = Instant::now();
+    match live.iter().map(|p| p.ready_at).filter(|t| *t > now).min() {
+        Some(next) if !lacked_by_all => Ok(next),
+        _ => Err(Error::NotOnNetwork {
+            cid: front,
+            reason: format!("none of the {} providers holds it", live.len()),
+        }),
+    }
+}
+
+pub(super) fn requeue(wanted: &mut VecDeque<Cid>, cids: Vec<Cid>) {
+    for cid in cids.into_iter().rev() {
+        wanted.push_front(cid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cairn_blockstore::{Block, HashAlg, RAW};
+
+    use super::*;
+
+    fn provider(now: Instant) -> Provider {
+        Provider::new(PeerId::random(), true, now)
+    }
+
+    fn leaves(n: usize) -> Vec<Cid> {
+        (0..n)
+            .map(|i| Block::build(RAW, HashAlg::Sha2_256, i.to_le_bytes().to_vec()).cid)
+            .collect()
+    }
+
+    #[test]
+    fn a_provider_that_only_asks_for_patience_is_dropped_after_a_bounded_number_of_answers() {
+        let now = Instant::now();
+        let mut patient = provider(now);
+        let slow_down = || {
+            Ok(BlockReply {
+                retry_after: Some(Duration::from_millis(10)),
+                ..Default::default()
+            })
+        };
+        for _ in 1..MAX_SLOW_DOWNS {
+            assert!(judge(&mut patient, slow_down()).is_some());
+            assert!(!patient.dropped);
+        }
+        assert!(judge(&mut patient, slow_down()).is_some());
+        assert!(patient.dropped, "dropped at the bound");
+
+        // A block in between starts the count again.
+        let mut honest = provider(now);
+        for _ in 0..3 * MAX_SLOW_DOWNS {
+            judge(&mut honest, slow_down());
+            let block = Block::build(RAW, HashAlg::Sha2_256, b"x".to_vec());
+            let served = BlockReply {
+                blocks: vec![(block.cid, block.data)],
+                ..Default::default()
+            };
+            judge(&mut honest, Ok(served));
+        }
+        assert!(!honest.dropped);
+
+        // Empty answers and errors drop a provider sooner.
+        let mut mute = provider(now);
+        for _ in 0..MAX_FAILURES {
+            assert!(judge(&mut mute, Ok(BlockReply::default())).is_none());
+        }
+        assert!(mute.dropped);
+    }
+
+    #[test]
+    fn batches_fill_every_provider_up_to_its_share_and_never_ask_twice() {
+        let now = Instant::now();
+        let mut providers: Vec<Provider> = (0..3).map(|_| provider(now)).collect();
+        let mut wanted: VecDeque<Cid> = leaves(1000).into();
+        let mut requested = Requested::new();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        // Three providers of PER_PROVIDER requests each fit in the window of 16.
+        assert_eq!(planned.len(), 3 * PER_PROVIDER);
+        assert!(providers.iter().all(|p| p.in_flight == PER_PROVIDER));
+        assert!(planned.iter().all(|(_, batch)| batch.len() == BATCH));
+        let asked: HashSet<Cid> = planned.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert_eq!(
+            asked.len(),
+            3 * PER_PROVIDER * BATCH,
+            "a CID was planned twice"
+        );
+        assert_eq!(requested.keys().copied().collect::<HashSet<_>>(), asked);
+        assert_eq!(wanted.len(), 1000 - asked.len());
+        // Depth first: the front of the queue went out first.
+        assert_eq!(planned[0].1[0], leaves(1)[0]);
+
+        // Nothing more while every provider is at its share.
+        let more = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        assert!(more.is_empty());
+    }
+
+    #[test]
+    fn a_connected_peer_no_lookup_named_gets_one_small_request_until_it_delivers() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now), provider(now)];
+        providers[1].proven = false;
+        let mut wanted: VecDeque<Cid> = leaves(200).into();
+        let mut requested = Requested::new();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        let to = |i: usize| planned.iter().filter(|(p, _)| *p == i).collect::<Vec<_>>();
+        assert_eq!(to(0).len(), PER_PROVIDER);
+        assert!(to(0).iter().all(|(_, batch)| batch.len() == BATCH));
+        // The unproven peer holds back one batch of PROBE_BATCH CIDs at most.
+        assert_eq!(to(1).len(), 1);
+        assert_eq!(to(1)[0].1.len(), PROBE_BATCH);
+    }
+
+    #[test]
+    fn a_cid_one_provider_lacks_waits_at_the_front_for_another() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now)];
+        let cids = leaves(20);
+        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
+        lacking
+            .entry(cids[0])
+            .or_default()
+            .insert(providers[0].peer);
+        let mut wanted: VecDeque<Cid> = cids.clone().into();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut Requested::new(),
+            &lacking,
+            1,
+            now,
+        );
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].1, cids[1..=BATCH].to_vec());
+        assert_eq!(
+            wanted.front(),
+            Some(&cids[0]),
+            "the lacked CID left the queue"
+        );
+    }
+
+    #[test]
+    fn slowed_and_dropped_providers_get_nothing_and_stalled_says_how_long_to_wait() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(300);
+        let mut slowed = provider(now);
+        slowed.ready_at = later;
+        let mut dropped = provider(now);
+        dropped.dropped = true;
+        let mut providers = vec![slowed, dropped];
+        let mut wanted: VecDeque<Cid> = leaves(4).into();
+        let planned = plan_batches(
+            &mut providers,
+            &mut wanted,
+            &mut Requested::new(),
+            &HashMap::new(),
+            WINDOW,
+            now,
+        );
+        assert!(planned.is_empty());
+        let root = leaves(1)[0];
+        assert_eq!(
+            stalled(&providers, &wanted, &HashMap::new(), root).ok(),
+            Some(later)
+        );
+
+        // Once the only live provider says it lacks the front CID, the fetch gives up on it.
+        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
+        lacking
+            .entry(wanted[0])
+            .or_default()
+            .insert(providers[0].peer);
+        match stalled(&providers, &wanted, &lacking, root) {
+            Err(Error::NotOnNetwork { cid, .. }) => assert_eq!(cid, wanted[0]),
+            other => panic!("expected NotOnNetwork, got {other:?}"),
+        }
+        providers[0].dropped = true;
+        assert!(matches!(
+            stalled(&providers, &wanted, &HashMap::new(), root),
+            Err(Error::NotOnNetwork { .. })
+        ));
+    }
+
+    #[test]
+    fn the_endgame_hedges_what_an_unproven_peer_holds_at_once_and_a_proven_one_after_a_while() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now), provider(now), provider(now)];
+        providers[1].proven = false;
+        let mut wanted: VecDeque<Cid> = leaves(PROBE_BATCH + BATCH).into();
+        let mut requested = Requested::new();
+        // Provider 0 gets a full batch, the unproven 1 a probe; 2 stays idle.
+        let mut first = plan_batches(
+            &mut providers[..2],
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            2,
+            now,
+        );
+        first.sort();
+        assert_eq!(first.len(), 2);
+        assert!(wanted.is_empty());
+        let probed = first[1].1.clone();
+        assert_eq!(probed.len(), PROBE_BATCH);
+
+        // At once: only the probe is due, and it goes to a proven provider other than its holder.
+        let hedges = plan_hedges(&mut providers, &mut requested, &HashMap::new(), WINDOW, now);
+        assert_eq!(hedges.len(), 1);
+        let (to, batch) = &hedges[0];
+        assert_ne!(*to, 1);
+        assert_eq!(
+            batch.iter().collect::<HashSet<_>>(),
+            probed.iter().collect()
+        );
+        assert!(probed.iter().all(|c| requested[c].outstanding == 2));
+        // Each CID is hedged once.
+        assert!(
+            plan_hedges(&mut providers, &mut requested, &HashMap::new(), WINDOW, now).is_empty()
+        );
+
+        // The proven provider's batch becomes due after HEDGE_AFTER, never to itself, and never
+        // to a provider that said it lacks a CID.
+        assert_eq!(next_hedge(&requested, now), Some(now + HEDGE_AFTER));
+        let later = now + HEDGE_AFTER;
+        let held = first[0].1.clone();
+        let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
+        lacking
+            .entry(held[0])
+            .or_default()
+            .insert(providers[2].peer);
+        let hedges = plan_hedges(&mut providers, &mut requested, &lacking, WINDOW, later);
+        let hedged: Vec<Cid> = hedges.iter().flat_map(|(_, b)| b.clone()).collect();
+        assert!(hedges.iter().all(|(to, _)| *to != first[0].0));
+        assert_eq!(hedged.len(), held.len() - 1);
+        assert!(!hedged.contains(&held[0]));
+        assert_eq!(next_hedge(&requested, later), None);
+    }
+
+    #[test]
+    fn a_cid_stays_on_its_way_while_its_hedge_is_out_and_returns_when_both_failed() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now), provider(now)];
+        providers[1].proven = false;
+        let mut wanted: VecDeque<Cid> = leaves(PROBE_BATCH).into();
+        let mut requested = Requested::new();
+        let probe = plan_batches(
+            &mut providers[1..],
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            1,
+            now,
+        );
+        // plan_batches saw providers[1..], so index 0 there is providers[1]: shift it back.
+        for flight in requested.values_mut() {
+            flight.at = 1;
+        }
+        let cids = probe[0].1.clone();
+        let hedges = plan_hedges(&mut providers, &mut requested, &HashMap::new(), WINDOW, now);
+        assert_eq!(hedges[0].0, 0);
+
+        // The probe fails: its CIDs wait for the hedge.
+        for cid in &cids {
+            requested.get_mut(cid).unwrap().outstanding -= 1;
+        }
+        release(&mut wanted, &mut requested, cids.clone());
+        assert!(wanted.is_empty());
+        assert_eq!(requested.len(), cids.len());
+
+        // The hedge fails too: back to the front of the queue, in order.
+        for cid in &cids {
+            requested.get_mut(cid).unwrap().outstanding -= 1;
+        }
+        release(&mut wanted, &mut requested, cids.clone());
+        assert_eq!(Vec::from(wanted), cids);
+        assert!(requested.is_empty());
+    }
+}
