@@ -324,6 +324,16 @@ mod tests {
         Provider::new(PeerId::random(), true, now)
     }
 
+    /// Plans a whole window with nothing lacking.
+    fn plan(
+        providers: &mut [Provider],
+        wanted: &mut VecDeque<Cid>,
+        requested: &mut Requested,
+        now: Instant,
+    ) -> Vec<(usize, Vec<Cid>)> {
+        plan_batches(providers, wanted, requested, &HashMap::new(), WINDOW, now)
+    }
+
     fn leaves(n: usize) -> Vec<Cid> {
         (0..n)
             .map(|i| Block::build(RAW, HashAlg::Sha2_256, i.to_le_bytes().to_vec()).cid)
@@ -374,14 +384,7 @@ mod tests {
         let mut providers: Vec<Provider> = (0..3).map(|_| provider(now)).collect();
         let mut wanted: VecDeque<Cid> = leaves(1000).into();
         let mut requested = Requested::new();
-        let planned = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut requested,
-            &HashMap::new(),
-            WINDOW,
-            now,
-        );
+        let planned = plan(&mut providers, &mut wanted, &mut requested, now);
         // Three providers of PER_PROVIDER requests each fit in the window of 16.
         assert_eq!(planned.len(), 3 * PER_PROVIDER);
         assert!(providers.iter().all(|p| p.in_flight == PER_PROVIDER));
@@ -398,14 +401,7 @@ mod tests {
         assert_eq!(planned[0].1[0], leaves(1)[0]);
 
         // Nothing more while every provider is at its share.
-        let more = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut requested,
-            &HashMap::new(),
-            WINDOW,
-            now,
-        );
+        let more = plan(&mut providers, &mut wanted, &mut requested, now);
         assert!(more.is_empty());
     }
 
@@ -416,14 +412,7 @@ mod tests {
         providers[1].proven = false;
         let mut wanted: VecDeque<Cid> = leaves(200).into();
         let mut requested = Requested::new();
-        let planned = plan_batches(
-            &mut providers,
-            &mut wanted,
-            &mut requested,
-            &HashMap::new(),
-            WINDOW,
-            now,
-        );
+        let planned = plan(&mut providers, &mut wanted, &mut requested, now);
         let to = |i: usize| planned.iter().filter(|(p, _)| *p == i).collect::<Vec<_>>();
         assert_eq!(to(0).len(), PER_PROVIDER);
         assert!(to(0).iter().all(|(_, batch)| batch.len() == BATCH));
