@@ -61,6 +61,26 @@ struct ProviderLookup {
     reply: Replier<Vec<PeerId>>,
 }
 
+/// Adds the time spent polling `inner` to `busy`: the share of one core the swarm task takes.
+struct Busy<F> {
+    inner: std::pin::Pin<Box<F>>,
+    busy: prometheus_client::metrics::counter::Counter<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl<F: std::future::Future> std::future::Future for Busy<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let started = std::time::Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        self.busy.inc_by(started.elapsed().as_secs_f64());
+        polled
+    }
+}
+
 /// Runs the swarm until stopped.
 pub struct EventLoop {
     pub(crate) swarm: Swarm<Behaviour>,
@@ -172,7 +192,16 @@ impl EventLoop {
     }
 
     /// Runs until `stop` is cancelled or every client is gone; then closes the swarm.
-    pub async fn run(mut self, stop: CancellationToken) {
+    pub async fn run(self, stop: CancellationToken) {
+        let busy = self.metrics.swarm_busy_seconds.clone();
+        Busy {
+            inner: Box::pin(self.serve(stop)),
+            busy,
+        }
+        .await;
+    }
+
+    async fn serve(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

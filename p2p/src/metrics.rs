@@ -2,6 +2,8 @@
 //! protocol and direction, Kademlia, Identify, ping, connection events) are registered beside
 //! them under `cairn_libp2p_*`.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -22,6 +24,7 @@ pub struct P2pMetrics {
     pub open_network: Gauge,
     pub pin_claims_stored: Gauge,
     pub providers_refused: Family<Labels, Counter>,
+    pub swarm_busy_seconds: Counter<f64, AtomicU64>,
 }
 
 impl P2pMetrics {
@@ -77,6 +80,12 @@ impl P2pMetrics {
             "Roots whose pin claims this node's DHT store holds (exact after each drain of \
              expired claims, counted up between)",
             metrics.pin_claims_stored.clone(),
+        );
+        p2p.register(
+            "swarm_busy_seconds",
+            "Time the swarm task spent working (its rate is the share of one core it takes; near 1 \
+             every peer's messages wait on it)",
+            metrics.swarm_busy_seconds.clone(),
         );
         p2p.register(
             "open_network",

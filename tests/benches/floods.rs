@@ -1,8 +1,8 @@
 //! `make bench`, fourth part (also `make bench-floods`): what each flood of the threat model costs
 //! an honest member. A server node and a cluster member run in this process on loopback (the
 //! member is on the server's bootstrap list, as a private cluster's nodes are); the member fetches
-//! 32 MiB DAGs from the server over and over, just before each flood (its baseline) and during
-//! it. Each flood runs in a process of its own, from hostile peers built from our own crates, at
+//! 32 MiB DAGs from the server over and over, just before each flood, during it and after it
+//! (the baseline is the mean of before and after). Each flood runs in a process of its own, from hostile peers built from our own crates, at
 //! the lowest CPU priority: on one 2-core machine the flooder's own work would otherwise take
 //! cycles an attacker elsewhere spends on its own cores. Printed per flood: the member's
 //! throughput against its baseline (goal ≥ 0.8), the flood's size and how the server answered
@@ -118,6 +118,18 @@ impl Bench {
             .await
             .unwrap();
         sample(&text, series).unwrap_or(0.0)
+    }
+
+    /// Seconds the server's and the member's swarm tasks have spent working, so far.
+    async fn swarm_busy(&self) -> (f64, f64) {
+        let busy = |node: &TestNode| {
+            let addr = node.handle.metrics_addr().unwrap();
+            async move {
+                let text = scrape(addr).await.unwrap();
+                sample(&text, "cairn_p2p_swarm_busy_seconds_total").unwrap_or(0.0)
+            }
+        };
+        (busy(&self.server).await, busy(&self.member).await)
     }
 
     /// The member's verified fetch rate from the server over [`WINDOW`], in MiB/s.
@@ -251,16 +263,28 @@ struct Cpu {
     started: Instant,
     ours: f64,
     flooder: Option<(u32, f64)>,
+    swarms: (f64, f64),
 }
 
 impl Cpu {
-    fn start(flooder: Option<u32>) -> Self {
+    async fn start(bench: &Bench, flooder: Option<u32>) -> Self {
         let used = |pid| cairn_tests::daemon::cpu_seconds_of(pid).unwrap_or(0.0);
         Self {
             started: Instant::now(),
             ours: used(std::process::id()),
             flooder: flooder.map(|pid| (pid, used(pid))),
+            swarms: bench.swarm_busy().await,
         }
+    }
+
+    /// The share of one core the server's and the member's swarm tasks took since `start`.
+    async fn swarms(&self, bench: &Bench) -> (f64, f64) {
+        let wall = self.started.elapsed().as_secs_f64();
+        let (server, member) = bench.swarm_busy().await;
+        (
+            (server - self.swarms.0) / wall,
+            (member - self.swarms.1) / wall,
+        )
     }
 
     /// Cores used on average since `start`: (this process, the flooder).
@@ -693,43 +717,58 @@ async fn main() {
         let rss_before = cairn_tests::daemon::rss_of(std::process::id()).unwrap_or(0);
         let admin = name.starts_with("admin");
         // A baseline right before each flood: the machine's pace drifts over a run.
-        let cpu = Cpu::start(None);
+        let cpu = Cpu::start(&bench, None).await;
         let baseline = if admin {
             bench.operator_rate().await
         } else {
             bench.honest_throughput().await
         };
         let (our_cores_before, _) = cpu.cores();
+        let swarms_before = cpu.swarms(&bench).await;
         let before = refusals(&bench, name).await;
         let flooder = spawn_flooder(&target, name).await;
         tokio::time::sleep(RAMP).await;
         let stop = CancellationToken::new();
         let rss = watch_rss(stop.clone());
-        let cpu = Cpu::start(flooder.id());
+        let cpu = Cpu::start(&bench, flooder.id()).await;
         let honest = if admin {
             bench.operator_rate().await
         } else {
             bench.honest_throughput().await
         };
         let (our_cores, flooder_cores) = cpu.cores();
+        let swarms = cpu.swarms(&bench).await;
         stop.cancel();
         let peak = rss.await.unwrap();
         let tally = stop_flooder(flooder).await;
         let after = refusals(&bench, name).await;
-        let ratio = honest / baseline;
+        // And once more after it: the ratio is taken against the mean of the two, so a
+        // machine (or a store) that drifts over the run is not charged to the flood.
+        let recovered = if admin {
+            bench.operator_rate().await
+        } else {
+            bench.honest_throughput().await
+        };
+        let ratio = honest / ((baseline + recovered) / 2.0);
         if name != CONTROL {
             worst = worst.min(ratio);
         }
         let unit = if admin { "status calls/s" } else { "MiB/s" };
         println!(
-            "  {name}: honest {honest:.0} {unit} against {baseline:.0} before it ({ratio:.2}×{}); \
+            "  {name}: honest {honest:.0} {unit} against {baseline:.0} before it and \
+             {recovered:.0} after ({ratio:.2}×{}); \
              flood {tally}; cores used by server+member {our_cores_before:.2} → {our_cores:.2}, \
-             by the flooder {flooder_cores:.2}; server+member peak RSS {} MiB (+{})",
+             by the flooder {flooder_cores:.2}; swarm tasks busy (server, member) \
+             {:.2}, {:.2} → {:.2}, {:.2}; server+member peak RSS {} MiB (+{})",
             if ratio >= 0.8 {
                 ""
             } else {
                 ", under the 0.8 goal"
             },
+            swarms_before.0,
+            swarms_before.1,
+            swarms.0,
+            swarms.1,
             peak >> 20,
             peak.saturating_sub(rss_before) >> 20,
         );
