@@ -266,7 +266,13 @@ fn dispatch(
     in_flight: &mut FuturesUnordered<Pending>,
 ) {
     let now = Instant::now();
-    let room = WINDOW.saturating_sub(in_flight.len());
+    // The window is the holders'; probes to unproven peers have their own few slots.
+    let to_proven: usize = providers
+        .iter()
+        .filter(|p| p.proven)
+        .map(|p| p.in_flight)
+        .sum();
+    let room = WINDOW.saturating_sub(to_proven);
     let mut planned = plan_batches(providers, wanted, requested, lacking, room, now);
     if wanted.is_empty() && !requested.is_empty() {
         // Hedges get a window of their own: the one the stalled requests fill.

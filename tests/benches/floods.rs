@@ -1,15 +1,16 @@
 //! `make bench`, fourth part (also `make bench-floods`): what each flood of the threat model costs
 //! an honest member. A server node and a cluster member run in this process on loopback (the
 //! member is on the server's bootstrap list, as a private cluster's nodes are); the member fetches
-//! 32 MiB DAGs from the server over and over, just before each flood, during it and after it
-//! (the baseline is the mean of before and after). Each flood runs in a process of its own, from hostile peers built from our own crates, at
-//! the lowest CPU priority: on one 2-core machine the flooder's own work would otherwise take
-//! cycles an attacker elsewhere spends on its own cores. Printed per flood: the member's
-//! throughput against its baseline (goal ≥ 0.8), the flood's size and how the server answered
-//! it, the cores used by this process and by the flooder, the server's refusal counters, and
-//! this process's peak resident memory (server and member). For the admin port the honest work
-//! is the operator's `status` calls. A control row runs a flooder that sends nothing, so the
-//! ratios can be read against what two windows with no flood measure on the same machine.
+//! 32 MiB DAGs from the server over and over, just before each flood, during it and after it (the
+//! baseline is the mean of before and after). Each flood runs in a process of its own, from
+//! hostile peers built from our own crates, at the lowest CPU priority: on one 2-core machine the
+//! flooder's own work would otherwise take cycles an attacker elsewhere spends on its own cores.
+//! Printed per flood: the member's throughput against its baseline (goal ≥ 0.8), the flood's size
+//! and how the server answered it, the cores used by this process and by the flooder, how busy
+//! the two swarm tasks were, the server's refusal counters, and this process's peak resident
+//! memory (server and member). For the admin port the honest work is the operator's `status`
+//! calls. A control row runs a flooder that sends nothing, so the ratios can be read against what
+//! two windows with no flood measure on the same machine.
 
 #![allow(
     clippy::print_stdout,

@@ -19,6 +19,10 @@ const PER_PROVIDER: usize = 4;
 const BATCH: usize = 16;
 /// CIDs per request to a provider not yet proven (see [`Provider::proven`]), one at a time.
 const PROBE_BATCH: usize = 4;
+/// Requests in flight at once to all providers not yet proven together, beside the window: in an
+/// open network many connected peers may hold nothing, or answer slowly on purpose, and they
+/// must not take the window from the holders.
+const MAX_PROBES: usize = 2;
 /// A provider that fails this many requests in a row is dropped from the fetch.
 const MAX_FAILURES: u32 = 3;
 /// "Slow down" answers in a row, with no block, after which a provider counts as failing: a peer
@@ -53,6 +57,8 @@ pub(super) struct Provider {
     pub(super) failures: u32,
     pub(super) slow_downs: u32,
     pub(super) dropped: bool,
+    /// Requests sent to it in this fetch: probes rotate over the unproven peers.
+    asked: u32,
 }
 
 impl Provider {
@@ -65,8 +71,18 @@ impl Provider {
             failures: 0,
             slow_downs: 0,
             dropped: false,
+            asked: 0,
         }
     }
+}
+
+/// Requests in flight to providers not yet proven.
+fn probes_in_flight(providers: &[Provider]) -> usize {
+    providers
+        .iter()
+        .filter(|p| !p.proven)
+        .map(|p| p.in_flight)
+        .sum()
 }
 
 /// Books one answer against its provider: failures (errors, answers that carry nothing at all)
@@ -107,10 +123,11 @@ pub(super) fn judge(
     }
 }
 
-/// The scheduling step of a fetch, apart from the network: up to `room` batches, each for a
-/// ready provider (least busy first, at most `PER_PROVIDER` in flight each) holding the front
-/// CIDs of `wanted` it has not said it lacks. Planned CIDs leave `wanted` for `requested`, and
-/// each chosen provider's `in_flight` grows by one.
+/// The scheduling step of a fetch, apart from the network: up to `room` batches for proven
+/// providers (least busy first, at most `PER_PROVIDER` in flight each), and probes for unproven
+/// ones while fewer than `MAX_PROBES` are in flight, each holding the front CIDs of `wanted` its
+/// provider has not said it lacks. Planned CIDs leave `wanted` for `requested`, and each chosen
+/// provider's `in_flight` grows by one.
 pub(super) fn plan_batches(
     providers: &mut [Provider],
     wanted: &mut VecDeque<Cid>,
@@ -120,8 +137,9 @@ pub(super) fn plan_batches(
     now: Instant,
 ) -> Vec<(usize, Vec<Cid>)> {
     let mut planned = Vec::new();
+    let (mut to_proven, mut probing) = (0, probes_in_flight(providers));
     let mut progress = true;
-    while progress && planned.len() < room && !wanted.is_empty() {
+    while progress && !wanted.is_empty() {
         progress = false;
         let mut order: Vec<usize> = (0..providers.len())
             .filter(|i| {
@@ -130,10 +148,15 @@ pub(super) fn plan_batches(
                 !p.dropped && p.in_flight < most && p.ready_at <= now
             })
             .collect();
-        order.sort_by_key(|i| providers[*i].in_flight);
+        // Holders first, the least busy first; probes rotate over the unproven peers.
+        order.sort_by_key(|i| {
+            let p = &providers[*i];
+            (!p.proven, p.in_flight, p.asked)
+        });
         for index in order {
-            if planned.len() >= room {
-                return planned;
+            let proven = providers[index].proven;
+            if (proven && to_proven >= room) || (!proven && probing >= MAX_PROBES) {
+                continue;
             }
             let peer = providers[index].peer;
             let size = if providers[index].proven {
@@ -163,6 +186,12 @@ pub(super) fn plan_batches(
                 continue;
             }
             progress = true;
+            if proven {
+                to_proven += 1;
+            } else {
+                probing += 1;
+            }
+            providers[index].asked += 1;
             for cid in &batch {
                 let flight = Flight {
                     at: index,
@@ -216,9 +245,14 @@ pub(super) fn plan_hedges(
     // Proven providers first, then the least busy.
     order.sort_by_key(|i| (!providers[*i].proven, providers[*i].in_flight));
     let mut planned = Vec::new();
+    let mut probing = probes_in_flight(providers);
     for index in order {
         let (most, size) = share(&providers[index]);
-        while planned.len() < room && providers[index].in_flight < most {
+        let proven = providers[index].proven;
+        while planned.len() < room
+            && providers[index].in_flight < most
+            && (proven || probing < MAX_PROBES)
+        {
             let peer = providers[index].peer;
             let fits = |cid: &Cid| {
                 requested.get(cid).is_some_and(|f| f.at != index)
@@ -240,6 +274,9 @@ pub(super) fn plan_hedges(
                     flight.hedged = true;
                     flight.outstanding += 1;
                 }
+            }
+            if !proven {
+                probing += 1;
             }
             providers[index].in_flight += 1;
             planned.push((index, batch));
@@ -419,6 +456,38 @@ mod tests {
         // The unproven peer holds back one batch of PROBE_BATCH CIDs at most.
         assert_eq!(to(1).len(), 1);
         assert_eq!(to(1)[0].1.len(), PROBE_BATCH);
+    }
+
+    #[test]
+    fn many_unproven_peers_share_a_few_probes_and_never_take_the_window_from_a_holder() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now)];
+        for _ in 0..20 {
+            providers.push(Provider::new(PeerId::random(), false, now));
+        }
+        let mut wanted: VecDeque<Cid> = leaves(1000).into();
+        let mut requested = Requested::new();
+        let planned = plan(&mut providers, &mut wanted, &mut requested, now);
+        let to_holder = planned.iter().filter(|(i, _)| *i == 0).count();
+        assert_eq!(
+            to_holder, PER_PROVIDER,
+            "the holder got less than its share"
+        );
+        assert_eq!(planned.len() - to_holder, MAX_PROBES);
+        assert_eq!(probes_in_flight(&providers), MAX_PROBES);
+
+        // The next probes go to peers not asked yet.
+        let probed: HashSet<usize> = planned
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| *i != 0)
+            .collect();
+        for index in &probed {
+            providers[*index].in_flight = 0;
+        }
+        let next = plan(&mut providers, &mut wanted, &mut requested, now);
+        assert_eq!(next.len(), MAX_PROBES);
+        assert!(next.iter().all(|(i, _)| *i != 0 && !probed.contains(i)));
     }
 
     #[test]
