@@ -211,9 +211,9 @@ pub(super) fn plan_batches(
 /// The endgame of a fetch, when nothing is left to ask for but answers are still out: CIDs held
 /// by a provider not yet proven, or by any provider for [`HEDGE_AFTER`], are asked once more of
 /// another provider with room (proven and least busy first, within the shares of
-/// [`plan_batches`], never one that said it lacks them). A
-/// peer that stalls on purpose then costs a fetch [`HEDGE_AFTER`] at most, not the request
-/// timeout; the first answer with a block wins and the other is ignored.
+/// [`plan_batches`], never one that said it lacks them). A peer that stalls on purpose then
+/// costs a fetch [`HEDGE_AFTER`] at most, not the request timeout; the first answer with a block
+/// wins and the other is ignored.
 pub(super) fn plan_hedges(
     providers: &mut [Provider],
     requested: &mut Requested,
