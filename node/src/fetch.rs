@@ -208,7 +208,11 @@ async fn fetch_dag_paced<B: Backend>(
         if let Some(wait) = reply.retry_after {
             provider.ready_at = Instant::now() + wait;
         }
-        let (good, bad) = check_blocks(store, reply.blocks, &still_wanted).await?;
+        // Every block is checked, even one a hedge already brought: a wrong block is reported
+        // whenever it arrives. Only the ones still wanted are stored.
+        let asked_set: HashSet<Cid> = asked.iter().copied().collect();
+        let (mut good, bad) = check_blocks(store, reply.blocks, &asked_set).await?;
+        good.retain(|block| still_wanted.contains(&block.cid));
         if !bad.is_empty() {
             report.bad_blocks += bad.len() as u64;
             tracing::warn!(%peer, blocks = bad.len(), "peer sent blocks that do not match their CIDs; dropped");
