@@ -457,11 +457,12 @@ pub(crate) async fn flooder(name: &str) {
 /// returns it once the flood is under way.
 pub(crate) async fn spawn_flooder(target: &Target, name: &str) -> tokio::process::Child {
     use tokio::io::AsyncBufReadExt;
-    // At the lowest priority: on this one machine the flooder's own work would otherwise take
-    // the CPU an attacker elsewhere would spend on its own cores, and the ratio would measure
-    // the machine, not the node. It still gets every cycle the node leaves idle.
-    let mut child = tokio::process::Command::new("nice")
-        .args(["-n", "19"])
+    // Under SCHED_IDLE: on this one machine the flooder's own work would otherwise take the CPU
+    // an attacker elsewhere would spend on its own cores, and the ratio would measure the
+    // machine, not the node. It still gets every cycle the node leaves idle, and unlike `nice 19`
+    // it yields the moment a node thread wakes, so it cannot add latency to the honest fetch.
+    let mut child = tokio::process::Command::new("chrt")
+        .args(["--idle", "0"])
         .arg(std::env::current_exe().unwrap())
         .env(FLOOD_VAR, name)
         .envs(target.env())
