@@ -119,6 +119,8 @@ pub struct EventLoop {
     /// Which bootstrap peer (if exactly one was connected) each routing-table entry came through.
     learnt_via: HashMap<PeerId, Option<PeerId>>,
     domination_warned: bool,
+    /// When Kademlia's bootstrap runs again while the cluster forms, and the interval after it.
+    rediscovery: Option<bootstrap::Rediscovery>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -188,6 +190,7 @@ impl EventLoop {
             remote_providers: providers::RemoteProviders::new(settings.max_provider_keys_per_peer),
             learnt_via: HashMap::new(),
             domination_warned: false,
+            rediscovery: None,
         }
     }
 
@@ -239,6 +242,7 @@ impl EventLoop {
             self.drain_expired_claims();
         }
         self.dial_bootstrap_peers(now);
+        self.rediscover(now);
         self.check_routing_domination();
     }
 

@@ -22,6 +22,37 @@ const DOMINATION_SHARE: f64 = 2.0 / 3.0;
 const DOMINATION_MIN_TABLE: usize = 4;
 /// Routing-table entries whose source is remembered; beyond this, new ones are not attributed.
 const MAX_ROUTING_SOURCES: usize = 16_384;
+/// After a bootstrap peer answers, Kademlia's bootstrap runs again after 1 s, 2 s, 4 s, ... up to
+/// this, then only at Kademlia's own period. A node that joined while its bootstrap peer had not
+/// yet learnt of another newcomer would otherwise not meet that newcomer for minutes: neither of
+/// the two looks again until a new peer enters its own table.
+const LAST_REDISCOVERY: Duration = Duration::from_secs(128);
+
+/// The next re-run of Kademlia's bootstrap while the cluster forms.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rediscovery {
+    at: Instant,
+    interval: Duration,
+}
+
+impl Rediscovery {
+    fn starting(now: Instant) -> Self {
+        let interval = Duration::from_secs(1);
+        Self {
+            at: now + interval,
+            interval,
+        }
+    }
+
+    /// The one after this, or none once the interval reached [`LAST_REDISCOVERY`].
+    fn next(self, now: Instant) -> Option<Self> {
+        let interval = self.interval * 2;
+        (interval <= LAST_REDISCOVERY).then(|| Self {
+            at: now + interval,
+            interval,
+        })
+    }
+}
 
 pub(super) struct BootstrapEntry {
     peer: BootstrapPeer,
@@ -62,6 +93,17 @@ impl EventLoop {
         entry.problem = None;
         self.publish_bootstrap_progress();
         let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        self.rediscovery = Some(Rediscovery::starting(Instant::now()));
+    }
+
+    /// Runs Kademlia's bootstrap again when the forming schedule says so.
+    pub(super) fn rediscover(&mut self, now: Instant) {
+        let Some(due) = self.rediscovery.filter(|r| r.at <= now) else {
+            return;
+        };
+        // No known peer yet (the table fills on identify): try again at the next step.
+        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        self.rediscovery = due.next(now);
     }
 
     /// The last connection to `peer` closed: a lost bootstrap peer is dialled again, with
@@ -206,5 +248,24 @@ impl EventLoop {
                  others do not answer; if it is poisoned, so is this node's view of the network"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rediscovery_backs_off_from_one_second_and_then_leaves_it_to_kademlia() {
+        let start = Instant::now();
+        let mut step = Some(Rediscovery::starting(start));
+        let mut waits = Vec::new();
+        let mut now = start;
+        while let Some(due) = step {
+            waits.push(due.at.duration_since(now).as_secs());
+            now = due.at;
+            step = due.next(now);
+        }
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 64, 128]);
     }
 }
