@@ -41,6 +41,38 @@ impl Cf {
 pub enum Op {
     Put(Cf, Vec<u8>, Vec<u8>),
     Delete(Cf, Vec<u8>),
+    /// Adds to a pair of counters (two big-endian u64s, wrapping; a missing value counts as
+    /// zero). A delta rather than a new total: a batch that is lost in a crash takes its own
+    /// delta with it, whatever was written after it.
+    Add(Cf, Vec<u8>, [u64; 2]),
+}
+
+/// The bytes of a counter pair.
+pub fn encode_counters(counters: [u64; 2]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&counters[0].to_be_bytes());
+    out.extend_from_slice(&counters[1].to_be_bytes());
+    out
+}
+
+/// A counter pair from its bytes; None when they are not one.
+pub fn decode_counters(raw: &[u8]) -> Option<[u64; 2]> {
+    let record: [u8; 16] = raw.try_into().ok()?;
+    let both = u128::from_be_bytes(record);
+    Some([(both >> 64) as u64, both as u64])
+}
+
+/// `existing` plus every delta in `deltas`; None when any of them is not a counter pair.
+pub fn add_counters<'a>(
+    existing: Option<&[u8]>,
+    deltas: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Vec<u8>> {
+    let mut sum = existing.map_or(Some([0, 0]), decode_counters)?;
+    for delta in deltas {
+        let [blocks, bytes] = decode_counters(delta)?;
+        sum = [sum[0].wrapping_add(blocks), sum[1].wrapping_add(bytes)];
+    }
+    Some(encode_counters(sum))
 }
 
 /// A set of writes applied all together or not at all.
@@ -56,6 +88,10 @@ impl Batch {
 
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
         self.ops.push(Op::Delete(cf, key.into()));
+    }
+
+    pub fn add(&mut self, cf: Cf, key: impl Into<Vec<u8>>, delta: [u64; 2]) {
+        self.ops.push(Op::Add(cf, key.into(), delta));
     }
 }
 
@@ -74,6 +110,13 @@ pub trait Backend: Send + Sync + 'static {
     /// pays for one sync at its end instead of one per batch.
     fn write_buffered(&self, batch: Batch) -> Result<()> {
         self.write(batch)
+    }
+
+    /// Like [`Backend::write_buffered`], for batches large enough that writing their bytes once
+    /// matters: an engine may leave them out of its write-ahead log, and then makes them durable
+    /// at the next [`Backend::sync`] by writing its memory tables out. The batch is still atomic.
+    fn write_bulk(&self, batch: Batch) -> Result<()> {
+        self.write_buffered(batch)
     }
 
     /// Makes every write so far durable.
@@ -103,4 +146,28 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Makes everything written so far durable (used at shutdown).
     fn flush(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_deltas_and_take_away_wrapped_ones() {
+        let base = encode_counters([10, 1000]);
+        let plus = encode_counters([2, 300]);
+        let minus = encode_counters([3u64.wrapping_neg(), 500u64.wrapping_neg()]);
+        let sum = add_counters(Some(&base), [plus.as_slice(), minus.as_slice()]).unwrap();
+        assert_eq!(decode_counters(&sum), Some([9, 800]));
+        // A missing counter starts at zero.
+        let sum = add_counters(None, [plus.as_slice()]).unwrap();
+        assert_eq!(decode_counters(&sum), Some([2, 300]));
+    }
+
+    #[test]
+    fn a_counter_that_is_not_sixteen_bytes_is_refused_not_guessed() {
+        let plus = encode_counters([1, 1]);
+        assert_eq!(add_counters(Some(b"short"), [plus.as_slice()]), None);
+        assert_eq!(add_counters(None, [b"short".as_slice()]), None);
+    }
 }

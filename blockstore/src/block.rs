@@ -39,6 +39,52 @@ impl Block {
     }
 }
 
+/// A block whose bytes were hashed to its CID in this process: built from its bytes, or checked
+/// against the CID it claims. Only those two ways make one, so holding one is proof that the hash
+/// was paid; the store takes it as its own check on write
+/// ([`crate::Store::put_verified_buffered`]) instead of hashing the bytes a second time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedBlock(Block);
+
+impl VerifiedBlock {
+    /// A CIDv1 block of `codec`, its CID computed from `data` with `hash`.
+    pub fn build(codec: u64, hash: HashAlg, data: impl Into<Bytes>) -> Self {
+        Self(Block::build(codec, hash, data))
+    }
+
+    /// `data` under the CID computed from it with `hash`, as CIDv0 (DAG-PB and SHA-256 only: the
+    /// one case CIDv0 can name).
+    pub fn build_v0(data: impl Into<Bytes>) -> Result<Self> {
+        let data = data.into();
+        let cid = Cid::new_v0(HashAlg::Sha2_256.digest(&data))
+            .map_err(|e| Error::Internal(format!("a SHA-256 digest made no CIDv0: {e}")))?;
+        Ok(Self(Block { cid, data }))
+    }
+
+    /// `block` once its bytes hash to the CID it claims; [`Error::HashMismatch`] (or
+    /// [`Error::UnsupportedHash`]) otherwise.
+    pub fn check(block: Block) -> Result<Self> {
+        verify(&block.cid, &block.data)?;
+        Ok(Self(block))
+    }
+
+    pub fn cid(&self) -> &Cid {
+        &self.0.cid
+    }
+
+    pub fn data(&self) -> &Bytes {
+        &self.0.data
+    }
+
+    pub fn as_block(&self) -> &Block {
+        &self.0
+    }
+
+    pub fn into_block(self) -> Block {
+        self.0
+    }
+}
+
 /// The hash functions Cairn computes and verifies.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum HashAlg {

@@ -31,7 +31,7 @@ use multihash::Multihash;
 
 pub use backend::mem::MemBackend;
 pub use backend::rocks::RocksBackend;
-pub use block::{Block, DAG_PB, HashAlg, RAW, links, raw_cid, verify};
+pub use block::{Block, DAG_PB, HashAlg, RAW, VerifiedBlock, links, raw_cid, verify};
 pub use dag::walk;
 pub use error::{Error, Result};
 pub use metrics::StoreMetrics;
@@ -82,6 +82,12 @@ pub trait Blockstore: Send + Sync + 'static {
     fn put_many_buffered(&self, blocks: &[Block]) -> Result<()> {
         self.put_many(blocks)
     }
+    /// [`Blockstore::put_many_buffered`] for blocks whose hash was checked already. A store that
+    /// takes that check as its own skips hashing them again; this default does not.
+    fn put_verified_buffered(&self, blocks: &[VerifiedBlock]) -> Result<()> {
+        let blocks: Vec<Block> = blocks.iter().map(|b| b.as_block().clone()).collect();
+        self.put_many_buffered(&blocks)
+    }
     /// Makes every buffered write durable.
     fn sync(&self) -> Result<()> {
         Ok(())
@@ -109,6 +115,9 @@ impl<B: backend::Backend> Blockstore for Store<B> {
     }
     fn put_many_buffered(&self, blocks: &[Block]) -> Result<()> {
         Store::put_many_buffered(self, blocks)
+    }
+    fn put_verified_buffered(&self, blocks: &[VerifiedBlock]) -> Result<()> {
+        Store::put_verified_buffered(self, blocks)
     }
     fn sync(&self) -> Result<()> {
         Store::sync(self)

@@ -10,8 +10,8 @@ use cid::Cid;
 use multihash::Multihash;
 use parking_lot::{Mutex, RwLock};
 
-use crate::backend::{Backend, Batch, Cf};
-use crate::block::{Block, check_codec, raw_cid, verify, verify_multihash};
+use crate::backend::{Backend, Batch, Cf, decode_counters, encode_counters};
+use crate::block::{Block, VerifiedBlock, check_codec, raw_cid, verify, verify_multihash};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 
@@ -62,6 +62,11 @@ enum Durability {
     AtNextSync,
 }
 
+/// A buffered batch at least this large goes to the engine as a bulk write (no WAL entry, durable
+/// at the next sync by a memtable flush): its bytes are written once. Smaller ones keep the WAL,
+/// so a small add does not cost a flush of its own.
+const BULK_BATCH_BYTES: u64 = 2 << 20;
+
 /// What the store holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -80,21 +85,35 @@ pub(crate) struct Usage {
 
 impl Usage {
     pub(crate) fn encode(self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16);
-        out.extend_from_slice(&self.blocks.to_be_bytes());
-        out.extend_from_slice(&self.bytes.to_be_bytes());
-        out
+        encode_counters([self.blocks, self.bytes])
     }
 
     fn decode(raw: &[u8]) -> Result<Self> {
-        let record: [u8; 16] = raw
-            .try_into()
-            .map_err(|_| Error::Corrupt(format!("usage record is {} bytes, not 16", raw.len())))?;
-        let both = u128::from_be_bytes(record);
-        Ok(Self {
-            blocks: (both >> 64) as u64,
-            bytes: both as u64,
-        })
+        let [blocks, bytes] = decode_counters(raw).ok_or_else(|| {
+            Error::Corrupt(format!("usage record is {} bytes, not 16", raw.len()))
+        })?;
+        Ok(Self { blocks, bytes })
+    }
+
+    fn without(self, removed: Usage) -> Usage {
+        Usage {
+            blocks: self.blocks.saturating_sub(removed.blocks),
+            bytes: self.bytes.saturating_sub(removed.bytes),
+        }
+    }
+
+    /// Writes `self` as a change (added blocks and bytes) to the stored counter.
+    fn add_to(self, batch: &mut Batch) {
+        batch.add(Cf::Meta, USAGE_KEY, [self.blocks, self.bytes]);
+    }
+
+    /// Writes `self` as blocks and bytes taken away from the stored counter.
+    fn subtract_from(self, batch: &mut Batch) {
+        batch.add(
+            Cf::Meta,
+            USAGE_KEY,
+            [self.blocks.wrapping_neg(), self.bytes.wrapping_neg()],
+        );
     }
 }
 
@@ -280,13 +299,26 @@ impl<B: Backend> Store<B> {
     /// Stores blocks atomically: all are checked first, and either all new ones are written (with
     /// the usage counter, in one batch) or none is. Durable when it returns (with synced writes).
     pub fn put_many(&self, blocks: &[Block]) -> Result<()> {
-        self.put_checked(blocks, Durability::Now)
+        self.check_all(blocks)?;
+        self.write_blocks(blocks, Durability::Now)
     }
 
     /// [`Store::put_many`], durable only after the next [`Store::sync`]: for bulk imports, which
     /// acknowledge nothing until their last block is in.
     pub fn put_many_buffered(&self, blocks: &[Block]) -> Result<()> {
-        self.put_checked(blocks, Durability::AtNextSync)
+        self.check_all(blocks)?;
+        self.write_blocks(blocks, Durability::AtNextSync)
+    }
+
+    /// [`Store::put_many_buffered`] for blocks whose bytes were hashed to their CIDs already: that
+    /// hash is this write's check (size and codec are still checked here). The importer and the
+    /// fetch build these, so each byte is hashed once on its way in.
+    pub fn put_verified_buffered(&self, blocks: &[VerifiedBlock]) -> Result<()> {
+        let blocks: Vec<&Block> = blocks.iter().map(VerifiedBlock::as_block).collect();
+        for block in &blocks {
+            self.check_size_and_codec(block)?;
+        }
+        self.write_blocks(blocks, Durability::AtNextSync)
     }
 
     /// Makes every buffered write durable.
@@ -294,10 +326,14 @@ impl<B: Backend> Store<B> {
         self.backend.sync()
     }
 
-    fn put_checked(&self, blocks: &[Block], durability: Durability) -> Result<()> {
-        self.check_all(blocks)?;
+    /// Writes checked blocks that are not stored yet, with the usage change, in one batch.
+    fn write_blocks<'a>(
+        &self,
+        blocks: impl IntoIterator<Item = &'a Block>,
+        durability: Durability,
+    ) -> Result<()> {
         let mut usage = self.usage.lock();
-        let mut seen = HashSet::with_capacity(blocks.len());
+        let mut seen = HashSet::new();
         let mut batch = Batch::default();
         let mut added = Usage::default();
         for block in blocks {
@@ -323,16 +359,18 @@ impl<B: Backend> Store<B> {
                 max: self.opts.max_bytes,
             });
         }
-        let next = Usage {
+        added.add_to(&mut batch);
+        match durability {
+            Durability::Now => self.backend.write(batch)?,
+            Durability::AtNextSync if added.bytes >= BULK_BATCH_BYTES => {
+                self.backend.write_bulk(batch)?
+            }
+            Durability::AtNextSync => self.backend.write_buffered(batch)?,
+        }
+        *usage = Usage {
             blocks: usage.blocks + added.blocks,
             bytes: new_bytes,
         };
-        batch.put(Cf::Meta, USAGE_KEY, next.encode());
-        match durability {
-            Durability::Now => self.backend.write(batch)?,
-            Durability::AtNextSync => self.backend.write_buffered(batch)?,
-        }
-        *usage = next;
         StoreMetrics::add(&self.metrics.puts, added.blocks);
         StoreMetrics::add(&self.metrics.put_bytes, added.bytes);
         Ok(())
@@ -381,6 +419,22 @@ impl<B: Backend> Store<B> {
     }
 
     fn check_block(&self, block: &Block) -> Result<()> {
+        self.check_size(block)?;
+        if let Err(e) = verify(&block.cid, &block.data) {
+            if matches!(e, Error::HashMismatch { .. }) {
+                StoreMetrics::add(&self.metrics.verification_failures, 1);
+            }
+            return Err(e);
+        }
+        check_codec(&block.cid, &block.data)
+    }
+
+    fn check_size_and_codec(&self, block: &Block) -> Result<()> {
+        self.check_size(block)?;
+        check_codec(&block.cid, &block.data)
+    }
+
+    fn check_size(&self, block: &Block) -> Result<()> {
         let size = block.data.len();
         if size as u64 > self.opts.max_block_size {
             return Err(Error::BlockTooLarge {
@@ -389,13 +443,7 @@ impl<B: Backend> Store<B> {
                 max: self.opts.max_block_size,
             });
         }
-        if let Err(e) = verify(&block.cid, &block.data) {
-            if matches!(e, Error::HashMismatch { .. }) {
-                StoreMetrics::add(&self.metrics.verification_failures, 1);
-            }
-            return Err(e);
-        }
-        check_codec(&block.cid, &block.data)
+        Ok(())
     }
 
     /// Removes a block whether or not a pin reaches it; returns whether it was there. Pins are the
@@ -411,24 +459,21 @@ impl<B: Backend> Store<B> {
             return Ok((0, 0));
         }
         let mut usage = self.usage.lock();
-        let mut next = *usage;
         let mut batch = Batch::default();
-        let mut removed = (0, 0);
+        let mut removed = Usage::default();
         for key in keys {
             let Some(data) = self.backend.get(Cf::Blocks, key)? else {
                 continue;
             };
-            removed.0 += 1;
-            removed.1 += data.len() as u64;
-            next.blocks = next.blocks.saturating_sub(1);
-            next.bytes = next.bytes.saturating_sub(data.len() as u64);
+            removed.blocks += 1;
+            removed.bytes += data.len() as u64;
             batch.delete(Cf::Blocks, key.clone());
             batch.delete(Cf::Meta, verified_key(key));
         }
-        batch.put(Cf::Meta, USAGE_KEY, next.encode());
+        removed.subtract_from(&mut batch);
         self.backend.write(batch)?;
-        *usage = next;
-        Ok(removed)
+        *usage = usage.without(removed);
+        Ok((removed.blocks, removed.bytes))
     }
 
     /// Every stored block's multihash, in key order, read page by page.
@@ -457,9 +502,9 @@ impl<B: Backend> Store<B> {
             Some(current) if current == bad => {}
             _ => return Ok(()),
         }
-        let next = Usage {
-            blocks: usage.blocks.saturating_sub(1),
-            bytes: usage.bytes.saturating_sub(bad.len() as u64),
+        let removed = Usage {
+            blocks: 1,
+            bytes: bad.len() as u64,
         };
         let mut record = now_secs().to_be_bytes().to_vec();
         record.extend_from_slice(bad);
@@ -467,9 +512,9 @@ impl<B: Backend> Store<B> {
         batch.delete(Cf::Blocks, key.to_vec());
         batch.delete(Cf::Meta, verified_key(key));
         batch.put(Cf::Quarantine, key.to_vec(), record);
-        batch.put(Cf::Meta, USAGE_KEY, next.encode());
+        removed.subtract_from(&mut batch);
         self.backend.write(batch)?;
-        *usage = next;
+        *usage = usage.without(removed);
         StoreMetrics::add(&self.metrics.quarantined, 1);
         Ok(())
     }

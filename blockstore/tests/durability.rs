@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cairn_blockstore::{Block, HashAlg, RAW, RocksBlockstore, StoreOptions};
+use cairn_blockstore::{Block, HashAlg, RAW, RocksBlockstore, StoreOptions, VerifiedBlock};
 
 /// Set in the child: the store folder it writes to.
 const CHILD_DIR_ENV: &str = "CAIRN_TEST_DURABILITY_CHILD_DIR";
@@ -34,8 +34,10 @@ fn group(g: u32) -> Vec<Block> {
 }
 
 /// Runs the test named `test` as a child writing into a fresh folder, reads its `ack N` lines,
-/// kills it with SIGKILL after `acks` of them, and returns the folder and every N acknowledged.
-fn kill_writer_after(test: &str, acks: usize) -> (tempfile::TempDir, Vec<u32>) {
+/// kills it with SIGKILL after `acks` of them (and, when `at_unsynced`, at the first `unsynced`
+/// line after those: a moment the child has written what no sync has made durable yet), and
+/// returns the folder and every N acknowledged.
+fn kill_writer_after(test: &str, acks: usize, at_unsynced: bool) -> (tempfile::TempDir, Vec<u32>) {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
@@ -45,22 +47,30 @@ fn kill_writer_after(test: &str, acks: usize) -> (tempfile::TempDir, Vec<u32>) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::sync_channel::<u32>(1024);
+    // Some(n): `ack n`; None: `unsynced`.
+    let (tx, rx) = mpsc::sync_channel::<Option<u32>>(1024);
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(n) = line.strip_prefix("ack ").and_then(|n| n.parse().ok())
-                && tx.send(n).is_err()
-            {
+            let seen = if line == "unsynced" {
+                None
+            } else if let Some(n) = line.strip_prefix("ack ").and_then(|n| n.parse().ok()) {
+                Some(n)
+            } else {
+                continue;
+            };
+            if tx.send(seen).is_err() {
                 break;
             }
         }
     });
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut acked = Vec::new();
-    while acked.len() < acks {
+    loop {
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(n) => acked.push(n),
+            Ok(Some(n)) => acked.push(n),
+            Ok(None) if acked.len() >= acks => break,
+            Ok(None) => {}
             Err(e) => {
                 let _ = child.kill();
                 panic!(
@@ -69,13 +79,16 @@ fn kill_writer_after(test: &str, acks: usize) -> (tempfile::TempDir, Vec<u32>) {
                 );
             }
         }
+        if acked.len() >= acks && !at_unsynced {
+            break;
+        }
     }
     // SIGKILL: no destructor, no flush, no chance to finish the write in flight.
     child.kill().unwrap();
     child.wait().unwrap();
     reader.join().unwrap();
     // Acknowledgements already in the pipe count too.
-    acked.extend(rx.try_iter());
+    acked.extend(rx.try_iter().flatten());
     (dir, acked)
 }
 
@@ -98,8 +111,18 @@ fn check_after_kill(dir: &tempfile::TempDir, blocks: impl Iterator<Item = Block>
         checked += 1;
     }
     let stats = store.stats().unwrap();
-    let listed = store.iterate().count() as u64;
-    assert_eq!(stats.blocks, listed);
+    let mut listed = 0u64;
+    let mut bytes = 0u64;
+    for mh in store.iterate() {
+        let cid = cairn_blockstore::raw_cid(mh.unwrap());
+        bytes += store.get(&cid).unwrap().len() as u64;
+        listed += 1;
+    }
+    assert_eq!(
+        (stats.blocks, stats.bytes),
+        (listed, bytes),
+        "the usage record does not match what is stored"
+    );
     assert!(listed >= checked);
 }
 
@@ -116,7 +139,7 @@ fn acknowledged_puts_survive_kill_9() {
         }
         return;
     }
-    let (dir, acked) = kill_writer_after(TEST, 150);
+    let (dir, acked) = kill_writer_after(TEST, 150, false);
     check_after_kill(&dir, acked.into_iter().map(block));
 }
 
@@ -137,6 +160,56 @@ fn acknowledged_bulk_imports_survive_kill_9() {
         }
         return;
     }
-    let (dir, acked) = kill_writer_after(TEST, 60);
+    let (dir, acked) = kill_writer_after(TEST, 60, false);
     check_after_kill(&dir, acked.into_iter().flat_map(group));
+}
+
+/// A batch of eight 256 KiB blocks (2 MiB, a bulk write) for group `g`.
+fn large_group(g: u32) -> Vec<VerifiedBlock> {
+    (0..8u64)
+        .map(|i| {
+            let seed = 1_000_000 + u64::from(g) * 8 + i;
+            VerifiedBlock::build(
+                RAW,
+                HashAlg::Sha2_256,
+                cairn_tests::random_bytes(256 * 1024, seed),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn acknowledged_batches_written_without_the_wal_survive_kill_9() {
+    const TEST: &str = "acknowledged_batches_written_without_the_wal_survive_kill_9";
+    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
+        let store = RocksBlockstore::open(dir.as_ref(), StoreOptions::default()).unwrap();
+        let mut out = std::io::stdout().lock();
+        for g in 0..100_000u32 {
+            store.put_verified_buffered(&large_group(g)).unwrap();
+            // A synced small write after the bulk batch: its counter change is in the WAL and
+            // replays after a crash, whether or not the batch before it survived.
+            store.put(&block(g)).unwrap();
+            if g % GROUPS_PER_SYNC != GROUPS_PER_SYNC - 1 {
+                writeln!(out, "unsynced").unwrap();
+                out.flush().unwrap();
+            }
+            if g % GROUPS_PER_SYNC == GROUPS_PER_SYNC - 1 {
+                store.sync().unwrap();
+                for done in g + 1 - GROUPS_PER_SYNC..=g {
+                    ack(&mut out, done);
+                }
+            }
+        }
+        return;
+    }
+    let (dir, acked) = kill_writer_after(TEST, 30, true);
+    check_after_kill(
+        &dir,
+        acked.into_iter().flat_map(|g| {
+            large_group(g)
+                .into_iter()
+                .map(VerifiedBlock::into_block)
+                .chain([block(g)])
+        }),
+    );
 }

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use cairn_blockstore::backend::Backend;
-use cairn_blockstore::{Block, DAG_PB, Store, links, verify};
+use cairn_blockstore::{Block, DAG_PB, Store, VerifiedBlock, links};
 use cairn_p2p::{BlockReply, Client as Network, Offence, PeerId};
 use cid::Cid;
 use futures_util::StreamExt;
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::pace::ByteRate;
+use crate::parallel::on_every_core;
 use crate::store::NodeStore;
 
 mod schedule;
@@ -212,7 +213,7 @@ async fn fetch_dag_paced<B: Backend>(
         // whenever it arrives. Only the ones still wanted are stored.
         let asked_set: HashSet<Cid> = asked.iter().copied().collect();
         let (mut good, bad) = check_blocks(store, reply.blocks, &asked_set).await?;
-        good.retain(|block| still_wanted.contains(&block.cid));
+        good.retain(|block| still_wanted.contains(block.cid()));
         if !bad.is_empty() {
             report.bad_blocks += bad.len() as u64;
             tracing::warn!(%peer, blocks = bad.len(), "peer sent blocks that do not match their CIDs; dropped");
@@ -225,14 +226,14 @@ async fn fetch_dag_paced<B: Backend>(
             lacking.entry(*cid).or_default().insert(peer);
         }
         for block in &good {
-            requested.remove(&block.cid);
+            requested.remove(block.cid());
         }
         release(&mut wanted, &mut requested, asked);
         if good.is_empty() {
             continue;
         }
         providers[index].proven = true;
-        let bytes = good.iter().map(|b| b.data.len() as u64).sum::<u64>();
+        let bytes = good.iter().map(|b| b.data().len() as u64).sum::<u64>();
         report.blocks += good.len() as u64;
         report.bytes += bytes;
         if let Some(max) = max_bytes
@@ -248,7 +249,7 @@ async fn fetch_dag_paced<B: Backend>(
             pace.spend(bytes).await;
         }
         for block in &good {
-            lacking.remove(&block.cid);
+            lacking.remove(block.cid());
         }
         let children = store_and_expand(store, good).await?;
         // Depth first: the children of what just arrived go to the front.
@@ -307,20 +308,25 @@ async fn check_blocks<B: Backend>(
     store: &NodeStore<B>,
     blocks: Vec<(Cid, bytes::Bytes)>,
     asked: &HashSet<Cid>,
-) -> Result<(Vec<Block>, Vec<Cid>)> {
-    let blocks: Vec<(Cid, bytes::Bytes)> = blocks
+) -> Result<(Vec<VerifiedBlock>, Vec<Cid>)> {
+    let blocks: Vec<Block> = blocks
         .into_iter()
         .filter(|(c, _)| asked.contains(c))
+        .map(|(cid, data)| Block::new(cid, data))
         .collect();
     store
         .jobs()
         .blocking("verifying received blocks", move || {
+            // This hash is the store's check on write too: the verified blocks go in as they are.
+            let checked = on_every_core("verifying received blocks", &blocks, |block| {
+                VerifiedBlock::check(block.clone())
+            })?;
             let mut good = Vec::new();
             let mut bad = Vec::new();
-            for (cid, data) in blocks {
-                match verify(&cid, &data) {
-                    Ok(()) => good.push(Block::new(cid, data)),
-                    Err(_) => bad.push(cid),
+            for (block, checked) in blocks.iter().zip(checked) {
+                match checked {
+                    Ok(block) => good.push(block),
+                    Err(_) => bad.push(block.cid),
                 }
             }
             Ok((good, bad))
@@ -332,15 +338,15 @@ async fn check_blocks<B: Backend>(
 /// theirs that are still missing.
 async fn store_and_expand<B: Backend>(
     store: &NodeStore<B>,
-    blocks: Vec<Block>,
+    blocks: Vec<VerifiedBlock>,
 ) -> Result<Vec<Cid>> {
     store
         .run("storing fetched blocks", move |store| {
-            store.put_many_buffered(&blocks)?;
+            store.put_verified_buffered(&blocks)?;
             let mut children = Vec::new();
             for block in &blocks {
-                if block.cid.codec() == DAG_PB {
-                    children.extend(links(&block.cid, &block.data)?);
+                if block.cid().codec() == DAG_PB {
+                    children.extend(links(block.cid(), block.data())?);
                 }
             }
             missing_below_blocking(store, children)

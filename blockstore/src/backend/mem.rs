@@ -5,8 +5,8 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use super::{Backend, Batch, Cf, Op};
-use crate::error::Result;
+use super::{Backend, Batch, Cf, Op, add_counters};
+use crate::error::{Error, Result};
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -48,6 +48,15 @@ impl Backend for MemBackend {
     fn write(&self, batch: Batch) -> Result<()> {
         // One write lock for the whole batch: readers see all of it or none of it.
         let mut tables = self.tables.write();
+        // Checked before anything is applied, so a bad counter leaves the batch unapplied.
+        for op in &batch.ops {
+            if let Op::Add(cf, k, _) = op
+                && let Some(raw) = tables.get(cf).and_then(|t| t.get(k))
+                && super::decode_counters(raw).is_none()
+            {
+                return Err(Error::Corrupt("a counter is not 16 bytes".into()));
+            }
+        }
         for op in batch.ops {
             match op {
                 Op::Put(cf, k, v) => {
@@ -56,6 +65,15 @@ impl Backend for MemBackend {
                 Op::Delete(cf, k) => {
                     if let Some(t) = tables.get_mut(&cf) {
                         t.remove(&k);
+                    }
+                }
+                Op::Add(cf, k, delta) => {
+                    let table = tables.entry(cf).or_default();
+                    let delta = super::encode_counters(delta);
+                    if let Some(sum) =
+                        add_counters(table.get(&k).map(Vec::as_slice), [delta.as_slice()])
+                    {
+                        table.insert(k, sum);
                     }
                 }
             }

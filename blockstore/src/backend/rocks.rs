@@ -2,13 +2,15 @@
 //! small keys and pointers; everything else stays in the LSM tree.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::Mutex;
 use rocksdb::{
     BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction,
-    IteratorMode, Options, WriteBatch, WriteOptions,
+    FlushOptions, IteratorMode, MergeOperands, Options, WriteBatch, WriteOptions,
 };
 
-use super::{Backend, Batch, Cf, Op};
+use super::{Backend, Batch, Cf, Op, add_counters, encode_counters};
 use crate::error::{Error, Result};
 
 /// Values at least this large leave the LSM tree for blob files.
@@ -19,6 +21,14 @@ pub struct RocksBackend {
     db: DB,
     write_opts: WriteOptions,
     buffered_opts: WriteOptions,
+    /// Bulk batches: no WAL entry, so their bytes are written once (into the memtable, then by
+    /// the flush straight into blob files), not twice.
+    bulk_opts: WriteOptions,
+    /// Set after a bulk batch is written, cleared by the flush that makes it durable.
+    bulk_unflushed: AtomicBool,
+    /// Held across a sync's flush, so a sync that finds nothing left to flush still waits for a
+    /// flush another sync has begun.
+    syncing: Mutex<()>,
 }
 
 impl std::fmt::Debug for RocksBackend {
@@ -47,6 +57,10 @@ impl RocksBackend {
         // One budget for every column family's memtables, so a bulk import cannot grow the
         // daemon's memory past it (RocksDB flushes early instead).
         db_opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        // Bulk batches skip the WAL and touch several column families (blocks, the usage
+        // counter, quarantine): all families must reach disk together, or a crash could keep a
+        // batch's blocks without its counter delta.
+        db_opts.set_atomic_flush(true);
 
         let descriptors = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf)));
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
@@ -54,10 +68,15 @@ impl RocksBackend {
         write_opts.set_sync(sync_writes);
         let mut buffered_opts = WriteOptions::default();
         buffered_opts.set_sync(false);
+        let mut bulk_opts = WriteOptions::default();
+        bulk_opts.disable_wal(true);
         Ok(Self {
             db,
             write_opts,
             buffered_opts,
+            bulk_opts,
+            bulk_unflushed: AtomicBool::new(false),
+            syncing: Mutex::new(()),
         })
     }
 
@@ -73,6 +92,7 @@ impl RocksBackend {
             match op {
                 Op::Put(cf, k, v) => wb.put_cf(self.handle(*cf)?, k, v),
                 Op::Delete(cf, k) => wb.delete_cf(self.handle(*cf)?, k),
+                Op::Add(cf, k, delta) => wb.merge_cf(self.handle(*cf)?, k, encode_counters(*delta)),
             }
         }
         self.db.write_opt(wb, opts)?;
@@ -103,11 +123,32 @@ impl RocksBackend {
         }
         Ok(out)
     }
+
+    /// Writes every memtable out, all column families at once, and waits for it.
+    fn flush_memtables(&self) -> Result<()> {
+        let handles = Cf::ALL
+            .iter()
+            .map(|cf| self.handle(*cf))
+            .collect::<Result<Vec<_>>>()?;
+        let mut opts = FlushOptions::default();
+        opts.set_wait(true);
+        self.db.flush_cfs_opt(&handles, &opts)?;
+        Ok(())
+    }
+}
+
+/// RocksDB's merge for [`Op::Add`]: the counters plus every delta. None (a corrupt counter)
+/// makes the read fail rather than invent a value.
+fn merge_counters(_key: &[u8], existing: Option<&[u8]>, deltas: &MergeOperands) -> Option<Vec<u8>> {
+    add_counters(existing, deltas)
 }
 
 fn cf_options(cf: Cf) -> Options {
     let mut opts = Options::default();
     opts.set_compression_type(DBCompressionType::Lz4);
+    if cf == Cf::Meta {
+        opts.set_merge_operator_associative("cairn_add_counters", merge_counters);
+    }
     if cf == Cf::Blocks {
         // A bloom filter answers "not stored" without touching a blob file: the common case when a
         // put checks for duplicates.
@@ -152,7 +193,22 @@ impl Backend for RocksBackend {
         self.apply(batch, &self.buffered_opts)
     }
 
+    fn write_bulk(&self, batch: Batch) -> Result<()> {
+        self.apply(batch, &self.bulk_opts)?;
+        self.bulk_unflushed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn sync(&self) -> Result<()> {
+        let _one_at_a_time = self.syncing.lock();
+        // Bulk batches are durable once their memtables are on disk; a flush that began after
+        // the flag was cleared covers every bulk batch written before it.
+        if self.bulk_unflushed.swap(false, Ordering::SeqCst)
+            && let Err(e) = self.flush_memtables()
+        {
+            self.bulk_unflushed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         // WAL entries are sequential: syncing now makes every earlier buffered batch durable.
         self.db.flush_wal(true)?;
         Ok(())
@@ -179,9 +235,12 @@ impl Backend for RocksBackend {
     }
 
     fn flush(&self) -> Result<()> {
+        let _one_at_a_time = self.syncing.lock();
         self.db.flush_wal(true)?;
-        for cf in Cf::ALL {
-            self.db.flush_cf(self.handle(cf)?)?;
+        let bulk = self.bulk_unflushed.swap(false, Ordering::SeqCst);
+        if let Err(e) = self.flush_memtables() {
+            self.bulk_unflushed.fetch_or(bulk, Ordering::SeqCst);
+            return Err(e);
         }
         Ok(())
     }

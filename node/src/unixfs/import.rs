@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use cairn_blockstore::{Block, Blockstore, DAG_PB, HashAlg, RAW};
+use cairn_blockstore::{Blockstore, DAG_PB, HashAlg, RAW, VerifiedBlock};
 use cairn_proto::unixfs;
 use cid::Cid;
 use ipld_dagpb::{PbLink, PbNode};
@@ -11,6 +11,40 @@ use prost::Message;
 
 use super::{CHUNK_SIZE, CidVersion, MAX_LINKS};
 use crate::error::{Error, Result};
+use crate::parallel::on_every_core;
+
+/// A leaf of file bytes: a raw block (CIDv1), or a UnixFS file node holding them (CIDv0).
+fn leaf(cid_version: CidVersion, data: &Bytes) -> Result<VerifiedBlock> {
+    match cid_version {
+        CidVersion::V1 => Ok(VerifiedBlock::build(RAW, HashAlg::Sha2_256, data.clone())),
+        CidVersion::V0 => {
+            let meta = unixfs::Data {
+                r#type: unixfs::data::DataType::File as i32,
+                // The reference importer leaves the field out of an empty leaf.
+                data: (!data.is_empty()).then(|| data.clone()),
+                filesize: Some(data.len() as u64),
+                ..Default::default()
+            };
+            dag_pb_block(cid_version, Vec::new(), meta)
+        }
+    }
+}
+
+fn dag_pb_block(
+    cid_version: CidVersion,
+    links: Vec<PbLink>,
+    meta: unixfs::Data,
+) -> Result<VerifiedBlock> {
+    let bytes = PbNode {
+        links,
+        data: Some(Bytes::from(meta.encode_to_vec())),
+    }
+    .into_bytes();
+    Ok(match cid_version {
+        CidVersion::V0 => VerifiedBlock::build_v0(bytes)?,
+        CidVersion::V1 => VerifiedBlock::build(DAG_PB, HashAlg::Sha2_256, bytes),
+    })
+}
 
 /// Blocks are written in batches of about this many bytes: large enough to amortise a synced
 /// write, small enough to keep memory flat.
@@ -61,9 +95,12 @@ pub struct FileImporter<'a, S: Blockstore + ?Sized> {
     store: &'a S,
     opts: ImportOptions,
     chunk: Vec<u8>,
+    /// Whole chunks waiting to be hashed, a batch at a time on every core.
+    unhashed: Vec<Bytes>,
+    unhashed_bytes: usize,
     /// `levels[0]` holds leaves not yet under a node, `levels[i]` nodes of height `i`.
     levels: Vec<Vec<Child>>,
-    pending: Vec<Block>,
+    pending: Vec<VerifiedBlock>,
     pending_bytes: usize,
     leaves: u64,
     blocks: u64,
@@ -92,6 +129,8 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
             store,
             opts,
             chunk: Vec::with_capacity(opts.chunk_size),
+            unhashed: Vec::new(),
+            unhashed_bytes: 0,
             levels: vec![Vec::new()],
             pending: Vec::new(),
             pending_bytes: 0,
@@ -119,6 +158,7 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
         if self.leaves == 0 || !self.chunk.is_empty() {
             self.emit_leaf()?;
         }
+        self.hash_leaves()?;
         let mut level = 0;
         let root = loop {
             let children = std::mem::take(&mut self.levels[level]);
@@ -149,29 +189,35 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
             &mut self.chunk,
             Vec::with_capacity(self.opts.chunk_size),
         ));
-        let file_size = data.len() as u64;
-        self.size += file_size;
+        self.size += data.len() as u64;
         self.leaves += 1;
-        let block = match self.opts.cid_version {
-            CidVersion::V1 => Block::build(RAW, HashAlg::Sha2_256, data),
-            CidVersion::V0 => {
-                let meta = unixfs::Data {
-                    r#type: unixfs::data::DataType::File as i32,
-                    // The reference importer leaves the field out of an empty leaf.
-                    data: (!data.is_empty()).then_some(data),
-                    filesize: Some(file_size),
-                    ..Default::default()
-                };
-                self.dag_pb_block(Vec::new(), meta)?
-            }
-        };
-        let child = Child {
-            cid: block.cid,
-            file_size,
-            dag_size: block.data.len() as u64,
-        };
-        self.queue(block)?;
-        self.push_child(0, child)
+        self.unhashed_bytes += data.len();
+        self.unhashed.push(data);
+        if self.unhashed_bytes >= BATCH_BYTES {
+            self.hash_leaves()?;
+        }
+        Ok(())
+    }
+
+    /// Hashes the waiting chunks into leaves, spread over the cores, and adds them in file order.
+    fn hash_leaves(&mut self) -> Result<()> {
+        let chunks = std::mem::take(&mut self.unhashed);
+        self.unhashed_bytes = 0;
+        let cid_version = self.opts.cid_version;
+        let leaves = on_every_core("hashing file chunks", &chunks, |data| {
+            leaf(cid_version, data)
+        })?;
+        for (data, leaf) in chunks.iter().zip(leaves) {
+            let block = leaf?;
+            let child = Child {
+                cid: *block.cid(),
+                file_size: data.len() as u64,
+                dag_size: block.data().len() as u64,
+            };
+            self.queue(block)?;
+            self.push_child(0, child)?;
+        }
+        Ok(())
     }
 
     /// Adds `child` at `level`, first closing that level into a node of its own when it is full.
@@ -205,33 +251,20 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
             .collect();
         let block = self.dag_pb_block(links, meta)?;
         let child = Child {
-            cid: block.cid,
+            cid: *block.cid(),
             file_size: children.iter().map(|c| c.file_size).sum(),
-            dag_size: block.data.len() as u64 + children.iter().map(|c| c.dag_size).sum::<u64>(),
+            dag_size: block.data().len() as u64 + children.iter().map(|c| c.dag_size).sum::<u64>(),
         };
         self.queue(block)?;
         Ok(child)
     }
 
-    fn dag_pb_block(&self, links: Vec<PbLink>, meta: unixfs::Data) -> Result<Block> {
-        let bytes = PbNode {
-            links,
-            data: Some(Bytes::from(meta.encode_to_vec())),
-        }
-        .into_bytes();
-        let hash = HashAlg::Sha2_256.digest(&bytes);
-        let cid = match self.opts.cid_version {
-            CidVersion::V0 => Cid::new_v0(hash).map_err(|e| Error::MalformedDag {
-                root: Cid::new_v1(DAG_PB, hash),
-                reason: e.to_string(),
-            })?,
-            CidVersion::V1 => Cid::new_v1(DAG_PB, hash),
-        };
-        Ok(Block::new(cid, bytes))
+    fn dag_pb_block(&self, links: Vec<PbLink>, meta: unixfs::Data) -> Result<VerifiedBlock> {
+        dag_pb_block(self.opts.cid_version, links, meta)
     }
 
-    fn queue(&mut self, block: Block) -> Result<()> {
-        self.pending_bytes += block.data.len();
+    fn queue(&mut self, block: VerifiedBlock) -> Result<()> {
+        self.pending_bytes += block.data().len();
         self.blocks += 1;
         self.pending.push(block);
         if self.pending_bytes >= BATCH_BYTES {
@@ -242,7 +275,7 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
 
     fn flush(&mut self) -> Result<()> {
         if !self.pending.is_empty() {
-            self.store.put_many_buffered(&self.pending)?;
+            self.store.put_verified_buffered(&self.pending)?;
             self.pending.clear();
             self.pending_bytes = 0;
         }
