@@ -146,6 +146,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Makes everything written so far durable (used at shutdown).
     fn flush(&self) -> Result<()>;
+
+    /// Gives the space of deleted values back to the file system, where the engine keeps it
+    /// until told (after a GC run removed enough).
+    fn reclaim(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

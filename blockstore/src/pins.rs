@@ -162,6 +162,14 @@ impl<B: Backend> Store<B> {
 
     /// Removes every block no pin reaches. Imports and pins wait while it runs.
     pub fn gc(&self) -> Result<GcReport> {
+        let report = self.collect()?;
+        // Outside the GC lock: giving the space back rewrites live blocks, and imports need not
+        // wait for that.
+        self.reclaim_after(report.removed_bytes)?;
+        Ok(report)
+    }
+
+    fn collect(&self) -> Result<GcReport> {
         let _exclusive = self.gc_lock.write();
         let (keep, expired) = self.mark()?;
         self.end_graces(&expired)?;

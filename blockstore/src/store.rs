@@ -128,6 +128,8 @@ pub struct Store<B: Backend> {
     pub(crate) gc_lock: RwLock<()>,
     pub(crate) metrics: Arc<StoreMetrics>,
     verify_threads: usize,
+    /// Bytes removed since the engine last gave deleted space back.
+    removed_since_reclaim: std::sync::atomic::AtomicU64,
 }
 
 impl<B: Backend> std::fmt::Debug for Store<B> {
@@ -209,6 +211,7 @@ impl<B: Backend> Store<B> {
             gc_lock: RwLock::new(()),
             metrics: Arc::new(StoreMetrics::default()),
             verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            removed_since_reclaim: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -544,6 +547,23 @@ impl<B: Backend> Store<B> {
             .backend
             .get(Cf::Meta, &verified_key(&cid.hash().to_bytes()))?;
         Ok(raw.and_then(|r| r.try_into().ok()).map(u64::from_be_bytes))
+    }
+
+    /// Counts `removed` bytes as dead on disk; once dead bytes reach a quarter of the live ones,
+    /// has the engine give their space back. Reclaiming rewrites the live blocks, so it waits
+    /// until that is worth it: the disk holds at most about a quarter more than the blocks.
+    pub(crate) fn reclaim_after(&self, removed: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let dead = self
+            .removed_since_reclaim
+            .fetch_add(removed, Ordering::SeqCst)
+            + removed;
+        let live = self.usage.lock().bytes;
+        if dead == 0 || dead < live / 4 {
+            return Ok(());
+        }
+        self.removed_since_reclaim.store(0, Ordering::SeqCst);
+        self.backend.reclaim()
     }
 
     /// Makes every acknowledged write durable and flushes memtables (called at shutdown).

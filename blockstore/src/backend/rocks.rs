@@ -166,7 +166,11 @@ fn cf_options(cf: Cf) -> Options {
         // Content is mostly compressed or encrypted already; compressing it again costs CPU for
         // nothing.
         opts.set_blob_compression_type(DBCompressionType::None);
-        opts.set_enable_blob_gc(true);
+        // Blob GC relocates every live blob of the oldest files whenever a compaction touches
+        // them, garbage or not: during an add it rewrote data just written (a growing share of
+        // each add's time, measured). Blocks only become garbage in a GC run, which reclaims
+        // their space itself (`reclaim`).
+        opts.set_enable_blob_gc(false);
     }
     opts
 }
@@ -232,6 +236,26 @@ impl Backend for RocksBackend {
         limit: usize,
     ) -> Result<Vec<Vec<u8>>> {
         self.iterate(cf, prefix, after, limit, |k, _| k.to_vec())
+    }
+
+    fn reclaim(&self) -> Result<()> {
+        let blocks = self.handle(Cf::Blocks)?;
+        // One compaction of the blocks family with blob GC on for every blob file: deleted
+        // blocks' keys go, live blobs move to new files, and the old files are removed.
+        self.db.set_options_cf(
+            blocks,
+            &[
+                ("enable_blob_garbage_collection", "true"),
+                ("blob_garbage_collection_age_cutoff", "1.0"),
+            ],
+        )?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.db
+            .compact_range_cf_opt(blocks, None::<&[u8]>, None::<&[u8]>, &opts);
+        self.db
+            .set_options_cf(blocks, &[("enable_blob_garbage_collection", "false")])?;
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {
