@@ -9,7 +9,6 @@ USER 10001:10001
 # The daemon listens for peers on 4001 and for the admin API on 5001 (all interfaces inside the
 # container: publish 5001 on 127.0.0.1 only).
 ENV CAIRN_DATA_DIR=/var/lib/cairn \
-    MALLOC_ARENA_MAX=2 \
     CAIRN_ADMIN__LISTEN=0.0.0.0:5001 \
     CAIRN_P2P__LISTEN='["/ip4/0.0.0.0/tcp/4001"]'
 VOLUME ["/var/lib/cairn"]

@@ -20,7 +20,4 @@ From a second terminal:
 Ctrl-C stops the node.
 
 MSG
-# Two malloc arenas: glibc's default (8 per core) keeps freed transfer buffers in per-thread heaps;
-# `make bench` measured a 1 GiB add peaking at 135 MB this way and at about 200 MB without.
-export MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2}
 exec "$cairn" daemon --data-dir "$data_dir"

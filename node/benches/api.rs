@@ -26,8 +26,6 @@ const THROUGHPUT_BYTES: usize = 256 * MIB;
 const RSS_ADD_BYTES: usize = 1024 * MIB;
 const MESSAGE: usize = 256 * 1024;
 const ROUNDS: usize = 3;
-/// glibc malloc arenas for the daemon, as `make run` sets them.
-const MALLOC_ARENA_MAX: &str = "2";
 
 /// Resident set size of `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
@@ -79,11 +77,9 @@ async fn main() {
     let dir = tmp.path().join("node");
     cairn_node::init::init(&dir, false).unwrap();
     cairn_tests::daemon::write_config(&dir, |_| {}).unwrap();
-    // As deployed (scripts/run-node.sh, the systemd unit and the image): glibc's default of 8
-    // arenas per core keeps freed gRPC buffers in per-thread heaps.
+    // No allocator settings from outside: the daemon's own allocator is what is measured.
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_cairn"));
-    let env = [("MALLOC_ARENA_MAX", MALLOC_ARENA_MAX)];
-    let daemon = cairn_tests::daemon::Daemon::start_with_env(binary, &dir, &env)
+    let daemon = cairn_tests::daemon::Daemon::start(binary, &dir)
         .await
         .unwrap();
     let pid = daemon.pid().unwrap();
