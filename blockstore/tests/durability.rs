@@ -97,6 +97,20 @@ fn ack(out: &mut impl Write, n: u32) {
     out.flush().unwrap();
 }
 
+/// After group `g` was written: every `GROUPS_PER_SYNC` groups, one sync and their acks; between
+/// syncs, `unsynced` (written, not yet durable).
+fn end_group(store: &RocksBlockstore, out: &mut impl Write, g: u32) {
+    if g % GROUPS_PER_SYNC == GROUPS_PER_SYNC - 1 {
+        store.sync().unwrap();
+        for done in g + 1 - GROUPS_PER_SYNC..=g {
+            ack(out, done);
+        }
+    } else {
+        writeln!(out, "unsynced").unwrap();
+        out.flush().unwrap();
+    }
+}
+
 /// Checks the reopened store: every acknowledged block is there and intact, and the usage record
 /// (written in the same batches) matches what is really stored.
 fn check_after_kill(dir: &tempfile::TempDir, blocks: impl Iterator<Item = Block>) {
@@ -151,12 +165,7 @@ fn acknowledged_bulk_imports_survive_kill_9() {
         let mut out = std::io::stdout().lock();
         for g in 0..100_000u32 {
             store.put_many_buffered(&group(g)).unwrap();
-            if g % GROUPS_PER_SYNC == GROUPS_PER_SYNC - 1 {
-                store.sync().unwrap();
-                for done in g + 1 - GROUPS_PER_SYNC..=g {
-                    ack(&mut out, done);
-                }
-            }
+            end_group(&store, &mut out, g);
         }
         return;
     }
@@ -189,16 +198,7 @@ fn acknowledged_batches_written_without_the_wal_survive_kill_9() {
             // A synced small write after the bulk batch: its counter change is in the WAL and
             // replays after a crash, whether or not the batch before it survived.
             store.put(&block(g)).unwrap();
-            if g % GROUPS_PER_SYNC != GROUPS_PER_SYNC - 1 {
-                writeln!(out, "unsynced").unwrap();
-                out.flush().unwrap();
-            }
-            if g % GROUPS_PER_SYNC == GROUPS_PER_SYNC - 1 {
-                store.sync().unwrap();
-                for done in g + 1 - GROUPS_PER_SYNC..=g {
-                    ack(&mut out, done);
-                }
-            }
+            end_group(&store, &mut out, g);
         }
         return;
     }
