@@ -461,6 +461,9 @@ impl<B: Backend> Store<B> {
         if keys.is_empty() {
             return Ok((0, 0));
         }
+        // Deletes go through the WAL: a bulk batch they remove must be on disk first, or a crash
+        // would replay the deletes' counter change without the batch it undoes.
+        self.backend.sync()?;
         let mut usage = self.usage.lock();
         let mut batch = Batch::default();
         let mut removed = Usage::default();
@@ -500,6 +503,8 @@ impl<B: Backend> Store<B> {
     /// Moves a block that failed verification out of the blocks table, unless a good copy replaced
     /// it meanwhile.
     pub(crate) fn quarantine(&self, key: &[u8], bad: &[u8]) -> Result<()> {
+        // As in `remove_keys`: the block being moved must not be an unflushed bulk write.
+        self.backend.sync()?;
         let mut usage = self.usage.lock();
         match self.backend.get(Cf::Blocks, key)? {
             Some(current) if current == bad => {}

@@ -213,3 +213,27 @@ fn acknowledged_batches_written_without_the_wal_survive_kill_9() {
         }),
     );
 }
+
+#[test]
+fn removing_blocks_written_without_the_wal_keeps_the_usage_record_true_across_kill_9() {
+    const TEST: &str =
+        "removing_blocks_written_without_the_wal_keeps_the_usage_record_true_across_kill_9";
+    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
+        let store = RocksBlockstore::open(dir.as_ref(), StoreOptions::default()).unwrap();
+        let mut out = std::io::stdout().lock();
+        for g in 0..100_000u32 {
+            // An import that never finished: its bulk batch is still unsynced when its blocks
+            // are removed (as GC or `block rm` would).
+            let unfinished = large_group(g);
+            store.put_verified_buffered(&unfinished).unwrap();
+            for block in &unfinished {
+                store.delete(block.cid()).unwrap();
+            }
+            store.put(&block(g)).unwrap();
+            end_group(&store, &mut out, g);
+        }
+        return;
+    }
+    let (dir, acked) = kill_writer_after(TEST, 9, true);
+    check_after_kill(&dir, acked.into_iter().map(block));
+}
