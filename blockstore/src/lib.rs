@@ -37,7 +37,7 @@ pub use error::{Error, Result};
 pub use metrics::StoreMetrics;
 pub use pins::{GcReport, PinMode};
 pub use scrub::{ScrubOptions, ScrubProgress, ScrubReport};
-pub use store::{Store, StoreOptions, StoreStats};
+pub use store::{Store, StoreOptions, StoreStats, on_every_core};
 
 /// The block store on RocksDB.
 pub type RocksBlockstore = Store<RocksBackend>;

@@ -127,7 +127,6 @@ pub struct Store<B: Backend> {
     /// Shared by adds and pins, exclusive for GC: GC never runs between an add's puts and its pin.
     pub(crate) gc_lock: RwLock<()>,
     pub(crate) metrics: Arc<StoreMetrics>,
-    verify_threads: usize,
     /// Bytes removed since the engine last gave deleted space back.
     removed_since_reclaim: std::sync::atomic::AtomicU64,
 }
@@ -210,7 +209,6 @@ impl<B: Backend> Store<B> {
             usage: Mutex::new(usage),
             gc_lock: RwLock::new(()),
             metrics: Arc::new(StoreMetrics::default()),
-            verify_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
             removed_since_reclaim: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -288,7 +286,7 @@ impl<B: Backend> Store<B> {
         } else {
             0
         };
-        Ok(self.par_map(cids, worth_threads, |cid| self.get(cid)))
+        self.par_map(cids, worth_threads, |cid| self.get(cid))
     }
 
     pub fn has(&self, cid: &Cid) -> Result<bool> {
@@ -383,42 +381,23 @@ impl<B: Backend> Store<B> {
     /// verified writes, and it parallelises perfectly.
     fn check_all(&self, blocks: &[Block]) -> Result<()> {
         let bytes = blocks.iter().map(|b| b.data.len()).sum();
-        self.par_map(blocks, bytes, |b| self.check_block(b))
+        self.par_map(blocks, bytes, |b| self.check_block(b))?
             .into_iter()
             .collect()
     }
 
-    /// Maps `f` over `items` in order, spread over the store's verification threads when there are
-    /// `bytes` enough to be worth it.
+    /// Maps `f` over `items` in order, spread over the cores when there are `bytes` enough to be
+    /// worth it.
     fn par_map<T: Sync, R: Send>(
         &self,
         items: &[T],
         bytes: usize,
         f: impl Fn(&T) -> Result<R> + Sync,
-    ) -> Vec<Result<R>> {
-        let threads = self.verify_threads.min(items.len());
-        if threads <= 1 || bytes < PARALLEL_VERIFY_BYTES {
-            return items.iter().map(f).collect();
+    ) -> Result<Vec<Result<R>>> {
+        if bytes < PARALLEL_VERIFY_BYTES {
+            return Ok(items.iter().map(f).collect());
         }
-        let per_thread = items.len().div_ceil(threads);
-        let f = &f;
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = items
-                .chunks(per_thread)
-                .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
-                .collect();
-            let mut out = Vec::with_capacity(items.len());
-            for (worker, part) in workers.into_iter().zip(items.chunks(per_thread)) {
-                match worker.join() {
-                    Ok(results) => out.extend(results),
-                    Err(_) => out
-                        .extend(part.iter().map(|_| {
-                            Err(Error::Internal("a verification thread panicked".into()))
-                        })),
-                }
-            }
-            out
-        })
+        on_every_core(items, f)
     }
 
     fn check_block(&self, block: &Block) -> Result<()> {
@@ -642,4 +621,31 @@ impl<B: Backend> Iterator for KeyPages<'_, B> {
             }
         }
     }
+}
+
+/// `f` over `items` in order, the items split over the machine's cores (at most four): hashing
+/// bounds the data path, and it splits perfectly by block.
+pub fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().min(4))
+        .min(items.len());
+    if threads <= 1 {
+        return Ok(items.iter().map(f).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(items.len().div_ceil(threads))
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for worker in workers {
+            out.extend(
+                worker
+                    .join()
+                    .map_err(|_| Error::Internal("a worker thread panicked".into()))?,
+            );
+        }
+        Ok(out)
+    })
 }

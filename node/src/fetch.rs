@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use cairn_blockstore::backend::Backend;
-use cairn_blockstore::{Block, DAG_PB, Store, VerifiedBlock, links};
+use cairn_blockstore::{Block, DAG_PB, Store, VerifiedBlock, links, on_every_core};
 use cairn_p2p::{BlockReply, Client as Network, Offence, PeerId};
 use cid::Cid;
 use futures_util::StreamExt;
@@ -23,7 +23,6 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::pace::ByteRate;
-use crate::parallel::on_every_core;
 use crate::store::NodeStore;
 
 mod schedule;
@@ -318,9 +317,7 @@ async fn check_blocks<B: Backend>(
         .jobs()
         .blocking("verifying received blocks", move || {
             // This hash is the store's check on write too: the verified blocks go in as they are.
-            let checked = on_every_core("verifying received blocks", &blocks, |block| {
-                VerifiedBlock::check(block.clone())
-            })?;
+            let checked = on_every_core(&blocks, |block| VerifiedBlock::check(block.clone()))?;
             let mut good = Vec::new();
             let mut bad = Vec::new();
             for (block, checked) in blocks.iter().zip(checked) {

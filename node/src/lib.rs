@@ -17,7 +17,6 @@ pub mod init;
 pub mod metrics;
 mod node;
 pub mod pace;
-mod parallel;
 pub mod progress;
 pub mod replication;
 mod scrub_worker;

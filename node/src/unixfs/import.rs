@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use cairn_blockstore::{Blockstore, DAG_PB, HashAlg, RAW, VerifiedBlock};
+use cairn_blockstore::{Blockstore, DAG_PB, HashAlg, RAW, VerifiedBlock, on_every_core};
 use cairn_proto::unixfs;
 use cid::Cid;
 use ipld_dagpb::{PbLink, PbNode};
@@ -11,7 +11,6 @@ use prost::Message;
 
 use super::{CHUNK_SIZE, CidVersion, MAX_LINKS};
 use crate::error::{Error, Result};
-use crate::parallel::on_every_core;
 
 /// A leaf of file bytes: a raw block (CIDv1), or a UnixFS file node holding them (CIDv0).
 fn leaf(cid_version: CidVersion, data: &Bytes) -> Result<VerifiedBlock> {
@@ -204,9 +203,7 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
         let chunks = std::mem::take(&mut self.unhashed);
         self.unhashed_bytes = 0;
         let cid_version = self.opts.cid_version;
-        let leaves = on_every_core("hashing file chunks", &chunks, |data| {
-            leaf(cid_version, data)
-        })?;
+        let leaves = on_every_core(&chunks, |data| leaf(cid_version, data))?;
         for (data, leaf) in chunks.iter().zip(leaves) {
             let block = leaf?;
             let child = Child {
@@ -249,7 +246,7 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
                 size: Some(c.dag_size),
             })
             .collect();
-        let block = self.dag_pb_block(links, meta)?;
+        let block = dag_pb_block(self.opts.cid_version, links, meta)?;
         let child = Child {
             cid: *block.cid(),
             file_size: children.iter().map(|c| c.file_size).sum(),
@@ -257,10 +254,6 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
         };
         self.queue(block)?;
         Ok(child)
-    }
-
-    fn dag_pb_block(&self, links: Vec<PbLink>, meta: unixfs::Data) -> Result<VerifiedBlock> {
-        dag_pb_block(self.opts.cid_version, links, meta)
     }
 
     fn queue(&mut self, block: VerifiedBlock) -> Result<()> {
