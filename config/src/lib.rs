@@ -16,8 +16,8 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use schema::{
-    AdminConfig, Config, IdentityConfig, LogConfig, LogFormat, MetricsConfig, P2pConfig, P2pLimits,
-    ReplicationConfig, ScrubConfig, StorageConfig,
+    AdminConfig, Config, GatewayConfig, IdentityConfig, LogConfig, LogFormat, MetricsConfig,
+    P2pConfig, P2pLimits, ReplicationConfig, ScrubConfig, StorageConfig,
 };
 pub use units::{HumanDuration, Size};
 pub use validate::{

@@ -20,6 +20,7 @@ pub struct Config {
     pub scrub: ScrubConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
+    pub gateway: GatewayConfig,
     pub log: LogConfig,
 }
 
@@ -34,6 +35,7 @@ impl Default for Config {
             scrub: ScrubConfig::default(),
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
+            gateway: GatewayConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -268,6 +270,42 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:4103".to_owned(),
+        }
+    }
+}
+
+/// The read-only trustless HTTP gateway (raw blocks and CAR streams under `/ipfs/{cid}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Off unless set: the gateway serves everything the node holds to whoever reaches it.
+    pub enabled: bool,
+    pub listen: String,
+    /// Fetch content the node lacks from the cluster (verified block by block) instead of 404.
+    pub fetch: bool,
+    /// How long a fetch may take before the request ends with 504.
+    pub fetch_timeout: HumanDuration,
+    /// Requests per second per client address, with the same burst.
+    pub requests_per_second: u32,
+    /// Response bytes per second per client address; a faster reader is slowed, not cut off.
+    pub bytes_per_second: Size,
+    /// Responses in flight per client address.
+    pub max_streams_per_client: u32,
+    /// Responses in flight in all.
+    pub max_streams: u32,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:4104".to_owned(),
+            fetch: false,
+            fetch_timeout: HumanDuration::secs(60),
+            requests_per_second: 20,
+            bytes_per_second: Size::mib(64),
+            max_streams_per_client: 4,
+            max_streams: 64,
         }
     }
 }

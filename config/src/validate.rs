@@ -40,6 +40,8 @@ pub struct ValidConfig {
     pub admin_listen: SocketAddr,
     /// `None` when the metrics endpoint is switched off.
     pub metrics_listen: Option<SocketAddr>,
+    /// `None` unless `gateway.enabled`.
+    pub gateway_listen: Option<SocketAddr>,
 }
 
 impl ValidConfig {
@@ -81,6 +83,7 @@ impl Config {
         self.validate_scrub()?;
         let admin_listen = self.validate_admin()?;
         let metrics_listen = self.validate_metrics()?;
+        let gateway_listen = self.validate_gateway()?;
         self.validate_log()?;
         Ok(ValidConfig {
             raw: self,
@@ -92,6 +95,7 @@ impl Config {
             write_quorum,
             admin_listen,
             metrics_listen,
+            gateway_listen,
         })
     }
 
@@ -400,6 +404,39 @@ impl Config {
             return Ok(None);
         }
         parse_socket_addr("metrics.listen", &self.metrics.listen).map(Some)
+    }
+
+    fn validate_gateway(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let gateway = &self.gateway;
+        if !gateway.enabled {
+            return Ok(None);
+        }
+        let addr = parse_socket_addr("gateway.listen", &gateway.listen)?;
+        let counts = [
+            ("gateway.requests_per_second", gateway.requests_per_second),
+            (
+                "gateway.max_streams_per_client",
+                gateway.max_streams_per_client,
+            ),
+            ("gateway.max_streams", gateway.max_streams),
+        ];
+        for (key, value) in counts {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "is 0, which refuses every request",
+                    "set it above 0, or set gateway.enabled = false",
+                ));
+            }
+        }
+        if gateway.bytes_per_second.bytes() < 1024 {
+            return Err(ConfigError::invalid(
+                "gateway.bytes_per_second",
+                "is under 1 KiB",
+                "set a byte rate such as \"64 MiB\"",
+            ));
+        }
+        Ok(Some(addr))
     }
 
     fn validate_log(&self) -> Result<(), ConfigError> {

@@ -369,6 +369,26 @@ fn every_rejected_value_names_its_key_and_fix() {
         ),
         ("[log]\nlevel = \"loud\"", "log.level", "error, warn"),
         ("[log]\nlevel = \"info,=debug\"", "log.level", "filter"),
+        (
+            "[gateway]\nenabled = true\nlisten = \"nowhere\"",
+            "gateway.listen",
+            "IP:PORT",
+        ),
+        (
+            "[gateway]\nenabled = true\nrequests_per_second = 0",
+            "gateway.requests_per_second",
+            "above 0",
+        ),
+        (
+            "[gateway]\nenabled = true\nmax_streams_per_client = 0",
+            "gateway.max_streams_per_client",
+            "above 0",
+        ),
+        (
+            "[gateway]\nenabled = true\nbytes_per_second = \"10 B\"",
+            "gateway.bytes_per_second",
+            "64 MiB",
+        ),
     ];
     for (text, key, fix) in cases {
         let msg = rejection(text);
@@ -402,6 +422,23 @@ fn metrics_can_be_switched_off() {
         .validate()
         .expect("valid");
     assert!(valid.metrics_listen.is_none());
+}
+
+#[test]
+fn the_gateway_is_off_unless_enabled() {
+    let off = parse("[gateway]\nlisten = \"127.0.0.1:9\"")
+        .expect("parses")
+        .validate()
+        .expect("valid");
+    assert!(off.gateway_listen.is_none());
+    let on = parse("[gateway]\nenabled = true\nlisten = \"127.0.0.1:9\"")
+        .expect("parses")
+        .validate()
+        .expect("valid");
+    assert_eq!(
+        on.gateway_listen,
+        Some("127.0.0.1:9".parse().expect("addr"))
+    );
 }
 
 #[test]

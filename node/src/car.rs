@@ -2,16 +2,17 @@
 //! is iroh-car's; this module feeds it from and into the verified blockstore, with the store's
 //! synchronous calls on blocking threads and a bounded queue between them.
 
-use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use cairn_blockstore::{Block, Blockstore, links};
+use bytes::Bytes;
+use cairn_blockstore::{Block, Blockstore};
 use cid::Cid;
 use iroh_car::{CarHeader, CarReader, CarWriter};
-type Multihash = cid::multihash::Multihash<64>;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+use crate::dag_export::{DagExport, DagScope};
 use crate::error::{Error, Result};
 use crate::tasks::Jobs;
 
@@ -37,23 +38,14 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Result<Block>>(EXPORT_QUEUE);
     let reader = jobs.spawn_blocking(move || {
-        let mut seen: HashSet<Multihash> = HashSet::new();
-        let mut stack = vec![root];
-        while let Some(cid) = stack.pop() {
-            if !seen.insert(*cid.hash()) {
-                continue;
-            }
-            let block = store.get(&cid).and_then(|data| {
-                let mut children = links(&cid, &data)?;
-                // Depth first, children in link order.
-                children.reverse();
-                stack.extend(children);
-                Ok(Block::new(cid, data))
-            });
-            let failed = block.is_err();
-            if tx.blocking_send(block.map_err(Error::from)).is_err() || failed {
-                break;
-            }
+        let mut send = |block: Block| match tx.blocking_send(Ok(block)) {
+            Ok(()) => ControlFlow::Continue(()),
+            // The writer failed and went away: stop reading.
+            Err(_) => ControlFlow::Break(()),
+        };
+        let walked = DagExport::new(&*store).walk(root, DagScope::All, &mut send);
+        if let Err(e) = walked {
+            let _ = tx.blocking_send(Err(e));
         }
     });
     let mut car = CarWriter::new(CarHeader::new_v1(vec![root]), writer);
@@ -71,6 +63,26 @@ where
         reason: e.to_string(),
     })?;
     Ok(written)
+}
+
+/// A CAR v1 header as the start of a stream its sender frames itself (the gateway's responses):
+/// its length as a varint, then the DAG-CBOR header naming `roots`.
+pub fn header_frame(roots: Vec<Cid>) -> Result<Bytes> {
+    let header = CarHeader::new_v1(roots)
+        .encode()
+        .map_err(|e| Error::Car(e.to_string()))?;
+    let mut length = unsigned_varint::encode::usize_buffer();
+    let length = unsigned_varint::encode::usize(header.len(), &mut length);
+    Ok([length, &header[..]].concat().into())
+}
+
+/// One block of a CAR v1 stream: the section's length and CID, then the block's bytes as they
+/// are (two pieces, so the data is not copied).
+pub fn block_frames(block: Block) -> [Bytes; 2] {
+    let cid = block.cid.to_bytes();
+    let mut length = unsigned_varint::encode::usize_buffer();
+    let length = unsigned_varint::encode::usize(cid.len() + block.data.len(), &mut length);
+    [[length, &cid[..]].concat().into(), block.data]
 }
 
 /// Reads a CAR v1 file into the store. Every block is verified before it is stored, and the import

@@ -26,6 +26,10 @@ pub enum Error {
     Decrypt(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("no entry {path:?} below {root}")]
+    NoSuchPath { root: Cid, path: String },
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// Our own fault (a worker that panicked, a task that died, no randomness): never the
     /// caller's input.
     #[error("internal error while {what}: {reason}")]

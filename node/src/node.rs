@@ -14,9 +14,10 @@ use cairn_config::ValidConfig;
 use cairn_p2p::{Multiaddr, NetworkSettings, SwarmKey};
 
 use crate::api::auth::AdminLimits;
-use crate::api::limit::ClientLimit;
 use crate::api::{AdminEndpoint, AdminService, Tokens};
+use crate::client_limit::ClientLimit;
 use crate::error::{Error, Result};
+use crate::gateway::{self, Gateway, GatewayMetrics};
 use crate::init::load_identity;
 use crate::metrics::ApiRefusals;
 use crate::metrics::{self, NodeMetrics};
@@ -38,6 +39,7 @@ pub struct Node;
 pub struct NodeHandle {
     admin_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    gateway_addr: Option<SocketAddr>,
     peer_id: String,
     supervisor: Supervisor,
     network: cairn_p2p::Client,
@@ -50,6 +52,7 @@ pub struct NodeHandle {
 struct Started {
     admin_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    gateway_addr: Option<SocketAddr>,
     peer_id: String,
     network: cairn_p2p::Client,
     replicator: Replicator,
@@ -114,6 +117,7 @@ impl Node {
         Ok(NodeHandle {
             admin_addr: started.admin_addr,
             metrics_addr: started.metrics_addr,
+            gateway_addr: started.gateway_addr,
             peer_id: started.peer_id,
             supervisor,
             network: started.network,
@@ -195,6 +199,7 @@ async fn start(
         replicator: replicator.clone(),
         cut_off: supervisor.cut_off_token(),
     };
+    let gateway_metrics = GatewayMetrics::register(&mut registry);
     let metrics = Arc::new(NodeMetrics::new(
         registry,
         Arc::clone(store.store()),
@@ -206,6 +211,26 @@ async fn start(
             let (bound, server) =
                 metrics::serve(addr, Arc::clone(&metrics), stop_workers.clone()).await?;
             supervisor.spawn_service(StageName::Workers, "metrics endpoint", server);
+            Some(bound)
+        }
+        None => None,
+    };
+    let gateway_addr = match config.gateway_listen {
+        Some(addr) => {
+            let gateway = Gateway::new(
+                &config.raw().gateway,
+                store.clone(),
+                network.clone(),
+                gateway_metrics,
+            );
+            let (bound, server) = gateway::serve(
+                addr,
+                Arc::new(gateway),
+                supervisor.stop_token(StageName::Api),
+            )
+            .await?;
+            supervisor.spawn_service(StageName::Api, "HTTP gateway", server);
+            tracing::info!(addr = %bound, fetch = config.raw().gateway.fetch, "HTTP gateway listening");
             Some(bound)
         }
         None => None,
@@ -234,6 +259,7 @@ async fn start(
     Ok(Started {
         admin_addr,
         metrics_addr,
+        gateway_addr,
         peer_id,
         network,
         replicator,
@@ -325,6 +351,11 @@ impl NodeHandle {
     /// Where Prometheus scrapes, when `metrics.listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The HTTP gateway's address, when `gateway.enabled`.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway_addr
     }
 
     pub fn peer_id(&self) -> &str {

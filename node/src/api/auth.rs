@@ -62,8 +62,8 @@ pub struct Tokens {
 /// The admin API's rate limits: calls with a valid token, and calls that fail authentication.
 #[derive(Debug)]
 pub struct AdminLimits {
-    pub authenticated: super::limit::ClientLimit,
-    pub failed: super::limit::ClientLimit,
+    pub authenticated: crate::client_limit::ClientLimit,
+    pub failed: crate::client_limit::ClientLimit,
 }
 
 struct Pair {

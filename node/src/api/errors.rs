@@ -33,7 +33,10 @@ impl From<Error> for Status {
                 | P2pError::BootstrapTimeout { .. }
                 | P2pError::Stopped,
             ) => Status::unavailable(message),
-            Error::NotPinned(_) | Error::NotInGrace(_) => Status::not_found(message),
+            Error::NotPinned(_) | Error::NotInGrace(_) | Error::NoSuchPath { .. } => {
+                Status::not_found(message)
+            }
+            Error::Unsupported(_) => Status::unimplemented(message),
             Error::NotAuthorised(_) => Status::permission_denied(message),
             Error::TooLarge { .. } => Status::resource_exhausted(message),
             Error::Stopping => Status::unavailable(message),

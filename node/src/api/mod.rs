@@ -5,7 +5,6 @@
 mod admin;
 pub mod auth;
 mod errors;
-pub mod limit;
 
 use cairn_proto::admin::admin_server::AdminServer;
 use std::net::SocketAddr;
