@@ -23,6 +23,7 @@ fn main() -> anyhow::Result<()> {
                 "proto/unixfs.proto",
                 "proto/admin.proto",
                 "proto/wire.proto",
+                "proto/bitswap.proto",
             ],
             &["proto"],
         )?;

@@ -66,6 +66,8 @@ pub struct P2pConfig {
     pub allowlist: Vec<String>,
     /// Pre-shared key in Kubo's swarm.key format; empty means none.
     pub swarm_key_file: PathBuf,
+    /// Serve blocks over Bitswap (`/ipfs/bitswap/1.2.0`) to admitted IPFS peers such as Kubo.
+    pub bitswap: bool,
     pub limits: P2pLimits,
 }
 
@@ -78,6 +80,7 @@ impl Default for P2pConfig {
             bootstrap_timeout: HumanDuration::secs(60),
             allowlist: Vec::new(),
             swarm_key_file: PathBuf::new(),
+            bitswap: false,
             limits: P2pLimits::default(),
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod atomic_file;
+mod bitswap;
 mod block_service;
 pub mod car;
 pub mod client;

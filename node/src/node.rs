@@ -200,6 +200,23 @@ async fn start(
         cut_off: supervisor.cut_off_token(),
     };
     let gateway_metrics = GatewayMetrics::register(&mut registry);
+    if let Some(streams) = network.bitswap_streams() {
+        let limits = cairn_p2p::bitswap::BitswapLimits {
+            wants_per_second: config.raw().p2p.limits.requests_per_second,
+            bytes_per_second: config.raw().p2p.limits.bytes_per_second.bytes(),
+        };
+        let server = cairn_p2p::bitswap::serve(
+            streams,
+            Arc::new(crate::bitswap::StoreSource(Arc::clone(store.store()))),
+            limits,
+            cairn_p2p::bitswap::BitswapMetrics::register(&mut registry),
+            stop_workers.clone(),
+        );
+        supervisor.spawn_service(StageName::Workers, "bitswap", async move {
+            server.await;
+            Ok(())
+        });
+    }
     let metrics = Arc::new(NodeMetrics::new(
         registry,
         Arc::clone(store.store()),

@@ -90,6 +90,8 @@ pub struct Behaviour {
     pub blocks: request_response::Behaviour<BlockCodec>,
     pub replicate: request_response::Behaviour<ReplicateCodec>,
     pub audit: request_response::Behaviour<AuditCodec>,
+    /// Raw streams for Bitswap, when `p2p.bitswap` is on.
+    pub stream: Toggle<libp2p_stream::Behaviour>,
 }
 
 impl Behaviour {
@@ -179,6 +181,7 @@ impl Behaviour {
                     .with_request_timeout(settings.audit_timeout)
                     .with_max_concurrent_streams(MAX_CONCURRENT_BLOCK_STREAMS),
             ),
+            stream: settings.bitswap.then(libp2p_stream::Behaviour::new).into(),
         }
     }
 }

@@ -205,9 +205,16 @@ pub struct Client {
     pub(crate) bootstrap: watch::Receiver<BootstrapProgress>,
     pub(crate) listening: watch::Receiver<Vec<Multiaddr>>,
     pub(crate) gate: RecordGate,
+    /// Streams for Bitswap, when `p2p.bitswap` is on.
+    pub(crate) bitswap: Option<crate::bitswap::BitswapStreams>,
 }
 
 impl Client {
+    /// The swarm's Bitswap streams, for [`crate::bitswap::serve`]; `None` unless `p2p.bitswap`.
+    pub fn bitswap_streams(&self) -> Option<crate::bitswap::BitswapStreams> {
+        self.bitswap.clone()
+    }
+
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
     }

@@ -9,6 +9,7 @@
 
 pub mod authority;
 mod behaviour;
+pub mod bitswap;
 pub mod claims;
 mod client;
 pub mod codec;

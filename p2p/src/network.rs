@@ -84,12 +84,18 @@ pub fn new(
     let (events_tx, events_rx) = mpsc::channel(settings.inbound_queue.max(1));
     let (bootstrap_tx, bootstrap_rx) = watch::channel(Default::default());
     let (listening_tx, listening_rx) = watch::channel(Vec::new());
+    let bitswap = swarm
+        .behaviour()
+        .stream
+        .as_ref()
+        .map(|streams| crate::bitswap::BitswapStreams(streams.new_control()));
     let client = Client {
         local_peer_id: identity.peer_id(),
         commands: commands_tx,
         bootstrap: bootstrap_rx,
         listening: listening_rx,
         gate: gate.clone(),
+        bitswap,
     };
     let event_loop = EventLoop::new(
         swarm,

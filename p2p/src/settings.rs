@@ -104,6 +104,8 @@ pub struct NetworkSettings {
     pub operators: Vec<PeerId>,
     /// The largest replication factor a pin record may ask for (`replication.max_factor`).
     pub max_factor: u32,
+    /// Bitswap streams on (`p2p.bitswap`).
+    pub bitswap: bool,
 }
 
 impl NetworkSettings {
@@ -156,6 +158,7 @@ impl NetworkSettings {
             max_stranger_roots: crate::event_loop::MAX_STRANGER_ROOTS,
             operators: Vec::new(),
             max_factor: cairn_config::ReplicationConfig::default().max_factor,
+            bitswap: false,
         }
     }
 
@@ -185,6 +188,7 @@ impl NetworkSettings {
             strangers_bytes_per_second: p2p.limits.strangers_bytes_per_second.bytes(),
             operators: config.operators.clone(),
             max_factor: config.raw().replication.max_factor,
+            bitswap: p2p.bitswap,
             ..Self::new(config.listen.clone())
         }
     }

@@ -21,6 +21,12 @@ pub mod wire {
     include!(concat!(env!("OUT_DIR"), "/cairn.wire.v1.rs"));
 }
 
+/// Bitswap's message, to exchange blocks with IPFS nodes (Kubo and others).
+pub mod bitswap {
+    #![allow(missing_debug_implementations, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/bitswap.message.pb.rs"));
+}
+
 /// Encoded descriptors of every message and service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cairn_descriptor.bin"));

