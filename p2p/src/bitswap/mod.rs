@@ -39,6 +39,9 @@ pub const MAX_WANTS_PER_MESSAGE: usize = 1024;
 pub const MAX_STREAMS_PER_PEER: usize = 4;
 /// Streams in service from all peers together.
 pub const MAX_STREAMS: usize = 256;
+/// A stream that brings no message for this long is closed, so idle streams cannot hold the
+/// slots (Kubo keeps one open between wants and reopens it when needed).
+pub const IDLE_STREAM: std::time::Duration = std::time::Duration::from_secs(30);
 /// Block bytes gathered into one answer before it is sent (under [`MAX_MESSAGE_BYTES`] with any
 /// block up to 2 MiB added).
 const ANSWER_BYTES: usize = 1 << 20;
@@ -58,6 +61,63 @@ pub struct BitswapStreams(pub(crate) libp2p_stream::Control);
 impl std::fmt::Debug for BitswapStreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BitswapStreams")
+    }
+}
+
+impl BitswapStreams {
+    /// A stream of our own to `peer`, to send it messages (the asking side of the exchange).
+    pub async fn open(&self, peer: PeerId) -> Result<BitswapStream, WireError> {
+        let mut control = self.0.clone();
+        control
+            .open_stream(peer, BITSWAP_1_2_0)
+            .await
+            .map(BitswapStream)
+            .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))
+    }
+
+    /// Every message peers send this node, in all three versions, for a node that asks and
+    /// waits for the answers instead of serving (the two cannot both accept). Bounded: a reader
+    /// that falls behind slows the senders.
+    pub fn messages(&self) -> Result<tokio::sync::mpsc::Receiver<(PeerId, Message)>, WireError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(MESSAGE_QUEUE);
+        let mut control = self.0.clone();
+        for protocol in PROTOCOLS {
+            let mut incoming = control
+                .accept(protocol)
+                .map_err(|e| WireError::Io(std::io::Error::other(e.to_string())))?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some((peer, mut stream)) = incoming.next().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        while let Ok(Some(message)) = read_message(&mut stream).await {
+                            if tx.send((peer, message)).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+        Ok(rx)
+    }
+}
+
+/// Messages received and not yet taken by [`BitswapStreams::messages`]' reader.
+const MESSAGE_QUEUE: usize = 64;
+
+/// One outbound Bitswap stream.
+pub struct BitswapStream(Stream);
+
+impl std::fmt::Debug for BitswapStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BitswapStream")
+    }
+}
+
+impl BitswapStream {
+    pub async fn send(&mut self, message: &Message) -> Result<(), WireError> {
+        write_message(&mut self.0, message).await
     }
 }
 
@@ -217,13 +277,15 @@ impl Server {
         mut stream: Stream,
     ) -> Result<(), WireError> {
         loop {
-            let message = match read_message(&mut stream).await {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(()),
-                Err(e) => {
+            let message = match tokio::time::timeout(IDLE_STREAM, read_message(&mut stream)).await {
+                Ok(Ok(Some(message))) => message,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => {
                     self.metrics.refused("bad_message");
                     return Err(e);
                 }
+                // An idle stream gives its slot back; a peer that has more to ask opens another.
+                Err(_) => return Ok(()),
             };
             let entries = message.wantlist.map(|w| w.entries).unwrap_or_default();
             if entries.len() > MAX_WANTS_PER_MESSAGE {
