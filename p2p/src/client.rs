@@ -290,10 +290,22 @@ impl Client {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Asks `peer` for blocks. A reply with `retry_after` set means the peer is limiting us.
+    /// Asks `peer` for blocks. A reply with `retry_after` set means the peer is limiting us. A
+    /// peer that does not speak Cairn's block protocol is asked over Bitswap when `p2p.bitswap`
+    /// is on (a Kubo node), and its answer comes back in the same shape.
     pub async fn request_blocks(&self, peer: PeerId, cids: Vec<Cid>) -> Result<BlockReply, Error> {
-        self.call(|reply| Command::RequestBlocks { peer, cids, reply })
-            .await?
+        let asked = cids.clone();
+        let reply = self
+            .call(|reply| Command::RequestBlocks { peer, cids, reply })
+            .await?;
+        match (reply, &self.bitswap) {
+            (Err(Error::Unsupported { .. }), Some(bitswap)) => {
+                bitswap
+                    .ask(peer, asked, crate::behaviour::BLOCK_REQUEST_TIMEOUT)
+                    .await
+            }
+            (reply, _) => reply,
+        }
     }
 
     /// Answers an inbound block request. Blocks that do not fit the peer's byte budget or the

@@ -21,6 +21,8 @@ pub enum Error {
     Dial { addr: Multiaddr, reason: String },
     #[error("request to peer {peer} failed: {reason}")]
     Request { peer: PeerId, reason: String },
+    #[error("peer {peer} does not speak the protocol asked for")]
+    Unsupported { peer: PeerId },
     #[error("peer {peer} asked us to slow down; retry in {} ms", retry_after.as_millis())]
     SlowDown { peer: PeerId, retry_after: Duration },
     #[error("the network lookup failed: {0}")]

@@ -572,10 +572,15 @@ fn fail_outbound<T>(
     error: &request_response::OutboundFailure,
 ) {
     if let Some(reply) = pending.remove(&id) {
-        let _ = reply.send(Err(Error::Request {
-            peer,
-            reason: error.to_string(),
-        }));
+        let error = match error {
+            // Not a Cairn node (a Kubo peer, say): the caller may ask it another way.
+            request_response::OutboundFailure::UnsupportedProtocols => Error::Unsupported { peer },
+            other => Error::Request {
+                peer,
+                reason: other.to_string(),
+            },
+        };
+        let _ = reply.send(Err(error));
     }
 }
 

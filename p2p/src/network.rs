@@ -84,11 +84,10 @@ pub fn new(
     let (events_tx, events_rx) = mpsc::channel(settings.inbound_queue.max(1));
     let (bootstrap_tx, bootstrap_rx) = watch::channel(Default::default());
     let (listening_tx, listening_rx) = watch::channel(Vec::new());
-    let bitswap = swarm
-        .behaviour()
-        .stream
-        .as_ref()
-        .map(|streams| crate::bitswap::BitswapStreams(streams.new_control()));
+    let bitswap =
+        swarm.behaviour().stream.as_ref().map(|streams| {
+            crate::bitswap::BitswapStreams(streams.new_control(), Default::default())
+        });
     let client = Client {
         local_peer_id: identity.peer_id(),
         commands: commands_tx,

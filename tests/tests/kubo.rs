@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cairn_p2p::SwarmKey;
 use cairn_tests::kubo::{KuboNode, library};
-use cairn_tests::{TestNode, add, initialised_dir, random_bytes, sample, scrape};
+use cairn_tests::{TestNode, add, cat, initialised_dir, random_bytes, sample, scrape};
 
 #[tokio::test]
 async fn kubo_on_the_allowlist_fetches_what_cairn_added_and_kubo_off_it_gets_nothing() {
@@ -94,5 +94,63 @@ async fn kubo_on_the_allowlist_fetches_what_cairn_added_and_kubo_off_it_gets_not
 
     allowed.stop().await.unwrap();
     stranger.stop().await.unwrap();
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cairn_pins_and_reads_a_file_only_kubo_holds() {
+    let Some(library) = library().unwrap() else {
+        return;
+    };
+    let (tmp, dir) = initialised_dir().unwrap();
+    let key_file = tmp.path().join("swarm.key");
+    std::fs::write(&key_file, SwarmKey::generate().unwrap().to_file_text()).unwrap();
+    let mut kubo = KuboNode::start(&library, Some(&key_file), false)
+        .await
+        .unwrap();
+    // Kubo's add: CIDv0, DAG-PB leaves. 1 MiB + 9 bytes: five leaves and a root.
+    let data = random_bytes(1024 * 1024 + 9, 82);
+    let file = tmp.path().join("kubo-input.bin");
+    std::fs::write(&file, &data).unwrap();
+    let cid = kubo.add(&file).await.unwrap();
+
+    let node_key = dir.join("swarm.key");
+    std::fs::copy(&key_file, &node_key).unwrap();
+    std::fs::set_permissions(
+        &node_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let node = TestNode::start_with(&dir, |config| {
+        config.p2p.bitswap = true;
+        config.p2p.swarm_key_file = node_key.clone();
+        config.p2p.allowlist = vec![kubo.peer_id.clone()];
+    })
+    .await
+    .unwrap();
+    let mut admin = node.admin().await.unwrap();
+    admin
+        .peers_connect(cairn_proto::admin::PeersConnectRequest {
+            addr: format!("{}/p2p/{}", kubo.addrs[0], kubo.peer_id),
+        })
+        .await
+        .unwrap();
+    // `pin add` fetches the DAG: Kubo does not speak Cairn's block protocol, so it is asked
+    // over Bitswap, and every block is verified before it is stored.
+    admin
+        .pin_add(cairn_proto::admin::PinAddRequest {
+            cid: cid.clone(),
+            replication: Some(1),
+            no_wait: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    kubo.stop().await.unwrap();
+    assert_eq!(
+        cat(&mut admin, &cid).await.unwrap(),
+        data,
+        "byte for byte, Kubo gone"
+    );
     node.stop().await.unwrap();
 }

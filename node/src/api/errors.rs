@@ -28,6 +28,7 @@ impl From<Error> for Status {
             Error::P2p(
                 P2pError::Dial { .. }
                 | P2pError::Request { .. }
+                | P2pError::Unsupported { .. }
                 | P2pError::SlowDown { .. }
                 | P2pError::Lookup(_)
                 | P2pError::BootstrapTimeout { .. }

@@ -9,6 +9,7 @@
 //! are paced per peer at the node's per-peer request and byte rates (`p2p.limits`), so a greedy
 //! peer is slowed, not served faster. Blocks are read through the store, which verifies them.
 
+mod exchange;
 mod message;
 
 use std::collections::HashMap;
@@ -56,7 +57,10 @@ pub trait BlockSource: Send + Sync + 'static {
 
 /// The swarm's raw streams, opened and accepted for Bitswap.
 #[derive(Clone)]
-pub struct BitswapStreams(pub(crate) libp2p_stream::Control);
+pub struct BitswapStreams(
+    pub(crate) libp2p_stream::Control,
+    pub(crate) Arc<exchange::Exchange>,
+);
 
 impl std::fmt::Debug for BitswapStreams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,6 +123,12 @@ impl BitswapStream {
     pub async fn send(&mut self, message: &Message) -> Result<(), WireError> {
         write_message(&mut self.0, message).await
     }
+
+    /// Ends the stream cleanly, so the peer reads everything sent before it.
+    pub async fn close(mut self) -> Result<(), WireError> {
+        futures::AsyncWriteExt::close(&mut self.0).await?;
+        Ok(())
+    }
 }
 
 /// Per-peer rates, from `p2p.limits`.
@@ -152,7 +162,7 @@ impl BitswapMetrics {
         );
         sub.register(
             "refused",
-            "Bitswap streams or wants refused, by reason (too_many_wants, peer_streams, streams, bad_message, bad_cid)",
+            "Bitswap streams, wants or blocks refused, by reason (too_many_wants, peer_streams, streams, bad_message, bad_cid, unasked)",
             metrics.refused.clone(),
         );
         metrics
@@ -173,6 +183,7 @@ pub async fn serve(
     metrics: Arc<BitswapMetrics>,
     stop: CancellationToken,
 ) {
+    let exchange = Arc::clone(&streams.1);
     let mut control = streams.0;
     let mut incoming = Vec::new();
     for protocol in PROTOCOLS {
@@ -183,6 +194,7 @@ pub async fn serve(
     }
     let mut incoming = futures::stream::select_all(incoming);
     let server = Arc::new(Server {
+        exchange,
         control,
         source,
         wants: PeerRate::new(limits.wants_per_second),
@@ -219,6 +231,8 @@ pub async fn serve(
 }
 
 struct Server {
+    /// Where answers to this node's own wants go.
+    exchange: Arc<exchange::Exchange>,
     control: libp2p_stream::Control,
     source: Arc<dyn BlockSource>,
     wants: PeerRate,
@@ -287,6 +301,15 @@ impl Server {
                 // An idle stream gives its slot back; a peer that has more to ask opens another.
                 Err(_) => return Ok(()),
             };
+            if !message.payload.is_empty() || !message.block_presences.is_empty() {
+                let unasked = self.exchange.deliver(peer, &message);
+                if unasked > 0 {
+                    self.metrics
+                        .refused
+                        .get_or_create(&vec![("reason".to_owned(), "unasked".to_owned())])
+                        .inc_by(unasked as u64);
+                }
+            }
             let entries = message.wantlist.map(|w| w.entries).unwrap_or_default();
             if entries.len() > MAX_WANTS_PER_MESSAGE {
                 self.metrics.refused("too_many_wants");
