@@ -1,6 +1,6 @@
 //! Bitswap's bounds, tried by a peer built from our own crates: an honest exchange first (a
-//! block comes back under its prefix, a missing one as DONT_HAVE), then an oversize wantlist and
-//! a pile of idle streams, each refused and counted, while the node keeps answering.
+//! block comes back under its prefix, a missing one as DONT_HAVE), then an oversize wantlist, a
+//! block pushed unasked and a pile of idle streams, each refused and counted.
 
 // Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -122,6 +122,27 @@ async fn a_bitswap_peer_gets_blocks_and_presences_but_not_more_than_its_share() 
     })
     .await
     .unwrap();
+
+    // Blocks nobody asked for are dropped and counted, never stored.
+    let pushed = b"a block the node never wanted";
+    let pushed_cid = raw_leaf(pushed);
+    let mut pusher = streams.open(node_id).await.unwrap();
+    let _ = pusher
+        .send(&Message {
+            payload: vec![cairn_proto::bitswap::message::Block {
+                prefix: prefix(&pushed_cid).into(),
+                data: pushed.to_vec().into(),
+            }],
+            ..Default::default()
+        })
+        .await;
+    let _ = pusher.close().await;
+    eventually("the unasked block to be counted", SETTLE, || async {
+        refused(&node, "unasked").await >= 1.0
+    })
+    .await
+    .unwrap();
+    assert!(!node.handle.store().has(&pushed_cid).unwrap());
 
     // Idle streams past the per-peer bound are closed at once (the held ones time out later).
     let mut idle = Vec::new();
