@@ -129,6 +129,13 @@ fn cids(blocks: &[(Cid, Vec<u8>)]) -> Vec<Cid> {
     blocks.iter().map(|(c, _)| *c).collect()
 }
 
+/// The CIDs of the CAR that `GET /ipfs/{path}` answers, as rs-car reads them.
+async fn car_cids(node: &TestNode, path: &str) -> Vec<Cid> {
+    let car = curl(&url(node, path), &[]).await;
+    assert_eq!(car.status, 200, "/ipfs/{path}");
+    cids(&third_party_read(&car.body).await.unwrap().1)
+}
+
 #[tokio::test]
 async fn raw_blocks_and_cars_reach_curl_and_verify_with_two_readers() {
     let node = gateway_node(|_| {}).await.unwrap();
@@ -175,15 +182,8 @@ async fn raw_blocks_and_cars_reach_curl_and_verify_with_two_readers() {
     assert_eq!(blocks[0].0, root, "depth first: the root comes first");
 
     // dag-scope=block: the root alone. entity, for a file: all of it.
-    let block = curl(
-        &url(&node, &format!("{root}?format=car&dag-scope=block")),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        cids(&third_party_read(&block.body).await.unwrap().1),
-        vec![root]
-    );
+    let block = car_cids(&node, &format!("{root}?format=car&dag-scope=block")).await;
+    assert_eq!(block, vec![root]);
     let entity = curl(
         &url(&node, &format!("{root}?dag-scope=entity")),
         &["-H", "Accept: application/vnd.ipld.car; version=1"],
@@ -404,21 +404,10 @@ async fn paths_through_directories_carry_the_blocks_that_prove_them() {
     assert_eq!(out, report);
 
     // A directory's entity is its own node; all is everything below it.
-    let entity = curl(
-        &url(&node, &format!("{top}?format=car&dag-scope=entity")),
-        &[],
-    )
-    .await;
-    assert_eq!(
-        cids(&third_party_read(&entity.body).await.unwrap().1),
-        vec![top]
-    );
-    let all = curl(&url(&node, &format!("{top}?format=car")), &[]).await;
-    assert_eq!(
-        third_party_read(&all.body).await.unwrap().1.len(),
-        1 + 1 + 4 + 1
-    );
-    // A name that is not there.
+    let entity = car_cids(&node, &format!("{top}?format=car&dag-scope=entity")).await;
+    assert_eq!(entity, vec![top]);
+    let all = car_cids(&node, &format!("{top}?format=car")).await;
+    assert_eq!(all.len(), 1 + 1 + 4 + 1); // A name that is not there.
     let missing = curl(
         &url(&node, &format!("{top}/docs/other.bin?format=car")),
         &[],

@@ -5,11 +5,36 @@
 // Test helpers may fail loudly: a failure here is a failed test, not a crashed node.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn_p2p::SwarmKey;
 use cairn_tests::kubo::{KuboNode, library};
 use cairn_tests::{TestNode, add, cat, initialised_dir, random_bytes, sample, scrape};
+
+/// A swarm key for one test, in Kubo's format, in `tmp`.
+fn swarm_key(tmp: &tempfile::TempDir) -> PathBuf {
+    let file = tmp.path().join("swarm.key");
+    std::fs::write(&file, SwarmKey::generate().unwrap().to_file_text()).unwrap();
+    file
+}
+
+/// A Cairn node on `dir` with Bitswap on, the swarm key `key` (copied in, mode 0600) and only
+/// `kubo` on its allowlist.
+async fn bitswap_node(dir: &Path, key: &Path, kubo: &KuboNode) -> TestNode {
+    let node_key = dir.join("swarm.key");
+    std::fs::copy(key, &node_key).unwrap();
+    std::fs::set_permissions(&node_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    TestNode::start_with(dir, |config| {
+        config.p2p.bitswap = true;
+        config.p2p.swarm_key_file = node_key.clone();
+        config.p2p.allowlist = vec![kubo.peer_id.clone()];
+        config.metrics.listen = "127.0.0.1:0".into();
+    })
+    .await
+    .unwrap()
+}
 
 #[tokio::test]
 async fn kubo_on_the_allowlist_fetches_what_cairn_added_and_kubo_off_it_gets_nothing() {
@@ -17,8 +42,7 @@ async fn kubo_on_the_allowlist_fetches_what_cairn_added_and_kubo_off_it_gets_not
         return;
     };
     let (tmp, dir) = initialised_dir().unwrap();
-    let key_file = tmp.path().join("swarm.key");
-    std::fs::write(&key_file, SwarmKey::generate().unwrap().to_file_text()).unwrap();
+    let key_file = swarm_key(&tmp);
     let mut allowed = KuboNode::start(&library, Some(&key_file), false)
         .await
         .unwrap();
@@ -26,21 +50,7 @@ async fn kubo_on_the_allowlist_fetches_what_cairn_added_and_kubo_off_it_gets_not
         .await
         .unwrap();
 
-    let node_key = dir.join("swarm.key");
-    std::fs::copy(&key_file, &node_key).unwrap();
-    std::fs::set_permissions(
-        &node_key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let node = TestNode::start_with(&dir, |config| {
-        config.p2p.bitswap = true;
-        config.p2p.swarm_key_file = node_key.clone();
-        config.p2p.allowlist = vec![allowed.peer_id.clone()];
-        config.metrics.listen = "127.0.0.1:0".into();
-    })
-    .await
-    .unwrap();
+    let node = bitswap_node(&dir, &key_file, &allowed).await;
 
     // Kubo's own defaults: CIDv0, DAG-PB leaves. 1 MiB + 7 bytes: five leaves and a root.
     let data = random_bytes(1024 * 1024 + 7, 81);
@@ -103,8 +113,7 @@ async fn cairn_pins_and_reads_a_file_only_kubo_holds() {
         return;
     };
     let (tmp, dir) = initialised_dir().unwrap();
-    let key_file = tmp.path().join("swarm.key");
-    std::fs::write(&key_file, SwarmKey::generate().unwrap().to_file_text()).unwrap();
+    let key_file = swarm_key(&tmp);
     let mut kubo = KuboNode::start(&library, Some(&key_file), false)
         .await
         .unwrap();
@@ -114,20 +123,7 @@ async fn cairn_pins_and_reads_a_file_only_kubo_holds() {
     std::fs::write(&file, &data).unwrap();
     let cid = kubo.add(&file).await.unwrap();
 
-    let node_key = dir.join("swarm.key");
-    std::fs::copy(&key_file, &node_key).unwrap();
-    std::fs::set_permissions(
-        &node_key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let node = TestNode::start_with(&dir, |config| {
-        config.p2p.bitswap = true;
-        config.p2p.swarm_key_file = node_key.clone();
-        config.p2p.allowlist = vec![kubo.peer_id.clone()];
-    })
-    .await
-    .unwrap();
+    let node = bitswap_node(&dir, &key_file, &kubo).await;
     let mut admin = node.admin().await.unwrap();
     admin
         .peers_connect(cairn_proto::admin::PeersConnectRequest {
