@@ -131,43 +131,26 @@ impl<'a, S: Blockstore + ?Sized> DagExport<'a, S> {
         }
         match below {
             Below::Nothing => Ok(ControlFlow::Continue(())),
-            Below::Everything => self.everything_below(children, send),
-            Below::Shards => self.shards_below(children, send),
+            Below::Everything => self.below(children, false, send),
+            Below::Shards => self.below(children, true, send),
         }
     }
 
-    fn everything_below(
+    /// Depth first below a node, in link order: every block, or (`shards_only`, a sharded
+    /// directory's entity) the shards but not the entries they point at.
+    fn below(
         &mut self,
         children: Vec<Cid>,
+        shards_only: bool,
         send: &mut impl FnMut(Block) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>> {
         let mut stack: Vec<Cid> = children.into_iter().rev().collect();
         while let Some(cid) = stack.pop() {
-            if self.sent.contains(cid.hash()) {
+            if self.sent.contains(cid.hash()) || (shards_only && cid.codec() != DAG_PB) {
                 continue;
             }
             let data = self.store.get(&cid)?;
-            stack.extend(links(&cid, &data)?.into_iter().rev());
-            if self.send_once(Block::new(cid, data), send).is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-        }
-        Ok(ControlFlow::Continue(()))
-    }
-
-    /// A sharded directory's entity: the shards below it, not the entries they point at.
-    fn shards_below(
-        &mut self,
-        children: Vec<Cid>,
-        send: &mut impl FnMut(Block) -> ControlFlow<()>,
-    ) -> Result<ControlFlow<()>> {
-        let mut stack: Vec<Cid> = children.into_iter().rev().collect();
-        while let Some(cid) = stack.pop() {
-            if self.sent.contains(cid.hash()) || cid.codec() != DAG_PB {
-                continue;
-            }
-            let data = self.store.get(&cid)?;
-            if unixfs_type(&cid, &data)? != Some(DataType::HamtShard) {
+            if shards_only && unixfs_type(&cid, &data)? != Some(DataType::HamtShard) {
                 continue;
             }
             stack.extend(links(&cid, &data)?.into_iter().rev());
