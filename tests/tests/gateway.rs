@@ -125,6 +125,16 @@ async fn own_read(car: &[u8], root: Cid) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Adds `data` through the API and returns its CID.
+async fn added(client: &mut cairn_node::client::Client, data: &[u8], cid_version: u32) -> Cid {
+    add(client, data, cid_version)
+        .await
+        .unwrap()
+        .cid
+        .parse()
+        .unwrap()
+}
+
 fn cids(blocks: &[(Cid, Vec<u8>)]) -> Vec<Cid> {
     blocks.iter().map(|(c, _)| *c).collect()
 }
@@ -142,12 +152,7 @@ async fn raw_blocks_and_cars_reach_curl_and_verify_with_two_readers() {
     let mut client = node.admin().await.unwrap();
     // 3 MiB + 5 bytes: 13 leaves and a root, CIDv1 with raw leaves.
     let data = random_bytes(3 * 1024 * 1024 + 5, 71);
-    let root: Cid = add(&mut client, &data, 1)
-        .await
-        .unwrap()
-        .cid
-        .parse()
-        .unwrap();
+    let root: Cid = added(&mut client, &data, 1).await;
 
     // One raw block: its bytes hash to the CID; the spec's headers are there.
     let raw = curl(
@@ -219,12 +224,7 @@ async fn raw_blocks_and_cars_reach_curl_and_verify_with_two_readers() {
 
     // CIDv0 content too, byte-identical through both readers.
     let v0_data = random_bytes(600 * 1024, 72);
-    let v0: Cid = add(&mut client, &v0_data, 0)
-        .await
-        .unwrap()
-        .cid
-        .parse()
-        .unwrap();
+    let v0: Cid = added(&mut client, &v0_data, 0).await;
     assert_eq!(v0.version(), cid::Version::V0);
     let car = curl(&url(&node, &format!("{v0}?format=car")), &[]).await;
     assert_eq!(own_read(&car.body, v0).await.unwrap(), v0_data);
@@ -362,18 +362,8 @@ async fn paths_through_directories_carry_the_blocks_that_prove_them() {
     let mut client = node.admin().await.unwrap();
     let report = random_bytes(700 * 1024, 74);
     let notes = random_bytes(100, 75);
-    let report_cid: Cid = add(&mut client, &report, 1)
-        .await
-        .unwrap()
-        .cid
-        .parse()
-        .unwrap();
-    let notes_cid: Cid = add(&mut client, &notes, 1)
-        .await
-        .unwrap()
-        .cid
-        .parse()
-        .unwrap();
+    let report_cid: Cid = added(&mut client, &report, 1).await;
+    let notes_cid: Cid = added(&mut client, &notes, 1).await;
     let inner = put_directory(&mut client, &[("report 2026.bin", report_cid)]).await;
     let top = put_directory(&mut client, &[("docs", inner), ("notes.txt", notes_cid)]).await;
     assert_eq!(top.codec(), DAG_PB);
@@ -423,12 +413,7 @@ async fn a_corrupt_block_is_never_sent() {
     let node = gateway_node(|_| {}).await.unwrap();
     let mut client = node.admin().await.unwrap();
     let data = random_bytes(2 * 1024 * 1024, 76);
-    let root: Cid = add(&mut client, &data, 1)
-        .await
-        .unwrap()
-        .cid
-        .parse()
-        .unwrap();
+    let root: Cid = added(&mut client, &data, 1).await;
     let leaf = Block::build(
         RAW,
         HashAlg::Sha2_256,
