@@ -300,9 +300,7 @@ impl Client {
             .await?;
         match (reply, &self.bitswap) {
             (Err(Error::Unsupported { .. }), Some(bitswap)) => {
-                bitswap
-                    .ask(peer, asked, crate::behaviour::BLOCK_REQUEST_TIMEOUT)
-                    .await
+                bitswap.ask(peer, asked, crate::bitswap::ASK_TIMEOUT).await
             }
             (reply, _) => reply,
         }

@@ -73,7 +73,8 @@ impl Exchange {
 
 impl BitswapStreams {
     /// Asks `peer` for `cids` over Bitswap and waits up to `deadline` for the answers, in the
-    /// shape of Cairn's own block protocol: what came, and what the peer lacks or never sent.
+    /// shape of Cairn's own block protocol: what came, and what the peer says it lacks. Silence
+    /// is an error (a failure the fetch counts against the peer).
     pub async fn ask(
         &self,
         peer: PeerId,
@@ -117,14 +118,15 @@ impl BitswapStreams {
         }
         drop(waiting);
         asked?;
-        // What never came counts as missing: the fetch asks someone else.
-        for cid in cids {
-            let answered = reply.blocks.iter().any(|(c, _)| c.hash() == cid.hash())
-                || reply.missing.iter().any(|c| c.hash() == cid.hash());
-            if !answered {
-                reply.missing.push(cid);
-            }
+        if reply.blocks.is_empty() && reply.missing.is_empty() && !cids.is_empty() {
+            // Silence is not "I lack it": the fetch counts a failure and asks again.
+            return Err(Error::Request {
+                peer,
+                reason: format!("no Bitswap answer within {} s", deadline.as_secs()),
+            });
         }
+        // What neither came nor was declined is left out of the reply, as Cairn's own protocol
+        // leaves out what did not fit: the fetch asks for it again.
         Ok(reply)
     }
 

@@ -40,6 +40,9 @@ pub const MAX_WANTS_PER_MESSAGE: usize = 1024;
 pub const MAX_STREAMS_PER_PEER: usize = 4;
 /// Streams in service from all peers together.
 pub const MAX_STREAMS: usize = 256;
+/// How long an ask waits for a Bitswap peer's answers; a silent peer is asked again by the
+/// fetch (Kubo answers in milliseconds when it holds a block).
+pub const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A stream that brings no message for this long is closed, so idle streams cannot hold the
 /// slots (Kubo keeps one open between wants and reopens it when needed).
 pub const IDLE_STREAM: std::time::Duration = std::time::Duration::from_secs(30);
