@@ -18,6 +18,7 @@ mod error;
 pub mod fetch;
 pub mod gateway;
 pub mod init;
+mod listen;
 pub mod metrics;
 mod node;
 pub mod pace;

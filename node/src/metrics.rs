@@ -249,16 +249,8 @@ pub async fn serve(
     SocketAddr,
     impl std::future::Future<Output = Result<()>> + Send + 'static,
 )> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Io {
-            what: "binding the metrics address (metrics.listen)",
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(|source| Error::Io {
-        what: "reading the metrics address",
-        source,
-    })?;
+    let (listener, bound) =
+        crate::listen::bind_tcp(addr, "binding the metrics address (metrics.listen)").await?;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

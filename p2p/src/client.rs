@@ -21,6 +21,10 @@ use crate::scores::Offence;
 pub struct PeerInfo {
     pub peer_id: PeerId,
     pub addrs: Vec<Multiaddr>,
+    /// On the bootstrap list or the allowlist: one of the cluster's own nodes.
+    pub member: bool,
+    /// When its first open connection was established.
+    pub connected_since: std::time::Instant,
 }
 
 /// What a peer answered to a block request. The blocks are NOT verified yet: the caller checks
@@ -294,15 +298,16 @@ impl Client {
     /// peer that does not speak Cairn's block protocol is asked over Bitswap when `p2p.bitswap`
     /// is on (a Kubo node), and its answer comes back in the same shape.
     pub async fn request_blocks(&self, peer: PeerId, cids: Vec<Cid>) -> Result<BlockReply, Error> {
-        let asked = cids.clone();
+        // Only a node that speaks Bitswap keeps the CIDs, to ask again over it.
+        let asked = self.bitswap.as_ref().map(|_| cids.clone());
         let reply = self
             .call(|reply| Command::RequestBlocks { peer, cids, reply })
             .await?;
-        match (reply, &self.bitswap) {
-            (Err(Error::Unsupported { .. }), Some(bitswap)) => {
+        match (reply, &self.bitswap, asked) {
+            (Err(Error::Unsupported { .. }), Some(bitswap), Some(asked)) => {
                 bitswap.ask(peer, asked, crate::bitswap::ASK_TIMEOUT).await
             }
-            (reply, _) => reply,
+            (reply, _, _) => reply,
         }
     }
 

@@ -41,14 +41,8 @@ pub struct AdminEndpoint {
 impl AdminEndpoint {
     /// Binds `addr`; with `tls`, every connection must complete a TLS handshake first.
     pub async fn bind(addr: SocketAddr, tls: Option<ServerTlsConfig>) -> Result<Self> {
-        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
-            what: "binding the admin API address (admin.listen)",
-            source,
-        })?;
-        let addr = listener.local_addr().map_err(|source| Error::Io {
-            what: "reading the admin API address",
-            source,
-        })?;
+        let (listener, addr) =
+            crate::listen::bind_tcp(addr, "binding the admin API address (admin.listen)").await?;
         Ok(Self {
             listener,
             tls,

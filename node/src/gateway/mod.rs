@@ -139,16 +139,8 @@ pub async fn serve(
     SocketAddr,
     impl std::future::Future<Output = Result<()>> + Send + 'static,
 )> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Io {
-            what: "binding the gateway address (gateway.listen)",
-            source,
-        })?;
-    let bound = listener.local_addr().map_err(|source| Error::Io {
-        what: "reading the gateway address",
-        source,
-    })?;
+    let (listener, bound) =
+        crate::listen::bind_tcp(addr, "binding the gateway address (gateway.listen)").await?;
     if !bound.ip().is_loopback() {
         tracing::warn!(addr = %bound, "the HTTP gateway listens beyond loopback: anyone who reaches it reads every block this node holds");
     }
