@@ -111,10 +111,11 @@ async fn fetch_dag_paced<B: Backend>(
     // Connected peers are asked at once (unproven, see [`Provider::proven`]); the lookup runs
     // beside the transfer and its holders join when it answers. A fetch from a connected holder,
     // the usual case in a cluster, then never waits on the lookup or on the slowest peer on its
-    // path.
-    let mut providers: Vec<Provider> = network
-        .peers()
-        .await?
+    // path. The cluster's members are probed first, then the longest-connected peers: a crowd
+    // of fresh strangers cannot stand between a fetch and the holder it has known all along.
+    let mut connected = network.peers().await?;
+    connected.sort_by_key(|p| (!p.member, p.connected_since));
+    let mut providers: Vec<Provider> = connected
         .into_iter()
         .filter(|p| p.peer_id != me)
         .map(|p| Provider::new(p.peer_id, false, now))

@@ -97,7 +97,7 @@ pub struct EventLoop {
     trusted: HashSet<PeerId>,
     pub(crate) scores: Scores,
     bootstrap: Vec<BootstrapEntry>,
-    connected: HashMap<PeerId, Vec<Multiaddr>>,
+    connected: HashMap<PeerId, Connected>,
     pending_dials: Pending<ConnectionId, (Multiaddr, Replier<PeerId>)>,
     pending_requests: Pending<OutboundRequestId, Replier<BlockReply>>,
     pending_providers: Pending<QueryId, ProviderLookup>,
@@ -129,6 +129,12 @@ impl std::fmt::Debug for EventLoop {
             .field("local_peer_id", self.swarm.local_peer_id())
             .finish_non_exhaustive()
     }
+}
+
+/// A connected peer: the addresses it is connected on (a few), and since when.
+struct Connected {
+    addrs: Vec<Multiaddr>,
+    since: std::time::Instant,
 }
 
 impl EventLoop {
@@ -252,9 +258,11 @@ impl EventLoop {
                 let peers = self
                     .connected
                     .iter()
-                    .map(|(peer_id, addrs)| PeerInfo {
+                    .map(|(peer_id, connected)| PeerInfo {
                         peer_id: *peer_id,
-                        addrs: addrs.clone(),
+                        addrs: connected.addrs.clone(),
+                        member: self.trusted.contains(peer_id),
+                        connected_since: connected.since,
                     })
                     .collect();
                 let _ = reply.send(peers);
@@ -399,7 +407,7 @@ impl EventLoop {
                 let same_host = self
                     .connected
                     .get(&peer_id)
-                    .is_some_and(|addrs| addrs.iter().any(is_loopback));
+                    .is_some_and(|c| c.addrs.iter().any(is_loopback));
                 for addr in info.listen_addrs {
                     if same_host || !is_loopback(&addr) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
@@ -432,9 +440,12 @@ impl EventLoop {
                 ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
-                let addrs = self.connected.entry(peer_id).or_default();
-                if !addrs.contains(&addr) && addrs.len() < 8 {
-                    addrs.push(addr);
+                let connected = self.connected.entry(peer_id).or_insert_with(|| Connected {
+                    addrs: Vec::new(),
+                    since: std::time::Instant::now(),
+                });
+                if !connected.addrs.contains(&addr) && connected.addrs.len() < 8 {
+                    connected.addrs.push(addr);
                 }
                 self.metrics
                     .connected_peers
@@ -608,7 +619,7 @@ impl EventLoop {
         if self.trusted.contains(peer) {
             return None;
         }
-        self.connected.get(peer)?.iter().find_map(|addr| {
+        self.connected.get(peer)?.addrs.iter().find_map(|addr| {
             addr.iter().find_map(|p| match p {
                 Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
                 Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),

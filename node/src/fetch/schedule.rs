@@ -57,6 +57,8 @@ pub(super) struct Provider {
     pub(super) failures: u32,
     pub(super) slow_downs: u32,
     pub(super) dropped: bool,
+    /// Not proven, and its probe brought nothing: not probed again (see [`judge`]).
+    pub(super) lacks_dag: bool,
     /// Requests sent to it in this fetch: probes rotate over the unproven peers.
     asked: u32,
 }
@@ -71,8 +73,14 @@ impl Provider {
             failures: 0,
             slow_downs: 0,
             dropped: false,
+            lacks_dag: false,
             asked: 0,
         }
+    }
+
+    /// Whether the fetch may send it a request now (within its share).
+    fn askable(&self, now: Instant) -> bool {
+        !self.dropped && (self.proven || !self.lacks_dag) && self.ready_at <= now
     }
 }
 
@@ -113,6 +121,11 @@ pub(super) fn judge(
         Ok(reply) => {
             provider.failures = 0;
             provider.slow_downs = 0;
+            // A probe answered with "missing" alone: this peer lacks what the fetch needs first,
+            // so it is not probed again in this fetch. In an open network every connected
+            // stranger would otherwise be probed over and over, each probe holding CIDs back
+            // from the holders for a round trip. Should the lookup name it, it is asked again.
+            provider.lacks_dag |= !provider.proven && reply.blocks.is_empty();
             Some(reply)
         }
         Err(_) => {
@@ -145,10 +158,11 @@ pub(super) fn plan_batches(
             .filter(|i| {
                 let p = &providers[*i];
                 let most = if p.proven { PER_PROVIDER } else { 1 };
-                !p.dropped && p.in_flight < most && p.ready_at <= now
+                p.askable(now) && p.in_flight < most
             })
             .collect();
-        // Holders first, the least busy first; probes rotate over the unproven peers.
+        // Holders first, the least busy first; probes rotate over the unproven peers, in the
+        // order the fetch ranked them (a stable sort keeps it among equals).
         order.sort_by_key(|i| {
             let p = &providers[*i];
             (!p.proven, p.in_flight, p.asked)
@@ -165,11 +179,18 @@ pub(super) fn plan_batches(
                 PROBE_BATCH
             };
             let lacks = |cid: &Cid| lacking.get(cid).is_some_and(|peers| peers.contains(&peer));
-            // Look a few batches deep, so one CID this peer lacks does not stall it.
+            // Look a few batches deep, so one CID this peer lacks does not stall it. Probes take
+            // from the back: what the holders need next stays with them, and what a slow probe
+            // holds is needed last (and hedged at once in the endgame).
             let mut batch = Vec::with_capacity(size);
             let mut kept = VecDeque::new();
             while batch.len() < size && kept.len() < 4 * BATCH {
-                let Some(cid) = wanted.pop_front() else { break };
+                let next = if proven {
+                    wanted.pop_front()
+                } else {
+                    wanted.pop_back()
+                };
+                let Some(cid) = next else { break };
                 if requested.contains_key(&cid) {
                     continue; // already on its way
                 }
@@ -179,8 +200,13 @@ pub(super) fn plan_batches(
                     batch.push(cid);
                 }
             }
+            // Back where they were, in their order.
             while let Some(cid) = kept.pop_back() {
-                wanted.push_front(cid);
+                if proven {
+                    wanted.push_front(cid);
+                } else {
+                    wanted.push_back(cid);
+                }
             }
             if batch.is_empty() {
                 continue;
@@ -239,7 +265,7 @@ pub(super) fn plan_hedges(
     let mut order: Vec<usize> = (0..providers.len())
         .filter(|i| {
             let p = &providers[*i];
-            !p.dropped && p.in_flight < share(p).0 && p.ready_at <= now
+            p.askable(now) && p.in_flight < share(p).0
         })
         .collect();
     // Proven providers first, then the least busy.
@@ -453,9 +479,18 @@ mod tests {
         let to = |i: usize| planned.iter().filter(|(p, _)| *p == i).collect::<Vec<_>>();
         assert_eq!(to(0).len(), PER_PROVIDER);
         assert!(to(0).iter().all(|(_, batch)| batch.len() == BATCH));
-        // The unproven peer holds back one batch of PROBE_BATCH CIDs at most.
+        // The unproven peer holds back one batch of PROBE_BATCH CIDs at most, taken from the
+        // back: what the holder needs next is not held up by a probe.
         assert_eq!(to(1).len(), 1);
         assert_eq!(to(1)[0].1.len(), PROBE_BATCH);
+        let all = leaves(200);
+        assert!(
+            to(1)[0]
+                .1
+                .iter()
+                .all(|cid| all[200 - PROBE_BATCH..].contains(cid))
+        );
+        assert_eq!(to(0)[0].1[0], all[0]);
     }
 
     #[test]
@@ -488,6 +523,46 @@ mod tests {
         let next = plan(&mut providers, &mut wanted, &mut requested, now);
         assert_eq!(next.len(), MAX_PROBES);
         assert!(next.iter().all(|(i, _)| *i != 0 && !probed.contains(i)));
+    }
+
+    #[test]
+    fn a_probed_peer_that_lacks_the_dag_is_not_probed_again_unless_the_lookup_names_it() {
+        let now = Instant::now();
+        let mut providers = vec![provider(now), Provider::new(PeerId::random(), false, now)];
+        let mut wanted: VecDeque<Cid> = leaves(200).into();
+        let mut requested = Requested::new();
+        let planned = plan(&mut providers, &mut wanted, &mut requested, now);
+        let probe = planned.iter().find(|(i, _)| *i == 1).unwrap().1.clone();
+        // It answers its probe with "missing" alone.
+        let missing = BlockReply {
+            missing: probe.clone(),
+            ..Default::default()
+        };
+        assert!(judge(&mut providers[1], Ok(missing)).is_some());
+        providers[1].in_flight = 0;
+        release(&mut wanted, &mut requested, probe);
+        let next = plan(&mut providers, &mut wanted, &mut requested, now);
+        assert!(
+            next.iter().all(|(i, _)| *i != 1),
+            "probed again after saying it lacks the DAG"
+        );
+        assert!(!providers[1].dropped, "lacking is not misbehaving");
+
+        // A holder that answers a probe with a block is proven, not set aside.
+        let mut holder = Provider::new(PeerId::random(), false, now);
+        let block = Block::build(RAW, HashAlg::Sha2_256, b"x".to_vec());
+        let served = BlockReply {
+            blocks: vec![(block.cid, block.data)],
+            ..Default::default()
+        };
+        judge(&mut holder, Ok(served));
+        assert!(holder.askable(now));
+
+        // Named by the lookup (proven), the peer that lacked the front is asked again.
+        providers[1].proven = true;
+        providers[0].in_flight = PER_PROVIDER;
+        let named = plan(&mut providers, &mut wanted, &mut requested, now);
+        assert!(named.iter().any(|(i, _)| *i == 1));
     }
 
     #[test]

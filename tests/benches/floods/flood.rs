@@ -375,6 +375,22 @@ async fn start_flood(
             Flood::of(tasks, Arc::default())
         }
         CONTROL => Flood::default(),
+        BURNER => {
+            // Spinning on plain threads: tokio's workers must stay free to answer the parent.
+            let threads = std::thread::available_parallelism().map_or(2, usize::from);
+            for _ in 0..threads {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.is_cancelled() {
+                        for i in 0..100_000u64 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+                        }
+                    }
+                });
+            }
+            Flood::default()
+        }
         other => panic!("no flood named {other}"),
     }
 }
@@ -425,6 +441,7 @@ pub(crate) const CONTROL: &str = "nothing (control)";
 
 pub(crate) const FLOODS: &[&str] = &[
     CONTROL,
+    BURNER,
     "block requests, 16 identities",
     "connections, 300 identities",
     "stalled handshakes, 500 sockets",
@@ -489,3 +506,8 @@ pub(crate) async fn stop_flooder(mut child: tokio::process::Child) -> String {
 }
 
 pub(crate) const FLOOD_VAR: &str = "CAIRN_BENCH_FLOOD";
+
+/// A flooder process that sends nothing and spins on every core at its idle priority: how much
+/// of a flood's cost is the flooder's own CPU work on this shared machine (caches, memory
+/// bandwidth, wake-ups), which an attacker elsewhere would do on cores of its own.
+pub(crate) const BURNER: &str = "CPU only, no traffic (control)";

@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 mod flood;
 
 use flood::{
-    CONTROL, FLOOD_VAR, FLOODS, Target, flooder, refusal_series, spawn_flooder, stop_flooder,
+    BURNER, CONTROL, FLOOD_VAR, FLOODS, Target, flooder, refusal_series, spawn_flooder,
+    stop_flooder,
 };
 
 const MIB: usize = 1 << 20;
@@ -48,6 +49,9 @@ struct Bench {
     member: TestNode,
     dags: Vec<Cid>,
     next: usize,
+    /// The slowest fetch since [`Bench::take_slowest`]: a stall (a request waiting out its
+    /// timeout) shows here before it shows in a mean.
+    slowest: Duration,
 }
 
 fn config(c: &mut Config) {
@@ -76,6 +80,7 @@ impl Bench {
             member,
             dags,
             next: 0,
+            slowest: Duration::ZERO,
         }
     }
 
@@ -113,11 +118,17 @@ impl Bench {
             )
             .await
             .unwrap();
-            busy += started.elapsed();
+            let took = started.elapsed();
+            busy += took;
+            self.slowest = self.slowest.max(took);
             bytes += report.bytes;
             self.drop_dag(root).await;
         }
         bytes as f64 / MIB as f64 / busy.as_secs_f64()
+    }
+
+    fn take_slowest(&mut self) -> Duration {
+        std::mem::take(&mut self.slowest)
     }
 
     /// Removes a fetched DAG from the member, so the next round fetches it whole again.
@@ -225,15 +236,27 @@ async fn main() {
     if let Ok(name) = std::env::var(FLOOD_VAR) {
         return flooder(&name).await;
     }
-    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    // `RUST_LOG=cairn_node=debug,cairn_p2p=debug` shows what the server and member did.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    // Arguments pick floods by part of their names (`floods kademlia records`); none runs all.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     println!(
         "floods: an honest member fetching {} MiB DAGs from a flooded server, {} s per condition",
         ROUND_BYTES / MIB,
         WINDOW.as_secs()
     );
     let mut worst: f64 = f64::INFINITY;
+    let mut burner = None;
     for &name in FLOODS {
-        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+        if !only.is_empty() && !only.iter().any(|o| name.contains(o.as_str())) {
             continue;
         }
         // A fresh server and member for each flood: what one flood leaves behind (banned
@@ -257,11 +280,13 @@ async fn main() {
         let stop = CancellationToken::new();
         let rss = watch_rss(stop.clone());
         let cpu = Cpu::start(&bench, flooder.id()).await;
+        let baseline_slowest = bench.take_slowest();
         let honest = if admin {
             bench.operator_rate().await
         } else {
             bench.honest_throughput().await
         };
+        let flood_slowest = bench.take_slowest();
         let (our_cores, flooder_cores) = cpu.cores();
         let swarms = cpu.swarms(&bench).await;
         stop.cancel();
@@ -276,13 +301,15 @@ async fn main() {
             bench.honest_throughput().await
         };
         let ratio = honest / ((baseline + recovered) / 2.0);
-        if name != CONTROL {
+        if name == BURNER {
+            burner = Some(ratio);
+        } else if name != CONTROL {
             worst = worst.min(ratio);
         }
         let unit = if admin { "status calls/s" } else { "MiB/s" };
         println!(
             "  {name}: honest {honest:.0} {unit} against {baseline:.0} before it and \
-             {recovered:.0} after ({ratio:.2}×{}); \
+             {recovered:.0} after ({ratio:.2}×{}); slowest fetch {} ms before, {} ms during; \
              flood {tally}; cores used by server+member {our_cores_before:.2} → {our_cores:.2}, \
              by the flooder {flooder_cores:.2}; swarm tasks busy (server, member) \
              {:.2}, {:.2} → {:.2}, {:.2}; server+member peak RSS {} MiB (+{})",
@@ -291,6 +318,8 @@ async fn main() {
             } else {
                 ", under the 0.8 goal"
             },
+            baseline_slowest.as_millis(),
+            flood_slowest.as_millis(),
             swarms_before.0,
             swarms_before.1,
             swarms.0,
@@ -304,6 +333,12 @@ async fn main() {
         bench.stop().await;
     }
     println!("floods: worst honest share {worst:.2}× (goal ≥ 0.8)");
+    if let Some(burner) = burner {
+        println!(
+            "floods: a flooder that only burns CPU at the same priority leaves {burner:.2}× \
+             (the share of every drop that is this machine's, not the node's)"
+        );
+    }
 }
 
 /// The server's refusal counters for `name`'s flood, now.
