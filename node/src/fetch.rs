@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn_blockstore::backend::Backend;
 use cairn_blockstore::{Block, DAG_PB, Store, VerifiedBlock, links, on_every_core};
-use cairn_p2p::{BlockReply, Client as Network, Offence, PeerId};
+use cairn_p2p::{BlockReply, Client as Network, Offence, PeerId, PeerInfo};
 use cid::Cid;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -28,7 +28,8 @@ use crate::store::NodeStore;
 mod schedule;
 
 use schedule::{
-    Provider, Requested, WINDOW, judge, next_hedge, plan_batches, plan_hedges, release, stalled,
+    Provider, Requested, WINDOW, judge, next_hedge, plan_batches, plan_hedges, plan_probes_beside,
+    release, stalled,
 };
 
 /// How long the provider lookup may run beside the transfer; after it the fetch goes on with
@@ -111,15 +112,8 @@ async fn fetch_dag_paced<B: Backend>(
     // Connected peers are asked at once (unproven, see [`Provider::proven`]); the lookup runs
     // beside the transfer and its holders join when it answers. A fetch from a connected holder,
     // the usual case in a cluster, then never waits on the lookup or on the slowest peer on its
-    // path. The cluster's members are probed first, then the longest-connected peers: a crowd
-    // of fresh strangers cannot stand between a fetch and the holder it has known all along.
-    let mut connected = network.peers().await?;
-    connected.sort_by_key(|p| (!p.member, p.connected_since));
-    let mut providers: Vec<Provider> = connected
-        .into_iter()
-        .filter(|p| p.peer_id != me)
-        .map(|p| Provider::new(p.peer_id, false, now))
-        .collect();
+    // path.
+    let mut providers = rank_connected(network.peers().await?, me, now);
     let mut lookup = Some(Box::pin(lookup_providers(network, root)));
     // Which providers said they lack a CID, so it goes elsewhere.
     let mut lacking: HashMap<Cid, HashSet<PeerId>> = HashMap::new();
@@ -279,6 +273,7 @@ fn dispatch(
         .sum();
     let room = WINDOW.saturating_sub(to_proven);
     let mut planned = plan_batches(providers, wanted, requested, lacking, room, now);
+    planned.extend(plan_probes_beside(providers, requested, lacking, now));
     if wanted.is_empty() && !requested.is_empty() {
         // Hedges get a window of their own: the one the stalled requests fill.
         planned.extend(plan_hedges(providers, requested, lacking, WINDOW, now));
@@ -385,6 +380,18 @@ fn missing_below_blocking<B: Backend>(store: &Store<B>, roots: Vec<Cid>) -> Resu
     Ok(missing)
 }
 
+/// The connected peers as the fetch's first providers, unproven, in the order they are probed:
+/// the cluster's members first, then the longest connected. A crowd of fresh strangers then
+/// cannot stand between a fetch and the holder it has known all along.
+fn rank_connected(mut connected: Vec<PeerInfo>, me: PeerId, now: Instant) -> Vec<Provider> {
+    connected.sort_by_key(|p| (!p.member, p.connected_since));
+    connected
+        .into_iter()
+        .filter(|p| p.peer_id != me)
+        .map(|p| Provider::new(p.peer_id, false, now))
+        .collect()
+}
+
 /// The holders the provider lookup names within [`LOOKUP_TIMEOUT`]; none when it fails.
 async fn lookup_providers(network: &Network, root: Cid) -> Vec<PeerId> {
     // The first holder found is enough: a lookup that waited for every peer on its path would
@@ -431,6 +438,36 @@ mod tests {
 
     use super::*;
     use crate::unixfs::{CHUNK_SIZE, FileImporter, ImportOptions};
+
+    #[test]
+    fn members_are_probed_first_then_the_longest_connected_peers() {
+        let now = Instant::now();
+        let at = |secs_ago: u64| {
+            now.into_std()
+                .checked_sub(Duration::from_secs(secs_ago))
+                .unwrap()
+        };
+        let peer = |member: bool, secs_ago: u64| PeerInfo {
+            peer_id: PeerId::random(),
+            addrs: Vec::new(),
+            member,
+            connected_since: at(secs_ago),
+        };
+        let me = peer(true, 100);
+        let connected = vec![
+            peer(false, 1),   // a fresh stranger
+            peer(false, 600), // a stranger connected for long
+            peer(true, 5),    // a member, recently reconnected
+            me.clone(),
+            peer(false, 2),
+        ];
+        let ids: Vec<PeerId> = connected.iter().map(|p| p.peer_id).collect();
+        let ranked: Vec<PeerId> = rank_connected(connected, me.peer_id, now)
+            .iter()
+            .map(|p| p.peer)
+            .collect();
+        assert_eq!(ranked, vec![ids[2], ids[1], ids[4], ids[0]]);
+    }
 
     #[test]
     fn missing_blocks_are_found_by_walking_what_the_memory_store_holds() {

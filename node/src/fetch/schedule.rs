@@ -137,9 +137,9 @@ pub(super) fn judge(
 }
 
 /// The scheduling step of a fetch, apart from the network: up to `room` batches for proven
-/// providers (least busy first, at most `PER_PROVIDER` in flight each), and probes for unproven
-/// ones while fewer than `MAX_PROBES` are in flight, each holding the front CIDs of `wanted` its
-/// provider has not said it lacks. Planned CIDs leave `wanted` for `requested`, and each chosen
+/// providers (least busy first, at most `PER_PROVIDER` in flight each), and, while no holder is
+/// known, probes for unproven ones while fewer than `MAX_PROBES` are in flight, each holding the
+/// front CIDs of `wanted` its provider has not said it lacks. Planned CIDs leave `wanted` for `requested`, and each chosen
 /// provider's `in_flight` grows by one.
 pub(super) fn plan_batches(
     providers: &mut [Provider],
@@ -151,6 +151,9 @@ pub(super) fn plan_batches(
 ) -> Vec<(usize, Vec<Cid>)> {
     let mut planned = Vec::new();
     let (mut to_proven, mut probing) = (0, probes_in_flight(providers));
+    // Once a holder is known, unproven peers get copies of its requests instead (see
+    // [`plan_probes_beside`]), never CIDs of their own.
+    let holder_known = holder_known(providers);
     let mut progress = true;
     while progress && !wanted.is_empty() {
         progress = false;
@@ -158,7 +161,7 @@ pub(super) fn plan_batches(
             .filter(|i| {
                 let p = &providers[*i];
                 let most = if p.proven { PER_PROVIDER } else { 1 };
-                p.askable(now) && p.in_flight < most
+                p.askable(now) && p.in_flight < most && (p.proven || !holder_known)
             })
             .collect();
         // Holders first, the least busy first; probes rotate over the unproven peers, in the
@@ -179,18 +182,11 @@ pub(super) fn plan_batches(
                 PROBE_BATCH
             };
             let lacks = |cid: &Cid| lacking.get(cid).is_some_and(|peers| peers.contains(&peer));
-            // Look a few batches deep, so one CID this peer lacks does not stall it. Probes take
-            // from the back: what the holders need next stays with them, and what a slow probe
-            // holds is needed last (and hedged at once in the endgame).
+            // Look a few batches deep, so one CID this peer lacks does not stall it.
             let mut batch = Vec::with_capacity(size);
             let mut kept = VecDeque::new();
             while batch.len() < size && kept.len() < 4 * BATCH {
-                let next = if proven {
-                    wanted.pop_front()
-                } else {
-                    wanted.pop_back()
-                };
-                let Some(cid) = next else { break };
+                let Some(cid) = wanted.pop_front() else { break };
                 if requested.contains_key(&cid) {
                     continue; // already on its way
                 }
@@ -200,13 +196,8 @@ pub(super) fn plan_batches(
                     batch.push(cid);
                 }
             }
-            // Back where they were, in their order.
             while let Some(cid) = kept.pop_back() {
-                if proven {
-                    wanted.push_front(cid);
-                } else {
-                    wanted.push_back(cid);
-                }
+                wanted.push_front(cid);
             }
             if batch.is_empty() {
                 continue;
@@ -230,6 +221,65 @@ pub(super) fn plan_batches(
             providers[index].in_flight += 1;
             planned.push((index, batch));
         }
+    }
+    planned
+}
+
+/// Whether a proven provider is still in the fetch.
+fn holder_known(providers: &[Provider]) -> bool {
+    providers.iter().any(|p| p.proven && !p.dropped)
+}
+
+/// Probes once a holder is known: an unproven peer is asked for a few CIDs already on their way
+/// from a holder (a copy of that request), within the `MAX_PROBES` slots. A peer that holds the
+/// DAG answers too, perhaps first, and is proven; a stranger that holds nothing, or answers
+/// slowly on purpose, delays nothing: the holder's answer does not wait for it.
+pub(super) fn plan_probes_beside(
+    providers: &mut [Provider],
+    requested: &mut Requested,
+    lacking: &HashMap<Cid, HashSet<PeerId>>,
+    now: Instant,
+) -> Vec<(usize, Vec<Cid>)> {
+    let mut planned = Vec::new();
+    if !holder_known(providers) {
+        return planned;
+    }
+    let mut probing = probes_in_flight(providers);
+    let mut order: Vec<usize> = (0..providers.len())
+        .filter(|i| {
+            let p = &providers[*i];
+            !p.proven && p.askable(now) && p.in_flight == 0
+        })
+        .collect();
+    order.sort_by_key(|i| providers[*i].asked);
+    for index in order {
+        if probing >= MAX_PROBES {
+            break;
+        }
+        let peer = providers[index].peer;
+        // Only CIDs one proven holder alone carries: not hedges, not other probes' copies.
+        let batch: Vec<Cid> = requested
+            .iter()
+            .filter(|(cid, f)| {
+                providers[f.at].proven
+                    && f.outstanding == 1
+                    && !lacking.get(*cid).is_some_and(|peers| peers.contains(&peer))
+            })
+            .map(|(cid, _)| *cid)
+            .take(PROBE_BATCH)
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        for cid in &batch {
+            if let Some(flight) = requested.get_mut(cid) {
+                flight.outstanding += 1;
+            }
+        }
+        providers[index].asked += 1;
+        providers[index].in_flight += 1;
+        probing += 1;
+        planned.push((index, batch));
     }
     planned
 }
@@ -387,14 +437,17 @@ mod tests {
         Provider::new(PeerId::random(), true, now)
     }
 
-    /// Plans a whole window with nothing lacking.
+    /// Plans a whole window with nothing lacking, as the fetch does: batches, then probes.
     fn plan(
         providers: &mut [Provider],
         wanted: &mut VecDeque<Cid>,
         requested: &mut Requested,
         now: Instant,
     ) -> Vec<(usize, Vec<Cid>)> {
-        plan_batches(providers, wanted, requested, &HashMap::new(), WINDOW, now)
+        let lacking = HashMap::new();
+        let mut planned = plan_batches(providers, wanted, requested, &lacking, WINDOW, now);
+        planned.extend(plan_probes_beside(providers, requested, &lacking, now));
+        planned
     }
 
     fn leaves(n: usize) -> Vec<Cid> {
@@ -479,18 +532,20 @@ mod tests {
         let to = |i: usize| planned.iter().filter(|(p, _)| *p == i).collect::<Vec<_>>();
         assert_eq!(to(0).len(), PER_PROVIDER);
         assert!(to(0).iter().all(|(_, batch)| batch.len() == BATCH));
-        // The unproven peer holds back one batch of PROBE_BATCH CIDs at most, taken from the
-        // back: what the holder needs next is not held up by a probe.
+        // The unproven peer gets one probe of PROBE_BATCH CIDs, copies of what the holder was
+        // asked: it holds nothing back, however slowly it answers.
         assert_eq!(to(1).len(), 1);
         assert_eq!(to(1)[0].1.len(), PROBE_BATCH);
-        let all = leaves(200);
-        assert!(
-            to(1)[0]
-                .1
-                .iter()
-                .all(|cid| all[200 - PROBE_BATCH..].contains(cid))
-        );
-        assert_eq!(to(0)[0].1[0], all[0]);
+        let to_holder: HashSet<Cid> = to(0).iter().flat_map(|(_, b)| b.clone()).collect();
+        assert!(to(1)[0].1.iter().all(|cid| to_holder.contains(cid)));
+        assert!(to(1)[0].1.iter().all(|cid| requested[cid].outstanding == 2));
+
+        // Before any holder is known, a probe does carry CIDs of its own, from the front.
+        let mut unknown = vec![Provider::new(PeerId::random(), false, now)];
+        let mut wanted: VecDeque<Cid> = leaves(200).into();
+        let planned = plan(&mut unknown, &mut wanted, &mut Requested::new(), now);
+        assert_eq!(planned, vec![(0, leaves(PROBE_BATCH))]);
+        assert_eq!(to(0)[0].1[0], leaves(1)[0]);
     }
 
     #[test]
@@ -642,7 +697,9 @@ mod tests {
         providers[1].proven = false;
         let mut wanted: VecDeque<Cid> = leaves(PROBE_BATCH + BATCH).into();
         let mut requested = Requested::new();
-        // Provider 0 gets a full batch, the unproven 1 a probe; 2 stays idle.
+        // The unproven 1 was probed before provider 0 was known to hold the DAG (its probe carries
+        // CIDs of its own); then provider 0 gets a full batch; 2 stays idle.
+        providers[0].dropped = true;
         let mut first = plan_batches(
             &mut providers[..2],
             &mut wanted,
@@ -651,6 +708,15 @@ mod tests {
             2,
             now,
         );
+        providers[0].dropped = false;
+        first.extend(plan_batches(
+            &mut providers[..2],
+            &mut wanted,
+            &mut requested,
+            &HashMap::new(),
+            2,
+            now,
+        ));
         first.sort();
         assert_eq!(first.len(), 2);
         assert!(wanted.is_empty());
