@@ -442,24 +442,21 @@ mod tests {
     #[test]
     fn members_are_probed_first_then_the_longest_connected_peers() {
         let now = Instant::now();
-        let at = |secs_ago: u64| {
-            now.into_std()
-                .checked_sub(Duration::from_secs(secs_ago))
-                .unwrap()
-        };
-        let peer = |member: bool, secs_ago: u64| PeerInfo {
+        // Connected `secs` after the first of them (counting forward: a machine's monotonic
+        // clock may not reach far back).
+        let peer = |member: bool, secs: u64| PeerInfo {
             peer_id: PeerId::random(),
             addrs: Vec::new(),
             member,
-            connected_since: at(secs_ago),
+            connected_since: now.into_std() + Duration::from_secs(secs),
         };
-        let me = peer(true, 100);
+        let me = peer(true, 500);
         let connected = vec![
-            peer(false, 1),   // a fresh stranger
-            peer(false, 600), // a stranger connected for long
-            peer(true, 5),    // a member, recently reconnected
+            peer(false, 599), // a fresh stranger
+            peer(false, 0),   // a stranger connected for long
+            peer(true, 595),  // a member, recently reconnected
             me.clone(),
-            peer(false, 2),
+            peer(false, 598),
         ];
         let ids: Vec<PeerId> = connected.iter().map(|p| p.peer_id).collect();
         let ranked: Vec<PeerId> = rank_connected(connected, me.peer_id, now)
