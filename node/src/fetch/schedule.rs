@@ -244,7 +244,7 @@ pub(super) fn plan_probes_beside(
     if !holder_known(providers) {
         return planned;
     }
-    let mut probing = probes_in_flight(providers);
+    let free = MAX_PROBES.saturating_sub(probes_in_flight(providers));
     let mut order: Vec<usize> = (0..providers.len())
         .filter(|i| {
             let p = &providers[*i];
@@ -252,10 +252,7 @@ pub(super) fn plan_probes_beside(
         })
         .collect();
     order.sort_by_key(|i| providers[*i].asked);
-    for index in order {
-        if probing >= MAX_PROBES {
-            break;
-        }
+    for index in order.into_iter().take(free) {
         let peer = providers[index].peer;
         // Only CIDs one proven holder alone carries: not hedges, not other probes' copies.
         let batch: Vec<Cid> = requested
@@ -278,7 +275,6 @@ pub(super) fn plan_probes_beside(
         }
         providers[index].asked += 1;
         providers[index].in_flight += 1;
-        probing += 1;
         planned.push((index, batch));
     }
     planned
