@@ -10,7 +10,10 @@
 //! the two swarm tasks were, the server's refusal counters, and this process's peak resident
 //! memory (server and member). For the admin port the honest work is the operator's `status`
 //! calls. A control row runs a flooder that sends nothing, so the ratios can be read against what
-//! two windows with no flood measure on the same machine.
+//! two windows with no flood measure on the same machine; a second one spins on every core at the
+//! flooder's priority and sends nothing, for what a flooder's own CPU work costs on this machine.
+//! The slowest fetch before and during each flood is printed too: a stall shows there first.
+//! Arguments pick floods by part of their names; `RUST_LOG` turns on the nodes' logs.
 
 #![allow(
     clippy::print_stdout,
