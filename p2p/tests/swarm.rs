@@ -860,20 +860,37 @@ async fn a_peer_that_floods_provider_records_gets_its_share_and_the_nodes_own_ar
     .unwrap();
     // Twenty identities announce the key the server holds: the store keeps room for the
     // server's own record, so its announcement is kept and its lookups find it.
-    let own = server.hold(b"the server's own").await;
     let mut crowd = Vec::new();
     for _ in 0..20 {
-        let sybil = Peer::start(settings(), Answers::Honest).await;
+        crowd.push(Peer::start(settings(), Answers::Honest).await);
+    }
+    // The sybils learn of each other through the server, and an announcement goes to the
+    // announcer's K closest peers: the key is one the server is closest to, so every sybil's
+    // announcement reaches it.
+    let everyone: Vec<PeerId> = crowd
+        .iter()
+        .chain([&server, &flooder])
+        .map(Peer::id)
+        .collect();
+    let mut own = server.hold(b"the server's own 0").await;
+    for n in 1u32.. {
+        if cairn_p2p::closest(&own, everyone.iter().copied(), 1) == [server.id()] {
+            break;
+        }
+        own = server
+            .hold(format!("the server's own {n}").as_bytes())
+            .await;
+    }
+    for sybil in &crowd {
         sybil.client.dial(server.pinned_addr()).await.unwrap();
         eventually(
             "the sybil to know the server as a DHT peer",
             DEADLINE,
-            || knows(&sybil),
+            || knows(sybil),
         )
         .await
         .unwrap();
         sybil.client.start_providing(own).await.unwrap();
-        crowd.push(sybil);
     }
     eventually(
         "the key's last slot to be kept for the server",
