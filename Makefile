@@ -16,13 +16,14 @@ RUN_DIR ?= $(CURDIR)/.cairn
 TARGET_DIR = $(shell $(CARGO) metadata --format-version 1 --no-deps --offline 2>/dev/null \
 	| sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 
-.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster bench-floods test-alerts cluster-up cluster-down install clean
+.PHONY: help deps rocksdb build run test test-unit lint deny fmt ci ci-cluster bench fuzz test-soak test-cluster bench-floods bench-scale test-alerts cluster-up cluster-down install clean
 
 help:
 	@echo "make run          build and start a node on a local data directory ($(RUN_DIR))"
 	@echo "make test         run the test suite"
 	@echo "make bench        print throughput ratios measured against same-run baselines"
 	@echo "make bench-floods an honest member's throughput under each flood (part of make bench)"
+	@echo "make bench-scale  how cost grows with store size, cluster size and file size (tables + PNG)"
 	@echo "make lint         cargo fmt --check and clippy -D warnings"
 	@echo "make ci           what .ci/run runs: lint, test, and the docker cluster tests when docker answers"
 	@echo "make fuzz         run the fuzz targets (FUZZ_SECONDS each, default 60)"
@@ -166,6 +167,19 @@ bench: rocksdb
 # The floods part of `make bench` alone: an honest member's throughput under each flood.
 bench-floods: rocksdb
 	$(CARGO) bench --locked -p cairn-tests --bench floods
+
+# How cost grows with the work (store size, cluster size, file size): Markdown tables, CSVs in
+# target/bench-scale/, and docs/bench-scale.png drawn from them by scripts/plot-scale.py with
+# matplotlib from PyPI in a virtualenv under target/. `make bench-scale PARTS=files` runs one.
+PARTS ?=
+bench-scale: rocksdb
+	BENCH_SCALE_OUT="$(CURDIR)/target/bench-scale" $(CARGO) bench --locked -p cairn-tests --bench scale -- $(PARTS)
+	@if command -v python3 >/dev/null 2>&1; then \
+		[ -x target/plot-venv/bin/python ] || python3 -m venv target/plot-venv; \
+		target/plot-venv/bin/python -c 'import matplotlib' 2>/dev/null || \
+			target/plot-venv/bin/pip install --quiet matplotlib; \
+		target/plot-venv/bin/python scripts/plot-scale.py target/bench-scale docs/bench-scale.png; \
+	else echo "bench-scale: no python3, so no plot (the tables and CSVs are above)"; fi
 
 FUZZ_SECONDS ?= 60
 # Every decoder of outside bytes, plus the blockstore model (blockstore/fuzz). Crashes are kept
