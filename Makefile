@@ -174,12 +174,12 @@ bench-floods: rocksdb
 PARTS ?=
 bench-scale: rocksdb
 	BENCH_SCALE_OUT="$(CURDIR)/target/bench-scale" $(CARGO) bench --locked -p cairn-tests --bench scale -- $(PARTS)
-	@if command -v python3 >/dev/null 2>&1; then \
-		[ -x target/plot-venv/bin/python ] || python3 -m venv target/plot-venv; \
-		target/plot-venv/bin/python -c 'import matplotlib' 2>/dev/null || \
-			target/plot-venv/bin/pip install --quiet matplotlib; \
+	@if command -v python3 >/dev/null 2>&1 \
+		&& { [ -x target/plot-venv/bin/python ] || python3 -m venv target/plot-venv; } \
+		&& { target/plot-venv/bin/python -c 'import matplotlib' 2>/dev/null \
+			|| target/plot-venv/bin/pip install --quiet matplotlib; }; then \
 		target/plot-venv/bin/python scripts/plot-scale.py target/bench-scale docs/bench-scale.png; \
-	else echo "bench-scale: no python3, so no plot (the tables and CSVs are above)"; fi
+	else echo "bench-scale: no plot (it needs python3 with venv, and matplotlib from PyPI); the tables and CSVs are above"; fi
 
 FUZZ_SECONDS ?= 60
 # Every decoder of outside bytes, plus the blockstore model (blockstore/fuzz). Crashes are kept
