@@ -45,18 +45,22 @@ fn init_logging(config: &ValidConfig) {
 
 /// Runs the node until a signal, or until one of its tasks dies; then stops it in order.
 async fn serve(config: ValidConfig) -> anyhow::Result<()> {
+    // The handlers go in before the node starts, and so before READY=1: a SIGTERM sent the
+    // moment systemd (or a test) sees the node ready would otherwise meet the default action and
+    // kill the process without an orderly stop.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let node = Node::spawn(config).await?;
     // Under systemd (Type=notify) this is when the unit becomes active; elsewhere a no-op.
     tell_systemd(&[sd_notify::NotifyState::Ready]);
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let failure = loop {
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!("SIGTERM: stopping");
                 break None;
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 tracing::info!("interrupt: stopping");
                 break None;
             }

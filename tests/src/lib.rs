@@ -389,18 +389,23 @@ pub async fn full_view(nodes: &[TestNode]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The roots `node` pins, as its API lists them.
+pub async fn pinned_roots(node: &TestNode) -> anyhow::Result<Vec<String>> {
+    let pins = node
+        .readonly()
+        .await?
+        .pin_ls(admin::PinLsRequest::default())
+        .await?
+        .into_inner()
+        .pins;
+    Ok(pins.into_iter().map(|p| p.cid).collect())
+}
+
 /// The peer IDs of those of `nodes` that pin `cid`, sorted.
 pub async fn pinners(nodes: &[TestNode], cid: &str) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for node in nodes {
-        let pins = node
-            .readonly()
-            .await?
-            .pin_ls(admin::PinLsRequest::default())
-            .await?
-            .into_inner()
-            .pins;
-        if pins.iter().any(|p| p.cid == cid) {
+        if pinned_roots(node).await?.iter().any(|p| p == cid) {
             out.push(node.handle.peer_id().to_owned());
         }
     }

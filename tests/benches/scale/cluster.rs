@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use cairn_config::{Config, HumanDuration};
-use cairn_proto::admin;
-use cairn_tests::{TestNode, eventually, start_cluster, stop_all};
+use cairn_tests::{TestNode, eventually, pinned_roots, start_cluster, stop_all};
 
 use crate::{Csv, MIB, rss};
 
@@ -55,15 +54,8 @@ async fn add(node: &TestNode, data: &[u8]) -> String {
 async fn pin_counts(nodes: &[TestNode]) -> anyhow::Result<HashMap<String, usize>> {
     let mut counts = HashMap::new();
     for node in nodes {
-        let pins = node
-            .readonly()
-            .await?
-            .pin_ls(admin::PinLsRequest::default())
-            .await?
-            .into_inner()
-            .pins;
-        for pin in pins {
-            *counts.entry(pin.cid).or_default() += 1;
+        for root in pinned_roots(node).await? {
+            *counts.entry(root).or_default() += 1;
         }
     }
     Ok(counts)
