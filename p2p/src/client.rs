@@ -299,15 +299,15 @@ impl Client {
     /// is on (a Kubo node), and its answer comes back in the same shape.
     pub async fn request_blocks(&self, peer: PeerId, cids: Vec<Cid>) -> Result<BlockReply, Error> {
         // Only a node that speaks Bitswap keeps the CIDs, to ask again over it.
-        let asked = self.bitswap.as_ref().map(|_| cids.clone());
+        let fallback = self.bitswap.as_ref().map(|bitswap| (bitswap, cids.clone()));
         let reply = self
             .call(|reply| Command::RequestBlocks { peer, cids, reply })
             .await?;
-        match (reply, &self.bitswap, asked) {
-            (Err(Error::Unsupported { .. }), Some(bitswap), Some(asked)) => {
+        match (reply, fallback) {
+            (Err(Error::Unsupported { .. }), Some((bitswap, asked))) => {
                 bitswap.ask(peer, asked, crate::bitswap::ASK_TIMEOUT).await
             }
-            (reply, _, _) => reply,
+            (reply, _) => reply,
         }
     }
 
