@@ -54,7 +54,17 @@ impl<B: Backend> Store<B> {
     /// direct pin never weakens an existing recursive one.
     pub fn pin(&self, root: &Cid, mode: PinMode) -> Result<()> {
         let _guard = self.gc_guard();
+        let key = root.to_bytes();
+        let existing = match self.backend.get(Cf::Pins, &key)? {
+            Some(raw) => Some(PinMode::decode(&raw)?),
+            None => None,
+        };
         match mode {
+            // Pinned recursively already: the DAG was complete when that pin was taken and GC
+            // has kept it since, so it is not walked again. A walk reads every leaf back (the
+            // engine's presence check loads the value), which the write path's second pin of a
+            // fresh add paid for a whole file.
+            PinMode::Recursive if existing == Some(PinMode::Recursive) => {}
             PinMode::Recursive => {
                 self.walk(root, |_| {})?;
             }
@@ -67,11 +77,7 @@ impl<B: Backend> Store<B> {
                 }
             }
         }
-        let key = root.to_bytes();
-        let mode = match self.backend.get(Cf::Pins, &key)? {
-            Some(existing) => PinMode::decode(&existing)?.max(mode),
-            None => mode,
-        };
+        let mode = existing.map_or(mode, |existing| existing.max(mode));
         let mut batch = Batch::default();
         if mode == PinMode::Recursive {
             // Pinned again: any unpin grace of the root is over.

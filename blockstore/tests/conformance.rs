@@ -116,6 +116,7 @@ suite!(
     scrub_can_be_stopped,
     iterate_lists_every_block,
     recursive_pin_needs_the_whole_dag,
+    pinning_a_pinned_root_again_does_not_walk_it,
     gc_removes_exactly_what_no_pin_reaches,
     gc_refuses_when_a_pinned_dag_is_broken,
     gc_never_removes_a_block_pinned_during_gc,
@@ -520,6 +521,38 @@ fn recursive_pin_needs_the_whole_dag<B: Backend>(open: fn(StoreOptions) -> Fixtu
     assert!(f.store.unpin(&root.cid).unwrap());
     assert!(!f.store.unpin(&root.cid).unwrap());
     assert!(!f.store.is_reachable(&leaves[1].cid).unwrap());
+}
+
+/// The write path pins a fresh add twice (the import, then the replication's pin under the root's
+/// lock): the second must not read the whole file back.
+fn pinning_a_pinned_root_again_does_not_walk_it<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
+    let f = open(opts());
+    let (root, mid, leaves) = small_dag();
+    let mut all = vec![root.clone(), mid.clone()];
+    all.extend(leaves.iter().cloned());
+    f.store.put_many(&all).unwrap();
+    f.store.pin(&root.cid, PinMode::Direct).unwrap();
+    // A leaf gone behind the pins' back: any walk of the DAG now stops at it.
+    assert!(f.store.delete(&leaves[1].cid).unwrap());
+    assert!(matches!(
+        f.store.walk(&root.cid, |_| {}),
+        Err(Error::Incomplete { .. })
+    ));
+    // Direct to recursive is a new promise about the whole DAG: walked, and refused.
+    assert!(matches!(
+        f.store.pin(&root.cid, PinMode::Recursive),
+        Err(Error::Incomplete { .. })
+    ));
+    assert_eq!(f.store.pin_mode(&root.cid).unwrap(), Some(PinMode::Direct));
+    f.store.put(&leaves[1]).unwrap();
+    f.store.pin(&root.cid, PinMode::Recursive).unwrap();
+    assert!(f.store.delete(&leaves[1].cid).unwrap());
+    // Recursive again: kept as it is, without the walk that would have found the gap.
+    f.store.pin(&root.cid, PinMode::Recursive).unwrap();
+    assert_eq!(
+        f.store.pin_mode(&root.cid).unwrap(),
+        Some(PinMode::Recursive)
+    );
 }
 
 fn gc_removes_exactly_what_no_pin_reaches<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
