@@ -143,7 +143,7 @@ impl Behaviour {
                     .with_timeout(PING_TIMEOUT),
             ),
             kad: crate::kad_guard::KadGuard::new(
-                kademlia(local, settings.query_timeout, settings.record_ttl),
+                kademlia(local, settings),
                 crate::kad_guard::KadRates {
                     per_peer: settings.kad_requests_per_second,
                     per_ip: settings.kad_requests_per_second_per_ip,
@@ -199,11 +199,8 @@ fn dht_store(local: PeerId) -> kad::store::MemoryStore {
     )
 }
 
-fn kademlia(
-    local: PeerId,
-    query_timeout: Duration,
-    record_ttl: Duration,
-) -> kad::Behaviour<kad::store::MemoryStore> {
+fn kademlia(local: PeerId, settings: &NetworkSettings) -> kad::Behaviour<kad::store::MemoryStore> {
+    let (query_timeout, record_ttl) = (settings.query_timeout, settings.record_ttl);
     let store = dht_store(local);
     let mut config = kad::Config::new(KAD_PROTOCOL);
     config.set_query_timeout(query_timeout);
@@ -224,7 +221,11 @@ fn kademlia(
     }
     let mut kad = kad::Behaviour::with_config(local, store, config);
     // Without a confirmed external address Kademlia would stay a client and answer nobody.
-    kad.set_mode(Some(kad::Mode::Server));
+    kad.set_mode(Some(if settings.dht_server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    }));
     kad
 }
 

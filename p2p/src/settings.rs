@@ -106,6 +106,12 @@ pub struct NetworkSettings {
     pub max_factor: u32,
     /// Bitswap streams on (`p2p.bitswap`).
     pub bitswap: bool,
+    /// Answer other peers' Kademlia queries (a DHT server, as every node is). Off, the node only
+    /// asks: it announces no Kademlia protocol, so no peer puts it in its routing table or
+    /// hands it out in answers. For tools that join only to look things up, and for the floods
+    /// bench's attackers, whose own DHT would otherwise spend the shared machine on answering
+    /// each other.
+    pub dht_server: bool,
 }
 
 impl NetworkSettings {
@@ -159,6 +165,7 @@ impl NetworkSettings {
             operators: Vec::new(),
             max_factor: cairn_config::ReplicationConfig::default().max_factor,
             bitswap: false,
+            dht_server: true,
         }
     }
 

@@ -1285,3 +1285,39 @@ async fn a_routing_table_learnt_through_one_bootstrap_peer_is_reported() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn a_dht_client_finds_providers_through_the_server_and_no_one_learns_of_it() {
+    let server = Peer::start(settings(), Answers::Honest).await;
+    let provider = dht_neighbour_of(&server).await;
+    let cid = provider.hold(b"looked up by a client").await;
+    provider.client.start_providing(cid).await.unwrap();
+    let mut asking = settings();
+    asking.dht_server = false;
+    let asker = Peer::start(asking, Answers::Honest).await;
+    asker.client.dial(server.pinned_addr()).await.unwrap();
+    eventually("the client to find the provider", DEADLINE, || async {
+        asker
+            .client
+            .providers(cid)
+            .await
+            .is_ok_and(|found| found.contains(&provider.id()))
+    })
+    .await
+    .unwrap();
+    // The server answered it, and keeps it out of the table it hands out in answers; the server
+    // peer beside it is in.
+    let server_table = server.client.routing_table().await.unwrap();
+    assert!(server_table.contains(&provider.id()));
+    cairn_tests::throughout(
+        "the client to stay out of both nodes' routing tables",
+        Duration::from_secs(1),
+        || async {
+            let on_server = server.client.routing_table().await.unwrap();
+            let on_provider = provider.client.routing_table().await.unwrap();
+            !on_server.contains(&asker.id()) && !on_provider.contains(&asker.id())
+        },
+    )
+    .await
+    .unwrap();
+}

@@ -32,6 +32,19 @@ pub struct HostilePeer {
 
 impl HostilePeer {
     pub async fn start(behaviour: Behaviour) -> anyhow::Result<Self> {
+        Self::start_with(behaviour, |_| {}).await
+    }
+
+    /// An empty peer that asks the DHT and answers no one's Kademlia queries: an attacker's
+    /// identities spend nothing on each other, all their lookups land on the nodes.
+    pub async fn dht_client() -> anyhow::Result<Self> {
+        Self::start_with(Behaviour::Empty, |s| s.dht_server = false).await
+    }
+
+    async fn start_with(
+        behaviour: Behaviour,
+        edit: impl FnOnce(&mut NetworkSettings),
+    ) -> anyhow::Result<Self> {
         let identity = NodeIdentity::generate();
         let mut settings = NetworkSettings::new(vec!["/ip4/127.0.0.1/tcp/0".parse()?]);
         // A hostile peer takes whatever it is sent and never bans anyone.
@@ -39,6 +52,7 @@ impl HostilePeer {
         settings.requests_per_second = 10_000;
         settings.bytes_per_second = 1 << 30;
         settings.ban_score = i64::MIN;
+        edit(&mut settings);
         let (client, mut events, event_loop) =
             cairn_p2p::new(&identity, settings, &mut Registry::default())?;
         let stop = CancellationToken::new();

@@ -21,6 +21,9 @@ const DIAL_PATIENCE: Duration = Duration::from_secs(2);
 /// Kademlia PUTs (provider and pin records) per lane: 4 lanes make 200 a second per identity,
 /// a fifth of the server's Kademlia rate, so the per-peer caps are what they meet.
 const PUT_PACE: Option<Duration> = Some(Duration::from_millis(20));
+/// Provider lookups per identity in the paced lookup flood: 8 identities make about 180 a
+/// second, under the 200 the nodes allow one address (`kad_requests_per_second_per_ip`).
+const LOOKUP_PACE: Option<Duration> = Some(Duration::from_millis(44));
 
 /// A flood's own account of itself: what it sent and how the server answered.
 #[derive(Default)]
@@ -83,7 +86,11 @@ impl Target {
     /// A fresh hostile peer connected to the server, dialling again while the address's
     /// handshake rate refuses it (`None` when the server kept refusing it).
     async fn stranger(&self) -> Option<HostilePeer> {
-        let peer = HostilePeer::start(Behaviour::Empty).await.unwrap();
+        self.connect(HostilePeer::start(Behaviour::Empty).await.unwrap())
+            .await
+    }
+
+    async fn connect(&self, peer: HostilePeer) -> Option<HostilePeer> {
         let addr: cairn_p2p::Multiaddr = self.addr.parse().unwrap();
         let connected = eventually("the server to take the stranger", DIAL_PATIENCE, || {
             let (client, addr) = (peer.client.clone(), addr.clone());
@@ -93,9 +100,15 @@ impl Target {
         connected.ok().map(|()| peer)
     }
 
-    /// A fresh hostile peer that knows the server as a DHT peer.
-    async fn dht_stranger(&self) -> Option<HostilePeer> {
-        let peer = self.stranger().await?;
+    /// A fresh hostile peer that asks the DHT, starting from the server, and answers no one.
+    async fn dht_asker(&self) -> Option<HostilePeer> {
+        let peer = self
+            .connect(HostilePeer::dht_client().await.unwrap())
+            .await?;
+        self.in_routing_table(peer).await
+    }
+
+    async fn in_routing_table(&self, peer: HostilePeer) -> Option<HostilePeer> {
         let server = self.server();
         let known = eventually("the server in the stranger's table", SETTLE, || async {
             peer.client
@@ -193,17 +206,56 @@ impl Flood {
     }
 }
 
-async fn strangers(target: &Target, n: usize, dht: bool) -> Arc<Vec<HostilePeer>> {
+/// What a flood's identities are to the DHT. Never servers: an attacker's identities have no
+/// reason to answer each other, and as DHT servers on this one machine most of the flooder's work
+/// went into its identities' lookups and PUTs among themselves instead of at the nodes.
+#[derive(Clone, Copy)]
+enum Dht {
+    /// Not in it: connected to the server only.
+    Out,
+    /// Askers only: every lookup and PUT they make lands on the nodes.
+    Client,
+}
+
+async fn strangers(target: &Target, n: usize, dht: Dht) -> Arc<Vec<HostilePeer>> {
     let mut peers = Vec::new();
     for _ in 0..n {
-        let peer = if dht {
-            target.dht_stranger().await
-        } else {
-            target.stranger().await
+        let peer = match dht {
+            Dht::Out => target.stranger().await,
+            Dht::Client => target.dht_asker().await,
         };
         peers.extend(peer);
     }
     Arc::new(peers)
+}
+
+/// Provider lookups from `peers` until `stop`, `lanes` per identity. A lookup counts as served
+/// only while the identity is still connected to the server: once banned, its queries end at
+/// once with nobody asked.
+fn lookups(
+    peers: Arc<Vec<HostilePeer>>,
+    lanes: usize,
+    pace: Option<Duration>,
+    server: PeerId,
+    tally: Arc<Tally>,
+    stop: CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    keep_asking(peers, lanes, pace, tally, stop, move |p, n| {
+        let client = p.client.clone();
+        async move {
+            let asked = client.providers(raw_cid(n)).await.is_ok();
+            reached(&client, server, asked).await
+        }
+    })
+}
+
+/// How a Kademlia call went, as far as the server goes: an identity no longer connected to it
+/// (banned, or cut off) asked nobody, whatever its own Kademlia reports.
+async fn reached(client: &cairn_p2p::Client, server: PeerId, ok: bool) -> Outcome {
+    match client.peers().await {
+        Ok(peers) if ok && peers.iter().any(|p| p.peer_id == server) => Outcome::Served,
+        _ => Outcome::Failed,
+    }
 }
 
 async fn start_flood(
@@ -217,7 +269,7 @@ async fn start_flood(
     match name {
         // Sixteen identities each asking for blocks as fast as answers come back.
         "block requests, 16 identities" => {
-            let peers = strangers(target, 16, false).await;
+            let peers = strangers(target, 16, Dht::Out).await;
             let tasks = keep_asking(Arc::clone(&peers), 8, None, tally, stop, move |p, _| {
                 let client = p.client.clone();
                 async move {
@@ -232,7 +284,7 @@ async fn start_flood(
         }
         // Fresh identities connecting until the server stops taking them, each kept open.
         "connections, 300 identities" => {
-            let peers = strangers(target, 300, false).await;
+            let peers = strangers(target, 300, Dht::Out).await;
             tally.sent.fetch_add(300, Ordering::Relaxed);
             tally
                 .served
@@ -270,36 +322,33 @@ async fn start_flood(
         }
         // Kademlia lookups: FIND_NODE and GET_PROVIDERS that Kademlia answers by itself.
         "kademlia lookups, 8 identities" => {
-            let peers = strangers(target, 8, true).await;
-            let tasks = keep_asking(Arc::clone(&peers), 16, None, tally, stop, |p, n| {
-                let client = p.client.clone();
-                async move {
-                    match client.providers(raw_cid(n)).await {
-                        Ok(_) => Outcome::Served,
-                        Err(_) => Outcome::Failed,
-                    }
-                }
-            });
+            let peers = strangers(target, 8, Dht::Client).await;
+            let tasks = lookups(Arc::clone(&peers), 16, None, server, tally, stop);
+            Flood::of(tasks, peers)
+        }
+        // The same, paced to stay under the per-address Kademlia rate: not banned, so the nodes
+        // answer it for the whole window.
+        "kademlia lookups, 8 identities at 180/s" => {
+            let peers = strangers(target, 8, Dht::Client).await;
+            let tasks = lookups(Arc::clone(&peers), 1, LOOKUP_PACE, server, tally, stop);
             Flood::of(tasks, peers)
         }
         // Provider records for keys nobody holds.
         "provider records, 8 identities at 200/s" => {
-            let peers = strangers(target, 8, true).await;
-            let tasks = keep_asking(Arc::clone(&peers), 4, PUT_PACE, tally, stop, |p, n| {
+            let peers = strangers(target, 8, Dht::Client).await;
+            let tasks = keep_asking(Arc::clone(&peers), 4, PUT_PACE, tally, stop, move |p, n| {
                 let client = p.client.clone();
                 async move {
-                    match client.start_providing(raw_cid(n)).await {
-                        Ok(()) => Outcome::Served,
-                        Err(_) => Outcome::Failed,
-                    }
+                    let put = client.start_providing(raw_cid(n)).await.is_ok();
+                    reached(&client, server, put).await
                 }
             });
             Flood::of(tasks, peers)
         }
         // Pin records, each signed by a key of its own (no signer quota catches them).
         "pin records from fresh keys, 8 identities at 200/s" => {
-            let peers = strangers(target, 8, true).await;
-            let tasks = keep_asking(Arc::clone(&peers), 4, PUT_PACE, tally, stop, |p, n| {
+            let peers = strangers(target, 8, Dht::Client).await;
+            let tasks = keep_asking(Arc::clone(&peers), 4, PUT_PACE, tally, stop, move |p, n| {
                 let client = p.client.clone();
                 async move {
                     let key = NodeIdentity::generate();
@@ -310,17 +359,15 @@ async fn start_flood(
                     let record =
                         PinRecord::sign(&key, root, key.peer_id(), intent, now_ms()).unwrap();
                     let value = HostileMember::claims_value(vec![record]);
-                    match client.put_unchecked_pin_claims(root, value).await {
-                        Ok(()) => Outcome::Served,
-                        Err(_) => Outcome::Failed,
-                    }
+                    let put = client.put_unchecked_pin_claims(root, value).await.is_ok();
+                    reached(&client, server, put).await
                 }
             });
             Flood::of(tasks, peers)
         }
         // Audits naming eight blocks the server does not hold.
         "audits of absent blocks, 8 identities" => {
-            let peers = strangers(target, 8, false).await;
+            let peers = strangers(target, 8, Dht::Out).await;
             let tasks = keep_asking(Arc::clone(&peers), 8, None, tally, stop, move |p, n| {
                 let client = p.client.clone();
                 async move {
@@ -413,18 +460,26 @@ pub(crate) fn refusal_series(name: &str) -> &'static [&'static str] {
             "cairn_p2p_dials_refused_total{reason=\"pending_per_ip\"}",
             "cairn_p2p_dials_refused_total{reason=\"handshakes_per_ip\"}",
         ],
-        "kademlia lookups, 8 identities" => &[
+        "kademlia lookups, 8 identities" | "kademlia lookups, 8 identities at 180/s" => &[
             "cairn_p2p_rate_limited_total{limit=\"kad_requests\"}",
+            "cairn_p2p_rate_limited_total{limit=\"kad_requests_per_ip\"}",
             "cairn_p2p_bans_total",
+            "cairn_p2p_dials_refused_total{reason=\"banned\"}",
+            "cairn_p2p_dials_refused_total{reason=\"handshakes_per_ip\"}",
         ],
         "provider records, 8 identities at 200/s" => &[
             "cairn_p2p_rate_limited_total{limit=\"queue\"}",
+            "cairn_p2p_rate_limited_total{limit=\"kad_requests_per_ip\"}",
             "cairn_p2p_provider_records_refused_total{reason=\"per_peer\"}",
             "cairn_p2p_bans_total",
+            "cairn_p2p_dials_refused_total{reason=\"banned\"}",
         ],
-        "pin records from fresh keys, 8 identities at 200/s" => {
-            &["cairn_p2p_pin_claims_stored", "cairn_p2p_bans_total"]
-        }
+        "pin records from fresh keys, 8 identities at 200/s" => &[
+            "cairn_p2p_pin_claims_stored",
+            "cairn_p2p_rate_limited_total{limit=\"kad_requests_per_ip\"}",
+            "cairn_p2p_bans_total",
+            "cairn_p2p_dials_refused_total{reason=\"banned\"}",
+        ],
         "audits of absent blocks, 8 identities" => &[
             "cairn_p2p_rate_limited_total{limit=\"bytes\"}",
             "cairn_p2p_rate_limited_total{limit=\"requests\"}",
@@ -446,6 +501,7 @@ pub(crate) const FLOODS: &[&str] = &[
     "connections, 300 identities",
     "stalled handshakes, 500 sockets",
     "kademlia lookups, 8 identities",
+    "kademlia lookups, 8 identities at 180/s",
     "provider records, 8 identities at 200/s",
     "pin records from fresh keys, 8 identities at 200/s",
     "audits of absent blocks, 8 identities",
