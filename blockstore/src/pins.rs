@@ -50,8 +50,9 @@ pub struct GcReport {
 
 impl<B: Backend> Store<B> {
     /// Pins `root`. A recursive pin first checks that the whole DAG is stored and verifies every
-    /// DAG-PB node on the way; a missing block is [`Error::Incomplete`] and nothing is pinned. A
-    /// direct pin never weakens an existing recursive one.
+    /// DAG-PB node on the way; a missing block is [`Error::Incomplete`] and nothing is pinned
+    /// (a root pinned recursively already is kept without that walk). A direct pin never weakens
+    /// an existing recursive one.
     pub fn pin(&self, root: &Cid, mode: PinMode) -> Result<()> {
         let _guard = self.gc_guard();
         let key = root.to_bytes();

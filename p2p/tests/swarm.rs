@@ -1305,8 +1305,8 @@ async fn a_dht_client_finds_providers_through_the_server_and_no_one_learns_of_it
     })
     .await
     .unwrap();
-    // The server answered it, and keeps it out of the table it hands out in answers; the server
-    // peer beside it is in.
+    // The server answered it, and keeps it out of the table it hands out in answers; the
+    // provider, a DHT server, is in.
     let server_table = server.client.routing_table().await.unwrap();
     assert!(server_table.contains(&provider.id()));
     cairn_tests::throughout(
