@@ -19,7 +19,9 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// How long a flooder's identity keeps dialling before it gives up.
 const DIAL_PATIENCE: Duration = Duration::from_secs(2);
 /// Kademlia PUTs (provider and pin records) per lane: 4 lanes make 200 a second per identity,
-/// a fifth of the server's Kademlia rate, so the per-peer caps are what they meet.
+/// a fifth of the per-peer Kademlia rate. Eight identities on one address together pass that
+/// address's rate, so these floods end in bans; the store caps per peer and per signer have
+/// tests of their own (`p2p/tests/swarm.rs`).
 const PUT_PACE: Option<Duration> = Some(Duration::from_millis(20));
 /// Provider lookups per identity in the paced lookup flood: 8 identities make about 180 a
 /// second, under the 200 the nodes allow one address (`kad_requests_per_second_per_ip`).
