@@ -200,10 +200,9 @@ fn dht_store(local: PeerId) -> kad::store::MemoryStore {
 }
 
 fn kademlia(local: PeerId, settings: &NetworkSettings) -> kad::Behaviour<kad::store::MemoryStore> {
-    let (query_timeout, record_ttl) = (settings.query_timeout, settings.record_ttl);
     let store = dht_store(local);
     let mut config = kad::Config::new(KAD_PROTOCOL);
-    config.set_query_timeout(query_timeout);
+    config.set_query_timeout(settings.query_timeout);
     config.set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
     // Every record a peer offers is checked before it is kept (a signed pin record, newer than
     // the one held; providers as announced); see `event_loop::records`.
@@ -211,7 +210,7 @@ fn kademlia(local: PeerId, settings: &NetworkSettings) -> kad::Behaviour<kad::st
     // Pin claims expire here unless someone puts them again: every node that keeps claims (the
     // holders, and the node that unpinned, for its tombstone) republishes them well within the
     // TTL, so what a flood put here once drains while the cluster's own stay.
-    config.set_record_ttl(Some(record_ttl));
+    config.set_record_ttl(Some(settings.record_ttl));
     // A root's pin claims (one signed record per owner) with room for the closer peers that a
     // lookup's answer carries beside them.
     config.set_max_packet_size(crate::claims::MAX_CLAIMS_BYTES + 16 * 1024);
@@ -220,7 +219,8 @@ fn kademlia(local: PeerId, settings: &NetworkSettings) -> kad::Behaviour<kad::st
         config.set_parallelism(parallelism);
     }
     let mut kad = kad::Behaviour::with_config(local, store, config);
-    // Without a confirmed external address Kademlia would stay a client and answer nobody.
+    // Set, not left to Kademlia: without a confirmed external address it would stay a client and
+    // answer nobody. A client only when the settings ask for one.
     kad.set_mode(Some(if settings.dht_server {
         kad::Mode::Server
     } else {

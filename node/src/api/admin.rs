@@ -524,7 +524,8 @@ impl<B: Backend> Admin for AdminService<B> {
             return Err(Status::from(Error::Stopping));
         }
         let roots = imported.roots.clone();
-        // Pinning walks each DAG again: anything lost since the import makes it fail, not vanish.
+        // Pinning walks each DAG again: anything lost since the import makes it fail, not vanish
+        // (a root pinned recursively already is kept, and GC has kept its blocks).
         self.store
             .run("pinning imported roots", move |store| {
                 let _guard = store.gc_guard();
