@@ -39,7 +39,9 @@ impl Cf {
 /// One write in a batch.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Put(Cf, Vec<u8>, Vec<u8>),
+    /// The value is shared, not copied: a block's bytes go from the importer or the wire into the
+    /// engine's own write batch with no copy of ours in between.
+    Put(Cf, Vec<u8>, bytes::Bytes),
     Delete(Cf, Vec<u8>),
     /// Adds to a pair of counters (two big-endian u64s, wrapping; a missing value counts as
     /// zero). A delta rather than a new total: a batch that is lost in a crash takes its own
@@ -83,7 +85,12 @@ pub struct Batch {
 
 impl Batch {
     pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Put(cf, key.into(), value.into()));
+        self.put_shared(cf, key, bytes::Bytes::from(value.into()));
+    }
+
+    /// Like [`Batch::put`], taking a share of `value` instead of a copy.
+    pub fn put_shared(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: bytes::Bytes) {
+        self.ops.push(Op::Put(cf, key.into(), value));
     }
 
     pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {

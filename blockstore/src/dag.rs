@@ -5,16 +5,23 @@ use std::collections::{HashSet, VecDeque};
 use cid::Cid;
 use multihash::Multihash;
 
-use crate::Blockstore;
 use crate::block::{DAG_PB, links};
 use crate::error::{Error, Result};
+use crate::{Blockstore, Written};
 
 /// Visits `root` and every block below it once, breadth first. DAG-PB nodes are read (and so
 /// verified) to find their links; raw leaves are checked for presence only. A missing block stops
 /// the walk with [`Error::Incomplete`]; a corrupt one with [`Error::HashMismatch`].
-pub fn walk<S: Blockstore + ?Sized>(
+pub fn walk<S: Blockstore + ?Sized>(store: &S, root: &Cid, visit: impl FnMut(&Cid)) -> Result<()> {
+    walk_knowing(store, root, None, visit)
+}
+
+/// [`walk`], taking `known` blocks (and the links of known DAG-PB nodes) as stored without
+/// reading them. The caller vouches that `known` still holds (see [`Written`]).
+pub(crate) fn walk_knowing<S: Blockstore + ?Sized>(
     store: &S,
     root: &Cid,
+    known: Option<&Written>,
     mut visit: impl FnMut(&Cid),
 ) -> Result<()> {
     let mut seen: HashSet<Multihash<64>> = HashSet::new();
@@ -27,7 +34,9 @@ pub fn walk<S: Blockstore + ?Sized>(
         if !seen.insert(*cid.hash()) {
             continue;
         }
-        if cid.codec() == DAG_PB {
+        if let Some(links) = known.and_then(|w| w.links_of(&cid)) {
+            queue.extend(links.iter().copied());
+        } else if cid.codec() == DAG_PB {
             let data = store.get(&cid).map_err(|e| match e {
                 Error::NotFound(missing) => incomplete(missing),
                 other => other,

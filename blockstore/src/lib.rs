@@ -22,6 +22,7 @@ mod scrub;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod written;
 
 use std::path::Path;
 
@@ -38,6 +39,7 @@ pub use metrics::StoreMetrics;
 pub use pins::{GcReport, PinMode};
 pub use scrub::{ScrubOptions, ScrubProgress, ScrubReport};
 pub use store::{Store, StoreOptions, StoreStats, on_every_core};
+pub use written::Written;
 
 /// The block store on RocksDB.
 pub type RocksBlockstore = Store<RocksBackend>;
@@ -88,6 +90,17 @@ pub trait Blockstore: Send + Sync + 'static {
         let blocks: Vec<Block> = blocks.iter().map(|b| b.as_block().clone()).collect();
         self.put_many_buffered(&blocks)
     }
+    /// Evidence for a bulk writer starting now (see [`Written`]). This default gives evidence
+    /// that never counts, so a pin of what was written walks it all.
+    fn begin_written(&self) -> Written {
+        Written::default()
+    }
+    /// [`Blockstore::put_verified_buffered`], recording the blocks in `written`. This default
+    /// records nothing.
+    fn put_verified_noting(&self, blocks: &[VerifiedBlock], written: &mut Written) -> Result<()> {
+        let _ = written;
+        self.put_verified_buffered(blocks)
+    }
     /// Makes every buffered write durable.
     fn sync(&self) -> Result<()> {
         Ok(())
@@ -118,6 +131,12 @@ impl<B: backend::Backend> Blockstore for Store<B> {
     }
     fn put_verified_buffered(&self, blocks: &[VerifiedBlock]) -> Result<()> {
         Store::put_verified_buffered(self, blocks)
+    }
+    fn begin_written(&self) -> Written {
+        Store::begin_written(self)
+    }
+    fn put_verified_noting(&self, blocks: &[VerifiedBlock], written: &mut Written) -> Result<()> {
+        Store::put_verified_noting(self, blocks, written)
     }
     fn sync(&self) -> Result<()> {
         Store::sync(self)

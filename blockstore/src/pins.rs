@@ -11,6 +11,7 @@ use crate::backend::{Backend, Batch, Cf};
 use crate::error::{Error, Result};
 use crate::metrics::StoreMetrics;
 use crate::store::{PAGE, Store, mh_from_key};
+use crate::written::Written;
 
 /// How a pin holds its root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,6 +55,19 @@ impl<B: Backend> Store<B> {
     /// (a root pinned recursively already is kept without that walk). A direct pin never weakens
     /// an existing recursive one.
     pub fn pin(&self, root: &Cid, mode: PinMode) -> Result<()> {
+        self.pin_knowing(root, mode, None)
+    }
+
+    /// Pins `root` recursively, as [`Store::pin`] does, taking what `written` recorded as stored
+    /// without reading it back: only blocks the writer did not store are looked at. Evidence from
+    /// another store, or from before a removal, is set aside and the whole DAG walked.
+    pub fn pin_written(&self, root: &Cid, written: &Written) -> Result<()> {
+        let _guard = self.gc_guard();
+        let known = self.honours(written).then_some(written);
+        self.pin_knowing(root, PinMode::Recursive, known)
+    }
+
+    fn pin_knowing(&self, root: &Cid, mode: PinMode, known: Option<&Written>) -> Result<()> {
         let _guard = self.gc_guard();
         let key = root.to_bytes();
         let existing = match self.backend.get(Cf::Pins, &key)? {
@@ -67,7 +81,7 @@ impl<B: Backend> Store<B> {
             // fresh add paid for a whole file.
             PinMode::Recursive if existing == Some(PinMode::Recursive) => {}
             PinMode::Recursive => {
-                self.walk(root, |_| {})?;
+                crate::dag::walk_knowing(self, root, known, |_| {})?;
             }
             PinMode::Direct => {
                 if !self.has(root)? {

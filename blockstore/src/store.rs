@@ -129,6 +129,11 @@ pub struct Store<B: Backend> {
     pub(crate) metrics: Arc<StoreMetrics>,
     /// Bytes removed since the engine last gave deleted space back.
     removed_since_reclaim: std::sync::atomic::AtomicU64,
+    /// This store among the process's (see [`crate::Written`]).
+    pub(crate) id: u64,
+    /// Removals of blocks (GC, delete, quarantine) since opening: a writer's evidence of what it
+    /// stored holds only while this stays where it was when the writer began.
+    pub(crate) removals: std::sync::atomic::AtomicU64,
 }
 
 impl<B: Backend> std::fmt::Debug for Store<B> {
@@ -210,6 +215,8 @@ impl<B: Backend> Store<B> {
             gc_lock: RwLock::new(()),
             metrics: Arc::new(StoreMetrics::default()),
             removed_since_reclaim: std::sync::atomic::AtomicU64::new(0),
+            id: crate::written::next_store_id(),
+            removals: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -346,7 +353,7 @@ impl<B: Backend> Store<B> {
             added.bytes += block.data.len() as u64;
             // A good copy of a quarantined block repairs it.
             batch.delete(Cf::Quarantine, key.clone());
-            batch.put(Cf::Blocks, key, block.data.to_vec());
+            batch.put_shared(Cf::Blocks, key, block.data.clone());
         }
         if added.blocks == 0 {
             return Ok(());
@@ -444,6 +451,7 @@ impl<B: Backend> Store<B> {
         // would replay the deletes' counter change without the batch it undoes.
         self.backend.sync()?;
         let mut usage = self.usage.lock();
+        self.note_removal();
         let mut batch = Batch::default();
         let mut removed = Usage::default();
         for key in keys {
@@ -489,6 +497,7 @@ impl<B: Backend> Store<B> {
             Some(current) if current == bad => {}
             _ => return Ok(()),
         }
+        self.note_removal();
         let removed = Usage {
             blocks: 1,
             bytes: bad.len() as u64,

@@ -26,6 +26,14 @@ pub fn corrupt_block<B: Backend>(store: &Store<B>, cid: &Cid) -> bool {
     store.backend().write(batch).is_ok()
 }
 
+/// Deletes a stored block underneath the store, as a lost file or a tampering process would: the
+/// store is not told (no usage change, no removal counted). Returns whether the delete was written.
+pub fn lose_block<B: Backend>(store: &Store<B>, cid: &Cid) -> bool {
+    let mut batch = Batch::default();
+    batch.delete(Cf::Blocks, cid.hash().to_bytes());
+    store.backend().write(batch).is_ok()
+}
+
 /// The blocks the model plays with: `BLOCKS` fixed, non-empty blocks of varied sizes and hashes.
 pub const BLOCKS: u8 = 16;
 

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_blockstore::backend::Backend;
-use cairn_blockstore::testing::corrupt_block;
+use cairn_blockstore::testing::{corrupt_block, lose_block};
 use cairn_blockstore::{
     Block, Blockstore, DAG_PB, Error, HashAlg, MemBlockstore, PinMode, RAW, RocksBlockstore,
-    ScrubOptions, Store, StoreMetrics, StoreOptions,
+    ScrubOptions, Store, StoreMetrics, StoreOptions, VerifiedBlock,
 };
 use cid::Cid;
 use ipld_dagpb::{PbLink, PbNode};
@@ -117,6 +117,8 @@ suite!(
     iterate_lists_every_block,
     recursive_pin_needs_the_whole_dag,
     pinning_a_pinned_root_again_does_not_walk_it,
+    a_written_dag_is_pinned_without_reading_it_back,
+    evidence_of_writes_is_void_after_a_removal_or_from_another_store,
     gc_removes_exactly_what_no_pin_reaches,
     gc_refuses_when_a_pinned_dag_is_broken,
     gc_never_removes_a_block_pinned_during_gc,
@@ -553,6 +555,94 @@ fn pinning_a_pinned_root_again_does_not_walk_it<B: Backend>(open: fn(StoreOption
         f.store.pin_mode(&root.cid).unwrap(),
         Some(PinMode::Recursive)
     );
+}
+
+fn verified(blocks: &[&Block]) -> Vec<VerifiedBlock> {
+    blocks
+        .iter()
+        .map(|b| VerifiedBlock::check((*b).clone()).unwrap())
+        .collect()
+}
+
+/// An import or fetch pins what it just wrote: the pin takes the store's record of those writes
+/// instead of reading every block back, and still checks what it did not write.
+fn a_written_dag_is_pinned_without_reading_it_back<B: Backend>(
+    open: fn(StoreOptions) -> Fixture<B>,
+) {
+    let f = open(opts());
+    let (root, mid, leaves) = small_dag();
+    // Stored before the writer began: not the writer's to vouch for.
+    f.store.put(&leaves[2]).unwrap();
+    let mut written = f.store.begin_written();
+    f.store
+        .put_verified_noting(
+            &verified(&[&root, &mid, &leaves[0], &leaves[1]]),
+            &mut written,
+        )
+        .unwrap();
+    assert_eq!(written.len(), 4);
+    // Gone from under the store, untold: a walk that looked would stop at it.
+    assert!(lose_block(&f.store, &leaves[2].cid));
+    match f.store.pin_written(&root.cid, &written) {
+        Err(Error::Incomplete { missing, .. }) => assert_eq!(missing, leaves[2].cid),
+        other => panic!("a block the writer did not store must be looked at: {other:?}"),
+    }
+    assert_eq!(f.store.pin_mode(&root.cid).unwrap(), None);
+    f.store.put(&leaves[2]).unwrap();
+    // Now one the writer stored goes missing the same way: the pin does not read it back.
+    assert!(lose_block(&f.store, &leaves[1].cid));
+    f.store.pin_written(&root.cid, &written).unwrap();
+    assert_eq!(
+        f.store.pin_mode(&root.cid).unwrap(),
+        Some(PinMode::Recursive)
+    );
+    // The plain pin's walk is what would have seen it.
+    assert!(matches!(
+        f.store.walk(&root.cid, |_| {}),
+        Err(Error::Incomplete { .. })
+    ));
+}
+
+/// The record stands only for the store that took the writes, and only while that store has
+/// removed nothing since the writer began: after a removal, the pin walks the whole DAG.
+fn evidence_of_writes_is_void_after_a_removal_or_from_another_store<B: Backend>(
+    open: fn(StoreOptions) -> Fixture<B>,
+) {
+    let f = open(opts());
+    let other = open(opts());
+    let (root, mid, leaves) = small_dag();
+    let all = [&root, &mid, &leaves[0], &leaves[1], &leaves[2]];
+    let mut foreign = other.store.begin_written();
+    other
+        .store
+        .put_verified_noting(&verified(&all), &mut foreign)
+        .unwrap();
+    let mut written = f.store.begin_written();
+    f.store
+        .put_verified_noting(&verified(&all), &mut written)
+        .unwrap();
+    // Evidence handed to the wrong store records nothing there.
+    let mut crossed = other.store.begin_written();
+    f.store
+        .put_verified_noting(&verified(&all), &mut crossed)
+        .unwrap();
+    assert!(crossed.is_empty());
+    assert!(lose_block(&f.store, &leaves[0].cid));
+    for evidence in [&foreign, &crossed] {
+        assert!(matches!(
+            f.store.pin_written(&root.cid, evidence),
+            Err(Error::Incomplete { .. })
+        ));
+    }
+    // Any removal through the store (GC, delete, quarantine) voids this store's record too.
+    let loose = raw(b"removed after the writer began");
+    f.store.put(&loose).unwrap();
+    assert!(f.store.delete(&loose.cid).unwrap());
+    assert!(matches!(
+        f.store.pin_written(&root.cid, &written),
+        Err(Error::Incomplete { .. })
+    ));
+    assert_eq!(f.store.pin_mode(&root.cid).unwrap(), None);
 }
 
 fn gc_removes_exactly_what_no_pin_reaches<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {

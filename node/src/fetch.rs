@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use cairn_blockstore::backend::Backend;
-use cairn_blockstore::{Block, DAG_PB, Store, VerifiedBlock, links, on_every_core};
+use cairn_blockstore::{Block, DAG_PB, Store, VerifiedBlock, Written, links, on_every_core};
 use cairn_p2p::{BlockReply, Client as Network, Offence, PeerId, PeerInfo};
 use cid::Cid;
 use futures_util::StreamExt;
@@ -51,12 +51,15 @@ pub struct FetchLimits<'a> {
 }
 
 /// What a fetch did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct FetchReport {
     pub blocks: u64,
     pub bytes: u64,
     /// Wrong blocks received (each reported, none stored).
     pub bad_blocks: u64,
+    /// The store's record of the blocks the fetch wrote, so that pinning the root reads back
+    /// only what was stored before it (`Store::pin_written`).
+    pub written: Written,
 }
 
 /// One request's answer: the provider's index, the CIDs asked, the reply.
@@ -103,7 +106,10 @@ async fn fetch_dag_paced<B: Backend>(
     max_bytes: Option<u64>,
 ) -> Result<FetchReport> {
     let mut wanted: VecDeque<Cid> = missing_below(store, vec![root]).await?.into();
-    let mut report = FetchReport::default();
+    let mut report = FetchReport {
+        written: store.store().begin_written(),
+        ..FetchReport::default()
+    };
     if wanted.is_empty() {
         return Ok(report);
     }
@@ -245,7 +251,9 @@ async fn fetch_dag_paced<B: Backend>(
         for block in &good {
             lacking.remove(block.cid());
         }
-        let children = store_and_expand(store, good).await?;
+        let written = std::mem::take(&mut report.written);
+        let (children, written) = store_and_expand(store, good, written).await?;
+        report.written = written;
         // Depth first: the children of what just arrived go to the front.
         for cid in children.into_iter().rev() {
             wanted.push_front(cid);
@@ -327,22 +335,23 @@ async fn check_blocks<B: Backend>(
         .await
 }
 
-/// Stores verified blocks (durable at the fetch's final sync) and returns the children of
-/// theirs that are still missing.
+/// Stores verified blocks (durable at the fetch's final sync), noting them in `written`, and
+/// returns the children of theirs that are still missing, with `written`.
 async fn store_and_expand<B: Backend>(
     store: &NodeStore<B>,
     blocks: Vec<VerifiedBlock>,
-) -> Result<Vec<Cid>> {
+    mut written: Written,
+) -> Result<(Vec<Cid>, Written)> {
     store
         .run("storing fetched blocks", move |store| {
-            store.put_verified_buffered(&blocks)?;
+            store.put_verified_noting(&blocks, &mut written)?;
             let mut children = Vec::new();
             for block in &blocks {
                 if block.cid().codec() == DAG_PB {
                     children.extend(links(block.cid(), block.data())?);
                 }
             }
-            missing_below_blocking(store, children)
+            Ok((missing_below_blocking(store, children)?, written))
         })
         .await
 }

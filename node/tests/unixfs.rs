@@ -273,6 +273,42 @@ proptest! {
         prop_assert_eq!(export(&s, done.root), data);
     }
 
+    /// Pieces handed over without a copy (whole chunks become leaves as they are), mixed with
+    /// copied ones, give the same DAG as the same bytes read from a reader.
+    #[test]
+    fn shared_and_copied_writes_make_the_same_dag(
+        len in 0usize..20_000,
+        chunk in 1usize..600,
+        pieces in proptest::collection::vec((1usize..3_000, any::<bool>()), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let data = Bytes::from(cairn_tests::random_bytes(len, seed));
+        let opts = ImportOptions {
+            chunk_size: chunk,
+            ..ImportOptions::default()
+        };
+        let s = store();
+        let mut importer = FileImporter::new(&s, opts);
+        let (mut at, mut turn) = (0, 0);
+        while at < data.len() {
+            let (size, shared) = pieces[turn % pieces.len()];
+            // Some pieces span whole chunks exactly, as the CLI's messages do.
+            let size = if turn % 3 == 0 { chunk * (size % 4 + 1) } else { size };
+            let piece = data.slice(at..(at + size).min(data.len()));
+            if shared {
+                importer.write_shared(piece).unwrap();
+            } else {
+                importer.write(&piece).unwrap();
+            }
+            at += size;
+            turn += 1;
+        }
+        let done = importer.finish().unwrap();
+        let reference = import_reader(&store(), &data[..], opts).unwrap();
+        prop_assert_eq!(done, reference);
+        prop_assert_eq!(export(&s, done.root), data.to_vec());
+    }
+
     /// Real chunk size, sizes around the chunk boundary.
     #[test]
     fn round_trip_around_the_chunk_boundary(delta in -3i64..=3, chunks in 1i64..4) {

@@ -60,7 +60,7 @@ impl Backend for MemBackend {
         for op in batch.ops {
             match op {
                 Op::Put(cf, k, v) => {
-                    tables.entry(cf).or_default().insert(k, v);
+                    tables.entry(cf).or_default().insert(k, v.to_vec());
                 }
                 Op::Delete(cf, k) => {
                     if let Some(t) = tables.get_mut(&cf) {

@@ -210,14 +210,15 @@ impl<B: Backend> Admin for AdminService<B> {
             let mut importer = FileImporter::new(&*store, opts);
             loop {
                 match rx.blocking_recv() {
-                    Some(Feed::Data(chunk)) => importer.write(&chunk)?,
+                    Some(Feed::Data(chunk)) => importer.write_shared(chunk)?,
                     Some(Feed::End) => break,
                     // The client stream broke: never pin a partial file.
                     None => return Err(Error::BadRequest("the upload ended early".into())),
                 }
             }
-            let done = importer.finish()?;
-            store.pin(&done.root, PinMode::Recursive)?;
+            let (done, written) = importer.finish_written()?;
+            // Every block of the file went in through this importer: the pin need not read them.
+            store.pin_written(&done.root, &written)?;
             Ok::<_, Error>(done)
         });
         let fed = async {

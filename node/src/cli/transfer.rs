@@ -1,6 +1,7 @@
 //! Moving bytes between files and the daemon: uploads (encrypted here when asked) and downloads
 //! (decrypted here), with progress bars, written atomically.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -75,16 +76,20 @@ fn read_for_upload(
         }
         false => None,
     };
-    let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
-        let n = std::io::Read::read(&mut file, &mut buf)
+        // Each message owns a fresh buffer of one whole chunk (short only at the end), so the
+        // bytes are not copied again here and the daemon turns each message into a leaf as it is.
+        let mut buf = Vec::with_capacity(CHUNK_SIZE);
+        let n = (&mut file)
+            .take(CHUNK_SIZE as u64)
+            .read_to_end(&mut buf)
             .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         let data = match encryptor.as_mut() {
-            Some(e) => e.push(&buf[..n])?,
-            None => buf[..n].to_vec(),
+            Some(e) => e.push(&buf)?,
+            None => buf,
         };
         if !upload.send(data) {
             return Ok(None);

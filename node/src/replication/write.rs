@@ -254,7 +254,7 @@ impl<B: Backend> Replicator<B> {
         let bytes = fetched.bytes;
         self.store
             .run("pinning a replica", move |store| {
-                store.pin(&root, PinMode::Recursive)?;
+                store.pin_written(&root, &fetched.written)?;
                 store.add_charge(&root, &owner.to_bytes(), bytes)?;
                 Ok(())
             })

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use bytes::Bytes;
-use cairn_blockstore::{Blockstore, DAG_PB, HashAlg, RAW, VerifiedBlock, on_every_core};
+use cairn_blockstore::{Blockstore, DAG_PB, HashAlg, RAW, VerifiedBlock, Written, on_every_core};
 use cairn_proto::unixfs;
 use cid::Cid;
 use ipld_dagpb::{PbLink, PbNode};
@@ -101,6 +101,8 @@ pub struct FileImporter<'a, S: Blockstore + ?Sized> {
     levels: Vec<Vec<Child>>,
     pending: Vec<VerifiedBlock>,
     pending_bytes: usize,
+    /// What has been stored, so that pinning the root need not read the file back.
+    written: Written,
     leaves: u64,
     blocks: u64,
     size: u64,
@@ -133,6 +135,7 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
             levels: vec![Vec::new()],
             pending: Vec::new(),
             pending_bytes: 0,
+            written: store.begin_written(),
             leaves: 0,
             blocks: 0,
             size: 0,
@@ -151,8 +154,30 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
         Ok(())
     }
 
+    /// Like [`FileImporter::write`], but whole chunks of `data` become leaves as they are, with
+    /// no copy: an upload whose messages hold whole chunks is imported without copying its bytes.
+    pub fn write_shared(&mut self, mut data: Bytes) -> Result<()> {
+        let size = self.opts.chunk_size;
+        if !self.chunk.is_empty() {
+            // Completes the partial chunk first, so leaves keep the file's order.
+            let fill = data.split_to((size - self.chunk.len()).min(data.len()));
+            self.write(&fill)?;
+        }
+        while data.len() >= size {
+            let whole = data.split_to(size);
+            self.push_leaf(whole)?;
+        }
+        self.write(&data)
+    }
+
     /// Ends the file: closes every partial node up to the root and writes the remaining blocks.
-    pub fn finish(mut self) -> Result<Imported> {
+    pub fn finish(self) -> Result<Imported> {
+        self.finish_written().map(|(imported, _)| imported)
+    }
+
+    /// [`FileImporter::finish`], also giving the store's record of what was written, for
+    /// `Store::pin_written`.
+    pub fn finish_written(mut self) -> Result<(Imported, Written)> {
         // An empty file is one empty leaf; a partial chunk is the last leaf.
         if self.leaves == 0 || !self.chunk.is_empty() {
             self.emit_leaf()?;
@@ -176,11 +201,12 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
         self.flush()?;
         // The root is acknowledged only once every block under it is durable.
         self.store.sync()?;
-        Ok(Imported {
+        let imported = Imported {
             root: root.cid,
             size: self.size,
             blocks: self.blocks,
-        })
+        };
+        Ok((imported, self.written))
     }
 
     fn emit_leaf(&mut self) -> Result<()> {
@@ -188,6 +214,10 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
             &mut self.chunk,
             Vec::with_capacity(self.opts.chunk_size),
         ));
+        self.push_leaf(data)
+    }
+
+    fn push_leaf(&mut self, data: Bytes) -> Result<()> {
         self.size += data.len() as u64;
         self.leaves += 1;
         self.unhashed_bytes += data.len();
@@ -268,7 +298,8 @@ impl<'a, S: Blockstore + ?Sized> FileImporter<'a, S> {
 
     fn flush(&mut self) -> Result<()> {
         if !self.pending.is_empty() {
-            self.store.put_verified_buffered(&self.pending)?;
+            self.store
+                .put_verified_noting(&self.pending, &mut self.written)?;
             self.pending.clear();
             self.pending_bytes = 0;
         }

@@ -61,11 +61,19 @@ impl<B: Backend> AdminService<B> {
         } else {
             PinMode::Recursive
         };
-        if mode == PinMode::Recursive {
-            fetch_dag(&self.store, &self.network, root).await?;
-        }
+        // A recursive pin fetches what is missing first; what the fetch wrote is not read back.
+        let fetched = match mode {
+            PinMode::Recursive => Some(fetch_dag(&self.store, &self.network, root).await?),
+            PinMode::Direct => None,
+        };
         self.store
-            .run("pinning", move |store| Ok(store.pin(&root, mode)?))
+            .run("pinning", move |store| {
+                match fetched {
+                    Some(report) => store.pin_written(&root, &report.written)?,
+                    None => store.pin(&root, mode)?,
+                }
+                Ok(())
+            })
             .await?;
         self.announce(root).await;
         if mode == PinMode::Direct {
