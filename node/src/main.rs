@@ -15,6 +15,8 @@ use clap::Parser;
 /// mimalloc rather than glibc's malloc: glibc keeps the buffers a transfer frees in per-thread
 /// arenas (8 per core), so the daemon's memory after a large add stayed at its peak unless
 /// `MALLOC_ARENA_MAX` was set outside the program; mimalloc gives freed pages back by itself.
+/// It is built without transparent huge pages (the `no_thp` feature): with them, its 2 MiB pages
+/// held the idle daemon at 48–52 MB against 32 MB without.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
