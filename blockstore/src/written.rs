@@ -84,8 +84,8 @@ impl<B: Backend> Store<B> {
         }
         for block in blocks {
             let cid = block.cid();
-            // The links were checked to decode when the block was built; a node that does not
-            // decode is simply not recorded, so the pin reads it and reports it.
+            // A node whose links do not decode is not recorded: the pin then reads it and
+            // reports what is wrong with it.
             let node_links = match cid.codec() {
                 DAG_PB => match links(cid, block.data()) {
                     Ok(found) => found.into_boxed_slice(),
