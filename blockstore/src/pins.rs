@@ -62,13 +62,13 @@ impl<B: Backend> Store<B> {
     /// without reading it back: only blocks the writer did not store are looked at. Evidence from
     /// another store, or from before a removal, is set aside and the whole DAG walked.
     pub fn pin_written(&self, root: &Cid, written: &Written) -> Result<()> {
-        let _guard = self.gc_guard();
-        let known = self.honours(written).then_some(written);
-        self.pin_knowing(root, PinMode::Recursive, known)
+        self.pin_knowing(root, PinMode::Recursive, Some(written))
     }
 
-    fn pin_knowing(&self, root: &Cid, mode: PinMode, known: Option<&Written>) -> Result<()> {
+    fn pin_knowing(&self, root: &Cid, mode: PinMode, written: Option<&Written>) -> Result<()> {
         let _guard = self.gc_guard();
+        // Checked under the guard: no GC can remove a recorded block between this and the walk.
+        let known = written.filter(|w| self.honours(w));
         let key = root.to_bytes();
         let existing = match self.backend.get(Cf::Pins, &key)? {
             Some(raw) => Some(PinMode::decode(&raw)?),
