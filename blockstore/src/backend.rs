@@ -2,6 +2,7 @@
 //! durable batches. All verification, accounting and pinning logic lives above this seam, once,
 //! so the RocksDB and in-memory stores cannot drift apart.
 
+mod direct_io;
 pub mod mem;
 pub mod rocks;
 

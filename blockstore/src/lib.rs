@@ -33,7 +33,7 @@ use multihash::Multihash;
 pub use backend::mem::MemBackend;
 pub use backend::rocks::RocksBackend;
 pub use block::{Block, DAG_PB, HashAlg, RAW, VerifiedBlock, links, raw_cid, verify};
-pub use dag::walk;
+pub use dag::{walk, walk_names};
 pub use error::{Error, Result};
 pub use metrics::StoreMetrics;
 pub use pins::{GcReport, PinMode};

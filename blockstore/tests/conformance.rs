@@ -118,6 +118,7 @@ suite!(
     recursive_pin_needs_the_whole_dag,
     pinning_a_pinned_root_again_does_not_walk_it,
     a_written_dag_is_pinned_without_reading_it_back,
+    a_walk_of_names_reads_only_the_nodes,
     evidence_of_writes_is_void_after_a_removal_or_from_another_store,
     gc_removes_exactly_what_no_pin_reaches,
     gc_refuses_when_a_pinned_dag_is_broken,
@@ -600,6 +601,33 @@ fn a_written_dag_is_pinned_without_reading_it_back<B: Backend>(
     assert!(matches!(
         f.store.walk(&root.cid, |_| {}),
         Err(Error::Incomplete { .. })
+    ));
+}
+
+/// `walk_names` reads the DAG-PB nodes it needs for links and only names the leaves: a leaf gone
+/// from under the store is still named, where `walk` stops at it. A lost node still stops it.
+fn a_walk_of_names_reads_only_the_nodes<B: Backend>(open: fn(StoreOptions) -> Fixture<B>) {
+    let f = open(opts());
+    let (root, mid, leaves) = small_dag();
+    let all = [&root, &mid, &leaves[0], &leaves[1], &leaves[2]];
+    for block in all {
+        f.store.put(block).unwrap();
+    }
+    assert!(lose_block(&f.store, &leaves[1].cid));
+    assert!(matches!(
+        f.store.walk(&root.cid, |_| {}),
+        Err(Error::Incomplete { missing, .. }) if missing == leaves[1].cid
+    ));
+    let mut named = Vec::new();
+    cairn_blockstore::walk_names(&*f.store, &root.cid, |cid| named.push(*cid)).unwrap();
+    let mut expected: Vec<Cid> = all.iter().map(|b| b.cid).collect();
+    expected.sort();
+    named.sort();
+    assert_eq!(named, expected);
+    assert!(lose_block(&f.store, &mid.cid));
+    assert!(matches!(
+        cairn_blockstore::walk_names(&*f.store, &root.cid, |_| {}),
+        Err(Error::Incomplete { missing, .. }) if missing == mid.cid
     ));
 }
 

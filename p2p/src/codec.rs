@@ -59,7 +59,8 @@ where
     }
     let mut body = vec![0u8; len];
     io.read_exact(&mut body).await?;
-    M::decode(body.as_slice()).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    // Decoded from `Bytes`, a message's byte fields are slices of the body, not copies of it.
+    M::decode(bytes::Bytes::from(body)).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Writes one length-prefixed message, refusing to send more than `max` bytes (the peer would

@@ -61,6 +61,11 @@ impl RocksBackend {
         // counter, quarantine): all families must reach disk together, or a crash could keep a
         // batch's blocks without its counter delta.
         db_opts.set_atomic_flush(true);
+        // Flushes write each block once more, into a blob file: through the page cache that is
+        // a copy into memory nobody reads soon, and on a VM whose freed pages go back to the
+        // host, a slow one (a fresh page cache page costs a host fault). Direct writes skip it;
+        // reads still go through the page cache.
+        db_opts.set_use_direct_io_for_flush_and_compaction(super::direct_io::supported(path));
 
         let descriptors = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf)));
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;

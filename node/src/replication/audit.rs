@@ -89,7 +89,8 @@ pub(crate) fn answer<B: Backend>(
 }
 
 /// Up to `count` distinct random blocks of the DAG under `root`, with their bytes (verified),
-/// from this node's copy: one pass over the DAG, reservoir sampling.
+/// from this node's copy: one pass over the DAG's names (only its DAG-PB nodes are read, not the
+/// whole file for each target), reservoir sampling, then the verified reads of those chosen.
 pub(crate) fn sample_blocks<B: Backend>(
     store: &Store<B>,
     root: &Cid,
@@ -98,7 +99,7 @@ pub(crate) fn sample_blocks<B: Backend>(
     let mut chosen: Vec<Cid> = Vec::with_capacity(count);
     let mut seen: u64 = 0;
     let mut random = [0u8; 8];
-    store.walk(root, |cid| {
+    cairn_blockstore::walk_names(store, root, |cid| {
         seen += 1;
         if chosen.len() < count {
             chosen.push(*cid);
