@@ -6,9 +6,64 @@
 use std::io;
 use std::marker::PhantomData;
 
+use bytes::Bytes;
+use cairn_proto::wire::{
+    AuditRequest, AuditResponse, BlockRequest, BlockResponse, ReplicateRequest, ReplicateResponse,
+    WireBlock,
+};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
+use prost::encoding::{WireType, encode_key, encode_varint};
+
+/// A message as it goes onto the wire: its protobuf encoding, as pieces written in order.
+pub trait WireMessage: prost::Message + Default + Send + 'static {
+    /// The pieces; together, exactly the bytes of `encode_to_vec`. By default, that one buffer.
+    fn pieces(&self) -> Vec<Bytes> {
+        vec![Bytes::from(self.encode_to_vec())]
+    }
+}
+
+impl WireMessage for BlockRequest {}
+impl WireMessage for ReplicateRequest {}
+impl WireMessage for ReplicateResponse {}
+impl WireMessage for AuditRequest {}
+impl WireMessage for AuditResponse {}
+
+/// A reply of up to 8 MiB of blocks is written block by block, each block's bytes from the
+/// buffer they were read into: encoding it whole would copy every block into a fresh buffer
+/// first.
+impl WireMessage for BlockResponse {
+    fn pieces(&self) -> Vec<Bytes> {
+        let mut pieces = Vec::with_capacity(2 * self.blocks.len() + 1);
+        for block in &self.blocks {
+            // Field 1 (blocks), its length, then the block's fields in prost's order: the CID,
+            // then the data's key and length (an empty field is not encoded), then the data.
+            let mut head = Vec::with_capacity(block.cid.len() + 24);
+            encode_key(1, WireType::LengthDelimited, &mut head);
+            encode_varint(prost::Message::encoded_len(block) as u64, &mut head);
+            let cid_only = WireBlock {
+                cid: block.cid.clone(),
+                data: Bytes::new(),
+            };
+            head.extend_from_slice(&prost::Message::encode_to_vec(&cid_only));
+            if !block.data.is_empty() {
+                encode_key(2, WireType::LengthDelimited, &mut head);
+                encode_varint(block.data.len() as u64, &mut head);
+            }
+            pieces.push(Bytes::from(head));
+            pieces.push(block.data.clone());
+        }
+        let rest = BlockResponse {
+            blocks: Vec::new(),
+            missing: self.missing.clone(),
+            retry_after_ms: self.retry_after_ms,
+            error: self.error.clone(),
+        };
+        pieces.push(Bytes::from(prost::Message::encode_to_vec(&rest)));
+        pieces
+    }
+}
 
 /// Size bounds of one protocol's messages.
 #[derive(Clone, Copy, Debug)]
@@ -68,26 +123,36 @@ where
 pub async fn write_frame<T, M>(io: &mut T, message: &M, max: usize) -> io::Result<()>
 where
     T: AsyncWrite + Unpin + Send,
-    M: prost::Message,
+    M: WireMessage,
 {
-    let body = message.encode_to_vec();
-    if body.len() > max {
+    let body_len = message.encoded_len();
+    if body_len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("message of {} bytes is over the limit of {max}", body.len()),
+            format!("message of {body_len} bytes is over the limit of {max}"),
         ));
     }
+    let pieces = message.pieces();
+    let written: usize = pieces.iter().map(Bytes::len).sum();
+    if written != body_len {
+        // A piecewise encoder out of step with prost: never send a frame its length belies.
+        return Err(io::Error::other(format!(
+            "a message of {body_len} bytes came out as {written}"
+        )));
+    }
     let mut len = unsigned_varint::encode::usize_buffer();
-    io.write_all(unsigned_varint::encode::usize(body.len(), &mut len))
+    io.write_all(unsigned_varint::encode::usize(body_len, &mut len))
         .await?;
-    io.write_all(&body).await?;
+    for piece in &pieces {
+        io.write_all(piece).await?;
+    }
     io.close().await
 }
 
 impl<Req, Resp> request_response::Codec for ProstCodec<Req, Resp>
 where
-    Req: prost::Message + Default + Send + 'static,
-    Resp: prost::Message + Default + Send + 'static,
+    Req: WireMessage,
+    Resp: WireMessage,
 {
     type Protocol = StreamProtocol;
     type Request = Req;
@@ -129,7 +194,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use cairn_proto::wire::{BlockRequest, BlockResponse, WireBlock};
     use futures::io::Cursor;
 
     use super::*;
@@ -158,6 +222,33 @@ mod tests {
         let mut io = Cursor::new(io.into_inner());
         let got: BlockResponse = read_frame(&mut io, 4096).await.unwrap();
         assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn a_block_response_in_pieces_is_exactly_its_encoding() {
+        let block = |cid: &[u8], len: usize| WireBlock {
+            cid: cid.to_vec().into(),
+            data: (0..len).map(|i| i as u8).collect::<Vec<u8>>().into(),
+        };
+        let cases = [
+            BlockResponse::default(),
+            BlockResponse {
+                blocks: vec![block(&[1, 2, 3], 300_000), block(&[4], 0), block(&[], 5)],
+                missing: vec![vec![9; 36].into(), Bytes::new()],
+                retry_after_ms: 250,
+                error: "over the rate".into(),
+            },
+            BlockResponse {
+                blocks: vec![block(&[7; 36], 262_144); 16],
+                ..Default::default()
+            },
+        ];
+        for response in cases {
+            let joined: Vec<u8> = response.pieces().concat();
+            assert_eq!(joined, prost::Message::encode_to_vec(&response));
+            let back: BlockResponse = prost::Message::decode(joined.as_slice()).unwrap();
+            assert_eq!(back, response);
+        }
     }
 
     #[tokio::test]
