@@ -40,9 +40,12 @@ impl std::fmt::Debug for RocksBackend {
 }
 
 /// Memtables of all column families together.
-const MEMTABLE_BUDGET: usize = 48 << 20;
-/// One memtable of the blocks column family.
-const BLOCKS_MEMTABLE: usize = 16 << 20;
+const MEMTABLE_BUDGET: usize = 32 << 20;
+/// One memtable of the blocks column family. Memtables are most of the daemon's memory during a
+/// large add (an active one filling while others flush, and the allocator keeps their freed
+/// space a moment longer): 8 MiB instead of 16 (with 32 MiB instead of 48 in all) lowered the
+/// peak of a 1 GiB add from 165–199 MB to 142–175 MB, with the add's speed within its spread.
+const BLOCKS_MEMTABLE: usize = 8 << 20;
 
 impl RocksBackend {
     /// Opens (creating when missing) the database at `path`. With `sync_writes`, every batch's WAL
@@ -92,7 +95,14 @@ impl RocksBackend {
     }
 
     fn apply(&self, batch: Batch, opts: &WriteOptions) -> Result<()> {
-        let mut wb = WriteBatch::default();
+        self.db.write_opt(self.write_batch(&batch)?, opts)?;
+        Ok(())
+    }
+
+    fn write_batch(&self, batch: &Batch) -> Result<WriteBatch> {
+        // Sized up front: a batch of blocks grows to megabytes, and growing it by doubling copies
+        // every byte again and leaves the allocator the discarded buffers to reclaim.
+        let mut wb = WriteBatch::with_capacity_bytes(batch_bytes(batch));
         for op in &batch.ops {
             match op {
                 Op::Put(cf, k, v) => wb.put_cf(self.handle(*cf)?, k, v),
@@ -100,8 +110,7 @@ impl RocksBackend {
                 Op::Add(cf, k, delta) => wb.merge_cf(self.handle(*cf)?, k, encode_counters(*delta)),
             }
         }
-        self.db.write_opt(wb, opts)?;
-        Ok(())
+        Ok(wb)
     }
 
     fn iterate<T>(
@@ -140,6 +149,26 @@ impl RocksBackend {
         self.db.flush_cfs_opt(&handles, &opts)?;
         Ok(())
     }
+}
+
+/// About the bytes `batch` takes in a RocksDB write batch: its header, and per entry a tag, the
+/// column family, two varint lengths, the key and the value.
+fn batch_bytes(batch: &Batch) -> usize {
+    const HEADER: usize = 12;
+    const PER_ENTRY: usize = 1 + 5 + 5 + 5;
+    HEADER
+        + batch
+            .ops
+            .iter()
+            .map(|op| {
+                PER_ENTRY
+                    + match op {
+                        Op::Put(_, k, v) => k.len() + v.len(),
+                        Op::Delete(_, k) => k.len(),
+                        Op::Add(_, k, _) => k.len() + 16,
+                    }
+            })
+            .sum::<usize>()
 }
 
 /// RocksDB's merge for [`Op::Add`]: the counters plus every delta. None (a corrupt counter)
@@ -272,5 +301,36 @@ impl Backend for RocksBackend {
             return Err(e);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_batch_is_sized_for_everything_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = RocksBackend::open(dir.path(), false).unwrap();
+        let mut batch = Batch::default();
+        for i in 0..100u32 {
+            batch.put_shared(Cf::Blocks, i.to_be_bytes(), vec![7u8; 262_144].into());
+            batch.put(
+                Cf::Meta,
+                [b"m".as_slice(), &i.to_be_bytes()].concat(),
+                [1u8; 3],
+            );
+        }
+        batch.delete(Cf::Blocks, *b"gone");
+        batch.add(Cf::Meta, *b"usage", [1, 262_144]);
+        let wb = backend.write_batch(&batch).unwrap();
+        assert_eq!(wb.len(), 202);
+        assert!(
+            wb.size_in_bytes() <= batch_bytes(&batch),
+            "{} bytes written into a batch sized for {}",
+            wb.size_in_bytes(),
+            batch_bytes(&batch)
+        );
+        assert!(batch_bytes(&batch) < wb.size_in_bytes() + 202 * 16 + 12);
     }
 }
