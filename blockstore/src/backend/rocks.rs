@@ -69,6 +69,9 @@ impl RocksBackend {
         // host, a slow one (a fresh page cache page costs a host fault). Direct writes skip it;
         // reads still go through the page cache.
         db_opts.set_use_direct_io_for_flush_and_compaction(super::direct_io::supported(path));
+        db_opts.set_max_open_files(max_open_files(
+            rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
+        ));
 
         let descriptors = Cf::ALL.map(|cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(cf)));
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
@@ -149,6 +152,17 @@ impl RocksBackend {
         self.db.flush_cfs_opt(&handles, &opts)?;
         Ok(())
     }
+}
+
+/// Files RocksDB keeps open (tables and blob files) under a descriptor limit of `limit` (None:
+/// unlimited). Half of it, so sockets and everything else keep the rest. RocksDB's default keeps
+/// every file it has opened, and each memtable flush writes a blob file (about 128 per GiB
+/// stored): a store read back widely would run out of descriptors.
+fn max_open_files(limit: Option<u64>) -> i32 {
+    const FEWEST: u64 = 64;
+    const MOST: u64 = 1 << 20;
+    let half = limit.map_or(MOST, |limit| limit / 2);
+    i32::try_from(half.clamp(FEWEST, MOST)).unwrap_or(i32::MAX)
 }
 
 /// About the bytes `batch` takes in a RocksDB write batch: its header, and per entry a tag, the
@@ -307,6 +321,35 @@ impl Backend for RocksBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rocksdb_keeps_at_most_half_the_descriptor_limit_open() {
+        assert_eq!(max_open_files(Some(1024)), 512);
+        assert_eq!(max_open_files(Some(65_536)), 32_768);
+        assert_eq!(
+            max_open_files(Some(10)),
+            64,
+            "a tiny limit still leaves RocksDB some"
+        );
+        assert_eq!(max_open_files(None), 1 << 20);
+        assert_eq!(max_open_files(Some(u64::MAX)), 1 << 20);
+
+        // And the store opens with it: RocksDB records its options in the store's directory.
+        let dir = tempfile::tempdir().unwrap();
+        drop(RocksBackend::open(dir.path(), false).unwrap());
+        let expected =
+            max_open_files(rustix::process::getrlimit(rustix::process::Resource::Nofile).current);
+        let options = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|entry| entry.ok())
+            .find(|entry| entry.file_name().to_string_lossy().starts_with("OPTIONS-"))
+            .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+            .expect("RocksDB wrote an OPTIONS file");
+        assert!(
+            options.contains(&format!("max_open_files={expected}\n")),
+            "max_open_files={expected} is not among the store's options"
+        );
+    }
 
     #[test]
     fn a_write_batch_is_sized_for_everything_it_holds() {
